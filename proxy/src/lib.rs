@@ -1,0 +1,3 @@
+//! # spillway
+//!
+//! An OpenAI-compatible gateway (work in progress).
