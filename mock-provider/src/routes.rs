@@ -295,15 +295,23 @@ fn json_body(body: String, fault: Option<Fault>) -> Body {
     match fault {
         Some(Fault::InvalidJson) => Body::from(body[..body.len() / 2].to_string()),
         Some(Fault::CutStream { .. }) => {
-            let half = Bytes::from(body).slice(..);
-            let first = half.slice(..half.len() / 2);
-            Body::from_stream(futures_util::stream::iter([
-                Ok(first),
-                Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "injected fault: body cut",
-                )),
-            ]))
+            let body = Bytes::from(body);
+            let first = body.slice(..body.len() / 2);
+            let parts = futures_util::stream::unfold(Some(first), |part| async move {
+                match part {
+                    Some(bytes) => Some((Ok(bytes), None)),
+                    None => {
+                        // Let the first half be flushed before the connection drops.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        None::<(Result<Bytes, io::Error>, Option<Bytes>)>
+                    }
+                }
+            });
+            let cut = futures_util::stream::iter([Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "injected fault: body cut",
+            ))]);
+            Body::from_stream(futures_util::StreamExt::chain(parts, cut))
         }
         _ => Body::from(body),
     }
@@ -362,6 +370,9 @@ fn stream_body(
                 && i == (after_chunks as usize + 1).min(content_chunks + 1)
             {
                 let _ = tx.send(Ok(Bytes::from(error_event))).await;
+                // Let the server flush what was sent before the connection drops: hyper
+                // writes buffered bytes only once the body has nothing more ready.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let _ = tx
                     .send(Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,

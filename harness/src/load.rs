@@ -1,0 +1,237 @@
+//! A closed-loop HTTP/1.1 load generator: `concurrency` workers, each on its own keep-alive
+//! connection, each sending its next request as soon as the previous answer is fully read.
+//! Latencies go into HDR histograms, so percentiles are exact to three significant figures.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use spillway_clock::Clock;
+use tokio::net::TcpStream;
+
+/// What to send, how hard and for how long.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Target URL (`http://host:port/path`).
+    pub url: Uri,
+    /// Extra request headers (authorization, content type...).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request bodies, sent in turn (empty: GET requests).
+    pub bodies: Arc<Vec<Bytes>>,
+    /// Concurrent connections, each with one request in flight.
+    pub concurrency: usize,
+    /// How long to measure.
+    pub duration: Duration,
+    /// How long to send before measuring (connections and caches warm up).
+    pub warmup: Duration,
+    /// Stop after this many measured requests, if reached before `duration`.
+    pub max_requests: Option<u64>,
+}
+
+/// What a load run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    /// Requests answered during the measured period.
+    pub requests: u64,
+    /// Requests that failed at the connection level.
+    pub errors: u64,
+    /// Answers by status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Measured wall time, in seconds.
+    pub seconds: f64,
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: u64,
+    /// 99.9th percentile latency, microseconds.
+    pub p999_us: u64,
+    /// Slowest answer, microseconds.
+    pub max_us: u64,
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The URL has no host or port, or is not `http`.
+    #[error("unsupported URL {0}: expected http://host:port/path")]
+    Url(String),
+    /// No connection could be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct Worker {
+    histogram: Histogram<u64>,
+    by_status: BTreeMap<u16, u64>,
+    requests: u64,
+    errors: u64,
+}
+
+fn authority(url: &Uri) -> Result<String, LoadError> {
+    if url.scheme_str() != Some("http") {
+        return Err(LoadError::Url(url.to_string()));
+    }
+    let host = url.host().ok_or_else(|| LoadError::Url(url.to_string()))?;
+    Ok(format!("{host}:{}", url.port_u16().unwrap_or(80)))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: &str) -> std::io::Result<Sender> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Runs the load and reports what was measured after the warm-up.
+pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
+    let addr = authority(&spec.url)?;
+    // Fail fast when nothing listens.
+    connect(&addr).await.map_err(|source| LoadError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
+    let clock = Clock::real();
+    let measure_from = clock.now() + spec.warmup;
+    let stop_at = measure_from + spec.duration;
+    let counter = Arc::new(AtomicU64::new(0));
+    let measured = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(spec.concurrency);
+    for _ in 0..spec.concurrency.max(1) {
+        let spec = spec.clone();
+        let addr = addr.clone();
+        let clock = clock.clone();
+        let counter = counter.clone();
+        let measured = measured.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut w = Worker {
+                histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
+                    .expect("valid histogram bounds"),
+                by_status: BTreeMap::new(),
+                requests: 0,
+                errors: 0,
+            };
+            let mut sender: Option<Sender> = None;
+            loop {
+                let now = clock.now();
+                if now >= stop_at
+                    || spec
+                        .max_requests
+                        .is_some_and(|m| measured.load(Ordering::Relaxed) >= m)
+                {
+                    break;
+                }
+                let s = match sender.as_mut() {
+                    Some(s) => s,
+                    None => match connect(&addr).await {
+                        Ok(s) => sender.insert(s),
+                        Err(_) => {
+                            w.errors += u64::from(now >= measure_from);
+                            clock.sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                };
+                let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
+                let (method, body) = match spec.bodies.get(n % spec.bodies.len().max(1)) {
+                    Some(b) => (Method::POST, b.clone()),
+                    None => (Method::GET, Bytes::new()),
+                };
+                let mut req = Request::builder()
+                    .method(method)
+                    .uri(spec.url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                    .header(http::header::HOST, &addr);
+                for (name, value) in &spec.headers {
+                    req = req.header(name, value);
+                }
+                let req = req.body(Full::new(body)).expect("a valid request");
+                let started = clock.now();
+                let outcome = match s.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        resp.into_body().collect().await.map(|_| status).ok()
+                    }
+                    Err(_) => None,
+                };
+                let ended = clock.now();
+                let counted = started >= measure_from && ended <= stop_at;
+                match outcome {
+                    Some(status) => {
+                        if counted {
+                            let us = (ended - started).as_micros().max(1) as u64;
+                            let _ = w.histogram.record(us.min(60_000_000));
+                            *w.by_status.entry(status).or_insert(0) += 1;
+                            w.requests += 1;
+                            measured.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {
+                        w.errors += u64::from(counted);
+                        sender = None;
+                    }
+                }
+            }
+            w
+        }));
+    }
+    let mut histogram: Histogram<u64> =
+        Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut report = LoadReport::default();
+    for task in tasks {
+        if let Ok(w) = task.await {
+            let _ = histogram.add(&w.histogram);
+            report.requests += w.requests;
+            report.errors += w.errors;
+            for (status, n) in w.by_status {
+                *report.by_status.entry(status).or_insert(0) += n;
+            }
+        }
+    }
+    let ended = clock.now().min(stop_at);
+    report.seconds = ended.saturating_sub(measure_from).as_secs_f64().max(1e-9);
+    report.rps = report.requests as f64 / report.seconds;
+    report.p50_us = histogram.value_at_quantile(0.50);
+    report.p99_us = histogram.value_at_quantile(0.99);
+    report.p999_us = histogram.value_at_quantile(0.999);
+    report.max_us = histogram.max();
+    Ok(report)
+}
+
+/// A chat-completions body for load runs: `distinct` bodies differ in their prompt.
+pub fn chat_bodies(model: &str, count: usize, prompt_bytes: usize) -> Vec<Bytes> {
+    (0..count.max(1))
+        .map(|i| {
+            let filler = "lorem ipsum ".repeat(prompt_bytes / 12 + 1);
+            let prompt = format!("request {i}: {}", &filler[..prompt_bytes.min(filler.len())]);
+            Bytes::from(
+                serde_json::json!({
+                    "model": model,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 64,
+                    "temperature": 0,
+                })
+                .to_string(),
+            )
+        })
+        .collect()
+}
