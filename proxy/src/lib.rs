@@ -1,3 +1,44 @@
 //! # spillway
 //!
-//! An OpenAI-compatible gateway (work in progress).
+//! An OpenAI-compatible gateway that keeps LLM calls flowing when providers rate-limit: it holds
+//! many provider keys, knows each key's per-model limits (from config, headers and 429
+//! messages), paces requests so no key is pushed over, and moves a request that fails with a
+//! 429, a 5xx or a timeout to the next key or target before the client sees anything.
+//!
+//! # Layout
+//! - [`config`]: `spillway.toml`: raw → validated, secrets from the environment;
+//! - [`limits`]: header dialects, per key+model windows, the pure pacer, token estimates;
+//! - [`router`]: the chain walk, fallback and circuits; the only place that waits;
+//! - [`upstream`]: the HTTP client to providers and what each failure means;
+//! - [`server`]: endpoints, auth, stream relaying, the one error type;
+//! - [`metrics`]: Prometheus text; [`state`]: what handlers share.
+
+pub mod config;
+pub mod limits;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use server::build_app;
+pub use spillway_clock::Clock;
+pub use state::AppState;
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, build_app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

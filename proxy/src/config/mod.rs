@@ -1,0 +1,139 @@
+//! Configuration: [`raw`] (what the file says) → [`validate`] (what the program uses), with
+//! secrets from the environment through [`secret`].
+
+pub mod raw;
+pub mod secret;
+pub mod validate;
+
+use std::path::Path;
+
+pub use raw::RawConfig;
+pub use secret::{ApiKey, Env, ProcessEnv};
+pub use validate::{Config, ConfigError, Provider, ProviderKey, Route, ServerConfig, Target};
+
+/// Parses TOML text; errors name `file`, the line and the field.
+pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+        file: file.to_string(),
+        field: "(syntax)".into(),
+        message: e.to_string(),
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError {
+            file: file.to_string(),
+            field: if path == "." { "(top level)".into() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    validate::validate(&raw, file, env)
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        field: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, &file, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([
+            ("GROQ_API_KEY".to_string(), "gsk_one".to_string()),
+            ("GROQ_API_KEY_2".to_string(), "gsk_two".to_string()),
+            ("CEREBRAS_API_KEY".to_string(), "csk_one".to_string()),
+        ])
+    }
+
+    const ISSUE_EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[providers]]
+name = "groq"
+base_url = "https://api.groq.com/openai/v1"
+keys = ["env:GROQ_API_KEY", "env:GROQ_API_KEY_2"]
+timeout = "60s"
+[providers.limits."llama-3.1-8b-instant"]
+requests_per_minute = 30
+tokens_per_minute = 6000
+requests_per_day = 14400
+tokens_per_day = 500000
+
+[[providers]]
+name = "cerebras"
+base_url = "https://api.cerebras.ai/v1"
+keys = ["env:CEREBRAS_API_KEY"]
+
+[[routes]]
+model = "llama-3.1-8b"
+targets = [
+  { provider = "groq", model = "llama-3.1-8b-instant" },
+  { provider = "cerebras", model = "llama3.1-8b" },
+]
+max_wait = "30s"
+"#;
+
+    #[test]
+    fn the_issue_example_validates() {
+        let config = parse(ISSUE_EXAMPLE, "spillway.toml", &env()).expect("valid");
+        assert_eq!(config.providers[0].keys[1].alias, "groq#2");
+        assert_eq!(config.providers[1].dialect, crate::limits::headers::Dialect::Cerebras);
+        assert_eq!(config.routes[0].targets[1].provider, 1);
+        assert_eq!(
+            config.providers[0].limits["llama-3.1-8b-instant"].get(Kind::RequestsPerMinute),
+            Some(30)
+        );
+    }
+
+    use crate::limits::kind::Kind;
+
+    fn error_of(text: &str) -> ConfigError {
+        parse(text, "spillway.toml", &env()).expect_err("invalid")
+    }
+
+    #[test]
+    fn an_unset_variable_is_named_never_its_value() {
+        let err = error_of(&ISSUE_EXAMPLE.replace("env:GROQ_API_KEY_2", "env:NOPE"));
+        assert_eq!(err.field, "providers[0].keys[1]");
+        assert!(err.to_string().contains("NOPE is not set"), "{err}");
+        assert!(!err.to_string().contains("gsk_"), "{err}");
+    }
+
+    #[test]
+    fn inline_secrets_are_refused() {
+        let err = error_of(&ISSUE_EXAMPLE.replace("env:CEREBRAS_API_KEY", "csk_inline"));
+        assert_eq!(err.field, "providers[1].keys[0]");
+        assert!(!err.to_string().contains("csk_inline"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_name_file_and_field() {
+        let err = error_of(&ISSUE_EXAMPLE.replace("timeout = \"60s\"", "timeout = \"soon\""));
+        assert_eq!(err.field, "providers[0].timeout");
+        assert!(err.to_string().starts_with("spillway.toml: providers[0].timeout"), "{err}");
+        let err = error_of(&ISSUE_EXAMPLE.replace("max_wait", "max_waiting"));
+        assert!(err.to_string().contains("max_waiting"), "{err}");
+        let err = error_of(&ISSUE_EXAMPLE.replace("provider = \"cerebras\"", "provider = \"cerebro\""));
+        assert_eq!(err.field, "routes[0].targets[1].provider");
+        assert!(err.message.contains("cerebro"), "{err}");
+    }
+
+    #[test]
+    fn without_client_keys_only_loopback_is_served() {
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        let local: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        assert!(validate::check_exposure(any, &[]).is_err());
+        assert!(validate::check_exposure(local, &[]).is_ok());
+        assert!(validate::check_exposure(any, &[ApiKey::new("k")]).is_ok());
+    }
+}

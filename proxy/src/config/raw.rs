@@ -1,0 +1,113 @@
+//! What a `spillway.toml` says, as serde reads it: unknown fields are errors, durations are
+//! humantime strings (`"30s"`). [`super::validate`] turns it into the typed config.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[[providers]]`.
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Bearer tokens clients must send, as `env:NAME`.
+    #[serde(default)]
+    pub client_keys: Vec<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Completion tokens assumed when a request names no `max_tokens`.
+    pub default_max_tokens: Option<u64>,
+    /// Clock seconds per wall second (tests and scenarios).
+    pub time_scale: Option<f64>,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Name routes refer to.
+    pub name: Option<String>,
+    /// Base URL up to and including the version (`https://api.groq.com/openai/v1`).
+    pub base_url: Option<String>,
+    /// Keys, as `env:NAME`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Time allowed for an answer (for streams: for its first byte).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Time allowed to connect.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Rate-limit header dialect: `groq`, `openai`, `cerebras` or `anthropic`.
+    pub dialect: Option<String>,
+    /// Requests in flight per key and model while its requests-per-minute limit is unknown.
+    pub unknown_limits_in_flight: Option<u32>,
+    /// Cooldown after a first failure; doubles with each consecutive one.
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+    /// Longest cooldown.
+    #[serde(default, with = "humantime_serde")]
+    pub max_cooldown: Option<Duration>,
+    /// Known limits per upstream model id.
+    #[serde(default)]
+    pub limits: BTreeMap<String, RawLimits>,
+}
+
+/// `[providers.limits."MODEL"]`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// RPM.
+    pub requests_per_minute: Option<u64>,
+    /// TPM.
+    pub tokens_per_minute: Option<u64>,
+    /// RPD.
+    pub requests_per_day: Option<u64>,
+    /// TPD.
+    pub tokens_per_day: Option<u64>,
+    /// ITPM.
+    pub input_tokens_per_minute: Option<u64>,
+    /// OTPM.
+    pub output_tokens_per_minute: Option<u64>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The model name clients send.
+    pub model: Option<String>,
+    /// The chain, tried in order.
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    /// Longest a request may queue for headroom.
+    #[serde(default, with = "humantime_serde")]
+    pub max_wait: Option<Duration>,
+}
+
+/// One target of a route.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// A provider's name.
+    pub provider: Option<String>,
+    /// The provider's model id.
+    pub model: Option<String>,
+}

@@ -1,0 +1,410 @@
+//! Every provider's rate-limit headers, read in one place into a [`RateLimitSnapshot`].
+//!
+//! - Groq: `x-ratelimit-{limit,remaining,reset}-requests` report requests per **day**,
+//!   `...-tokens` tokens per **minute**; resets are Go durations (`2m59.56s`).
+//! - OpenAI: the same six names, both per minute.
+//! - Cerebras: `x-ratelimit-{limit,remaining,reset}-requests-day` and `-tokens-minute`; resets in
+//!   float seconds.
+//! - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
+//!   remaining,reset}`, per minute, resets as RFC 3339 timestamps.
+//! - Everyone: `retry-after-ms`, then `retry-after` (seconds, possibly fractional, or an HTTP
+//!   date).
+//!
+//! Parsing takes "now" (calendar time on the proxy's clock) as an argument and never reads a
+//! clock itself. Durations are clock time, as the provider wrote them.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+use crate::limits::kind::Kind;
+
+/// Which provider's headers a response carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// Groq (the default).
+    #[default]
+    Groq,
+    /// OpenAI.
+    OpenAi,
+    /// Cerebras.
+    Cerebras,
+    /// Anthropic.
+    Anthropic,
+}
+
+impl Dialect {
+    /// Reads a dialect name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "groq" => Some(Dialect::Groq),
+            "openai" => Some(Dialect::OpenAi),
+            "cerebras" => Some(Dialect::Cerebras),
+            "anthropic" => Some(Dialect::Anthropic),
+            _ => None,
+        }
+    }
+
+    /// The dialect's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dialect::Groq => "groq",
+            Dialect::OpenAi => "openai",
+            Dialect::Cerebras => "cerebras",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// One limit as a response reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// Which limit.
+    pub kind: Kind,
+    /// Its value, if reported.
+    pub limit: Option<u64>,
+    /// What is left, if reported.
+    pub remaining: Option<u64>,
+    /// Clock time until it is whole again, if reported.
+    pub reset: Option<Duration>,
+}
+
+/// Everything a response said about limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitSnapshot {
+    /// One reading per reported limit.
+    pub readings: Vec<Reading>,
+    /// `retry-after-ms` or `retry-after`, as a duration from now.
+    pub retry_after: Option<Duration>,
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    let t = text(headers, name)?;
+    t.parse::<u64>()
+        .ok()
+        .or_else(|| t.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+/// Parses a Go-style duration (`1m2.5s`, `850ms`, `6m0s`, `1h2m3s`, `1.5µs`) or a bare number of
+/// seconds (`2`, `0.5`).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let mut total = 0.0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (factor, len) = if rest.starts_with("ms") {
+            (1e-3, 2)
+        } else if rest.starts_with("µs") {
+            (1e-6, "µs".len())
+        } else if rest.starts_with("us") {
+            (1e-6, 2)
+        } else if rest.starts_with("ns") {
+            (1e-9, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        total += value * factor;
+        rest = &rest[len..];
+    }
+    total.is_finite().then(|| Duration::from_secs_f64(total))
+}
+
+/// `retry-after-ms` first, then `retry-after` (seconds, fractional allowed, or an HTTP date),
+/// as a duration from `now_unix` (calendar time since the epoch).
+pub fn parse_retry_after(headers: &HeaderMap, now_unix: Duration) -> Option<Duration> {
+    if let Some(ms) = text(headers, "retry-after-ms").and_then(|t| t.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = text(headers, "retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at = at.duration_since(UNIX_EPOCH).ok()?;
+    Some(at.saturating_sub(now_unix))
+}
+
+fn reading(
+    headers: &HeaderMap,
+    kind: Kind,
+    [limit, remaining, reset]: [&str; 3],
+    reset_parser: impl Fn(&str) -> Option<Duration>,
+) -> Option<Reading> {
+    let r = Reading {
+        kind,
+        limit: number(headers, limit),
+        remaining: number(headers, remaining),
+        reset: text(headers, reset).and_then(reset_parser),
+    };
+    (r.limit.is_some() || r.remaining.is_some() || r.reset.is_some()).then_some(r)
+}
+
+const OPENAI_REQUESTS: [&str; 3] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+];
+const OPENAI_TOKENS: [&str; 3] = [
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
+
+/// Reads a response's rate-limit headers in `dialect`; `now_unix` is calendar time on the
+/// proxy's clock (for Anthropic's timestamps and HTTP dates).
+pub fn parse(dialect: Dialect, headers: &HeaderMap, now_unix: Duration) -> RateLimitSnapshot {
+    let mut readings = Vec::new();
+    match dialect {
+        Dialect::Groq => {
+            readings.extend(reading(headers, Kind::RequestsPerDay, OPENAI_REQUESTS, parse_go_duration));
+            readings.extend(reading(headers, Kind::TokensPerMinute, OPENAI_TOKENS, parse_go_duration));
+        }
+        Dialect::OpenAi => {
+            readings.extend(reading(headers, Kind::RequestsPerMinute, OPENAI_REQUESTS, parse_go_duration));
+            readings.extend(reading(headers, Kind::TokensPerMinute, OPENAI_TOKENS, parse_go_duration));
+        }
+        Dialect::Cerebras => {
+            let seconds = |t: &str| {
+                t.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(Duration::from_secs_f64)
+            };
+            readings.extend(reading(
+                headers,
+                Kind::RequestsPerDay,
+                [
+                    "x-ratelimit-limit-requests-day",
+                    "x-ratelimit-remaining-requests-day",
+                    "x-ratelimit-reset-requests-day",
+                ],
+                seconds,
+            ));
+            readings.extend(reading(
+                headers,
+                Kind::TokensPerMinute,
+                [
+                    "x-ratelimit-limit-tokens-minute",
+                    "x-ratelimit-remaining-tokens-minute",
+                    "x-ratelimit-reset-tokens-minute",
+                ],
+                seconds,
+            ));
+        }
+        Dialect::Anthropic => {
+            let until = |t: &str| {
+                let at = humantime::parse_rfc3339_weak(t).ok()?;
+                Some(at.duration_since(UNIX_EPOCH).ok()?.saturating_sub(now_unix))
+            };
+            for (kind, family) in [
+                (Kind::RequestsPerMinute, "requests"),
+                (Kind::TokensPerMinute, "tokens"),
+                (Kind::InputTokensPerMinute, "input-tokens"),
+                (Kind::OutputTokensPerMinute, "output-tokens"),
+            ] {
+                let names = [
+                    format!("anthropic-ratelimit-{family}-limit"),
+                    format!("anthropic-ratelimit-{family}-remaining"),
+                    format!("anthropic-ratelimit-{family}-reset"),
+                ];
+                readings.extend(reading(
+                    headers,
+                    kind,
+                    [&names[0], &names[1], &names[2]],
+                    until,
+                ));
+            }
+        }
+    }
+    RateLimitSnapshot {
+        readings,
+        retry_after: parse_retry_after(headers, now_unix),
+    }
+}
+
+/// The limit a 429 (or 413) message names, as Groq and OpenAI word it: `... on requests per
+/// minute (RPM): Limit 30, Used 30, Requested 1 ...`. The only way to learn limits no header
+/// reports (Groq's requests per minute and tokens per day).
+pub fn parse_limit_message(message: &str) -> Option<(Kind, u64)> {
+    let kinds = [
+        ("(RPM)", Kind::RequestsPerMinute),
+        ("(TPM)", Kind::TokensPerMinute),
+        ("(RPD)", Kind::RequestsPerDay),
+        ("(TPD)", Kind::TokensPerDay),
+        ("(ITPM)", Kind::InputTokensPerMinute),
+        ("(OTPM)", Kind::OutputTokensPerMinute),
+    ];
+    let (kind, after) = kinds
+        .iter()
+        .find_map(|(tag, kind)| message.find(tag).map(|at| (*kind, &message[at + tag.len()..])))?;
+    let after = after.trim_start_matches(':').trim_start();
+    let digits = after.strip_prefix("Limit ")?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let limit = digits[..end].parse().ok()?;
+    Some((kind, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("valid header"));
+        }
+        h
+    }
+
+    #[test]
+    fn go_durations_in_every_spelling() {
+        let d = |s| parse_go_duration(s).expect(s);
+        assert_eq!(d("1m2.5s"), Duration::from_millis(62_500));
+        assert_eq!(d("850ms"), Duration::from_millis(850));
+        assert_eq!(d("6m0s"), Duration::from_secs(360));
+        assert_eq!(d("2m59.56s"), Duration::from_millis(179_560));
+        assert_eq!(d("1h2m3s"), Duration::from_secs(3723));
+        assert_eq!(d("2"), Duration::from_secs(2));
+        assert_eq!(d("0.5"), Duration::from_millis(500));
+        assert_eq!(parse_go_duration("soon"), None);
+        assert_eq!(parse_go_duration("5x"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn groq_requests_are_per_day_and_tokens_per_minute() {
+        let snap = parse(
+            Dialect::Groq,
+            &headers(&[
+                ("x-ratelimit-limit-requests", "14400"),
+                ("x-ratelimit-remaining-requests", "14370"),
+                ("x-ratelimit-reset-requests", "2m59.56s"),
+                ("x-ratelimit-limit-tokens", "18000"),
+                ("x-ratelimit-remaining-tokens", "17997"),
+                ("x-ratelimit-reset-tokens", "7.66s"),
+                ("retry-after", "2"),
+            ]),
+            Duration::ZERO,
+        );
+        assert_eq!(
+            snap.readings,
+            vec![
+                Reading {
+                    kind: Kind::RequestsPerDay,
+                    limit: Some(14400),
+                    remaining: Some(14370),
+                    reset: Some(Duration::from_millis(179_560)),
+                },
+                Reading {
+                    kind: Kind::TokensPerMinute,
+                    limit: Some(18000),
+                    remaining: Some(17997),
+                    reset: Some(Duration::from_millis(7660)),
+                },
+            ]
+        );
+        assert_eq!(snap.retry_after, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn openai_requests_are_per_minute() {
+        let snap = parse(
+            Dialect::OpenAi,
+            &headers(&[("x-ratelimit-limit-requests", "500"), ("x-ratelimit-reset-requests", "120ms")]),
+            Duration::ZERO,
+        );
+        assert_eq!(snap.readings[0].kind, Kind::RequestsPerMinute);
+        assert_eq!(snap.readings[0].reset, Some(Duration::from_millis(120)));
+    }
+
+    #[test]
+    fn cerebras_resets_are_float_seconds() {
+        let snap = parse(
+            Dialect::Cerebras,
+            &headers(&[
+                ("x-ratelimit-limit-requests-day", "14400"),
+                ("x-ratelimit-reset-requests-day", "33011.382867097855"),
+                ("x-ratelimit-remaining-tokens-minute", "59000"),
+            ]),
+            Duration::ZERO,
+        );
+        assert_eq!(snap.readings[0].kind, Kind::RequestsPerDay);
+        let reset = snap.readings[0].reset.expect("reset");
+        assert!((reset.as_secs_f64() - 33011.382867).abs() < 1e-3);
+        assert_eq!(snap.readings[1].remaining, Some(59000));
+    }
+
+    #[test]
+    fn anthropic_resets_are_timestamps_relative_to_now() {
+        let now = humantime::parse_rfc3339("2025-02-24T22:25:00Z")
+            .expect("ts")
+            .duration_since(UNIX_EPOCH)
+            .expect("after epoch");
+        let snap = parse(
+            Dialect::Anthropic,
+            &headers(&[
+                ("anthropic-ratelimit-requests-limit", "50"),
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "2025-02-24T22:25:32Z"),
+                ("anthropic-ratelimit-output-tokens-limit", "8000"),
+            ]),
+            now,
+        );
+        assert_eq!(snap.readings[0].reset, Some(Duration::from_secs(32)));
+        assert_eq!(snap.readings[1].kind, Kind::OutputTokensPerMinute);
+    }
+
+    #[test]
+    fn retry_after_in_every_form() {
+        let now = Duration::from_secs(1_700_000_000);
+        let ra = |pairs: &[(&'static str, &str)]| parse_retry_after(&headers(pairs), now);
+        assert_eq!(ra(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
+        assert_eq!(ra(&[("retry-after", "1.5")]), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            ra(&[("retry-after-ms", "250"), ("retry-after", "9")]),
+            Some(Duration::from_millis(250))
+        );
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + now + Duration::from_secs(30));
+        assert_eq!(ra(&[("retry-after", &date)]), Some(Duration::from_secs(30)));
+        assert_eq!(ra(&[("retry-after", "later")]), None);
+    }
+
+    #[test]
+    fn limit_messages_reveal_unreported_limits() {
+        let m = "Rate limit reached for model `llama-3.1-8b-instant` in organization `org_1` service tier `on_demand` on requests per minute (RPM): Limit 30, Used 30, Requested 1. Please try again in 2s.";
+        assert_eq!(parse_limit_message(m), Some((Kind::RequestsPerMinute, 30)));
+        let m = "Request too large for model `m` in organization `o` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Requested 7000, please reduce";
+        assert_eq!(parse_limit_message(m), Some((Kind::TokensPerMinute, 6000)));
+        assert_eq!(parse_limit_message("Rate limit reached"), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! Prometheus metrics, per proxy instance (several can run in one test process): requests,
+//! upstream attempts by provider and status, 429s per key, fallbacks, queue wait, and — filled
+//! in at scrape time — each key and model's remaining headroom. Labels carry key aliases, never
+//! keys.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the queue-wait histogram's buckets.
+const WAIT_BUCKETS: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: BTreeMap<(String, u16), u64>,
+    attempts: BTreeMap<(String, String), u64>,
+    rate_limited: BTreeMap<(String, String), u64>,
+    fallbacks: BTreeMap<String, u64>,
+    cache: BTreeMap<String, u64>,
+    wait_buckets: [u64; WAIT_BUCKETS.len()],
+    wait_count: u64,
+    wait_sum: f64,
+}
+
+/// One gauge of remaining headroom, gathered at scrape time.
+#[derive(Debug, Clone)]
+pub struct Headroom {
+    /// Provider name.
+    pub provider: String,
+    /// Key alias (`groq#1`).
+    pub key: String,
+    /// Upstream model id.
+    pub model: String,
+    /// Limit kind (`rpm`, `tpm`, ...).
+    pub window: &'static str,
+    /// What is left.
+    pub remaining: u64,
+    /// The limit.
+    pub limit: u64,
+}
+
+/// The metrics of one proxy.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<Counters>,
+}
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
+        f(&mut self.counters.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A client request answered with `status` on `route`.
+    pub fn request(&self, route: &str, status: u16) {
+        self.with(|c| *c.requests.entry((route.to_string(), status)).or_default() += 1);
+    }
+
+    /// An upstream attempt; `outcome` is the status or `error` / `timeout`.
+    pub fn attempt(&self, provider: &str, outcome: &str) {
+        self.with(|c| {
+            *c.attempts
+                .entry((provider.to_string(), outcome.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    /// A 429 from a provider on a key.
+    pub fn rate_limited(&self, provider: &str, key_alias: &str) {
+        self.with(|c| {
+            *c.rate_limited
+                .entry((provider.to_string(), key_alias.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    /// A request moved on after a failed attempt.
+    pub fn fallback(&self, route: &str) {
+        self.with(|c| *c.fallbacks.entry(route.to_string()).or_default() += 1);
+    }
+
+    /// A cache outcome (`hit`, `miss`, `coalesced`, `bypass`).
+    pub fn cache(&self, outcome: &str) {
+        self.with(|c| *c.cache.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// Time a request spent waiting for headroom (clock time).
+    pub fn queue_wait(&self, wait: Duration) {
+        let secs = wait.as_secs_f64();
+        self.with(|c| {
+            for (i, bound) in WAIT_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    c.wait_buckets[i] += 1;
+                }
+            }
+            c.wait_count += 1;
+            c.wait_sum += secs;
+        });
+    }
+
+    /// Total upstream 429s seen.
+    pub fn upstream_429s(&self) -> u64 {
+        self.with(|c| c.rate_limited.values().sum())
+    }
+
+    /// Total fallbacks.
+    pub fn fallbacks(&self) -> u64 {
+        self.with(|c| c.fallbacks.values().sum())
+    }
+
+    /// The Prometheus text exposition, with `headroom` gauges appended.
+    pub fn render(&self, headroom: &[Headroom]) -> String {
+        let mut out = String::new();
+        self.with(|c| {
+            let _ = writeln!(out, "# HELP spillway_requests_total Client requests by route and status.");
+            let _ = writeln!(out, "# TYPE spillway_requests_total counter");
+            for ((route, status), n) in &c.requests {
+                let _ = writeln!(out, "spillway_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(route));
+            }
+            let _ = writeln!(out, "# HELP spillway_upstream_attempts_total Upstream attempts by provider and outcome.");
+            let _ = writeln!(out, "# TYPE spillway_upstream_attempts_total counter");
+            for ((provider, outcome), n) in &c.attempts {
+                let _ = writeln!(out, "spillway_upstream_attempts_total{{provider=\"{}\",status=\"{}\"}} {n}", esc(provider), esc(outcome));
+            }
+            let _ = writeln!(out, "# HELP spillway_upstream_rate_limited_total 429s from providers, by key alias.");
+            let _ = writeln!(out, "# TYPE spillway_upstream_rate_limited_total counter");
+            for ((provider, key), n) in &c.rate_limited {
+                let _ = writeln!(out, "spillway_upstream_rate_limited_total{{provider=\"{}\",key=\"{}\"}} {n}", esc(provider), esc(key));
+            }
+            let _ = writeln!(out, "# HELP spillway_fallbacks_total Requests moved to another key or target after a failed attempt.");
+            let _ = writeln!(out, "# TYPE spillway_fallbacks_total counter");
+            for (route, n) in &c.fallbacks {
+                let _ = writeln!(out, "spillway_fallbacks_total{{route=\"{}\"}} {n}", esc(route));
+            }
+            let _ = writeln!(out, "# HELP spillway_cache_requests_total Cache outcomes.");
+            let _ = writeln!(out, "# TYPE spillway_cache_requests_total counter");
+            for (outcome, n) in &c.cache {
+                let _ = writeln!(out, "spillway_cache_requests_total{{outcome=\"{}\"}} {n}", esc(outcome));
+            }
+            let _ = writeln!(out, "# HELP spillway_queue_wait_seconds Time requests waited for headroom.");
+            let _ = writeln!(out, "# TYPE spillway_queue_wait_seconds histogram");
+            for (i, bound) in WAIT_BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "spillway_queue_wait_seconds_bucket{{le=\"{bound}\"}} {}", c.wait_buckets[i]);
+            }
+            let _ = writeln!(out, "spillway_queue_wait_seconds_bucket{{le=\"+Inf\"}} {}", c.wait_count);
+            let _ = writeln!(out, "spillway_queue_wait_seconds_sum {}", c.wait_sum);
+            let _ = writeln!(out, "spillway_queue_wait_seconds_count {}", c.wait_count);
+        });
+        let _ = writeln!(out, "# HELP spillway_headroom_remaining What is left of each known limit, per key and model.");
+        let _ = writeln!(out, "# TYPE spillway_headroom_remaining gauge");
+        for h in headroom {
+            let _ = writeln!(
+                out,
+                "spillway_headroom_remaining{{provider=\"{}\",key=\"{}\",model=\"{}\",window=\"{}\"}} {}",
+                esc(&h.provider), esc(&h.key), esc(&h.model), h.window, h.remaining
+            );
+        }
+        let _ = writeln!(out, "# HELP spillway_headroom_limit Each known limit, per key and model.");
+        let _ = writeln!(out, "# TYPE spillway_headroom_limit gauge");
+        for h in headroom {
+            let _ = writeln!(
+                out,
+                "spillway_headroom_limit{{provider=\"{}\",key=\"{}\",model=\"{}\",window=\"{}\"}} {}",
+                esc(&h.provider), esc(&h.key), esc(&h.model), h.window, h.limit
+            );
+        }
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,315 @@
+//! The OpenAI-compatible endpoints: read and check the request, route it, answer with the
+//! provider's bytes and spillway's `x-spillway-*` headers.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::limits::estimate;
+use crate::router::{Job, Served};
+use crate::server::auth::authorize;
+use crate::server::error::ProxyError;
+use crate::server::relay::relay;
+use crate::state::AppState;
+use crate::upstream::{Answer, Endpoint};
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
+    let limit = state.config.server.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ProxyError::BodyTooLarge { limit })
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ProxyError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ProxyError::InvalidRequest {
+            message: "The request body must be a JSON object".into(),
+            param: None,
+        }),
+        Err(e) => Err(ProxyError::InvalidRequest {
+            message: format!("The request body is not valid JSON: {e}"),
+            param: None,
+        }),
+    }
+}
+
+/// The route a request names, checked.
+fn route_of(state: &AppState, body: &Map<String, Value>) -> Result<(usize, String), ProxyError> {
+    let model = match body.get("model") {
+        None | Some(Value::Null) => {
+            return Err(ProxyError::invalid("model", "property 'model' is missing"));
+        }
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return Err(ProxyError::invalid("model", "'model' must be a string")),
+    };
+    match state.routes.get(&model) {
+        Some(i) => Ok((*i, model)),
+        None => Err(ProxyError::UnknownModel {
+            model,
+            known: state.route_names(),
+        }),
+    }
+}
+
+fn max_output(body: &Map<String, Value>, default: u64) -> Result<u64, ProxyError> {
+    for field in ["max_completion_tokens", "max_tokens"] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => return Ok(n),
+                _ => {
+                    return Err(ProxyError::invalid(
+                        field,
+                        format!("'{field}' must be an integer of at least 1"),
+                    ));
+                }
+            },
+        }
+    }
+    Ok(default)
+}
+
+fn stream_flag(body: &Map<String, Value>) -> Result<bool, ProxyError> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ProxyError::invalid("stream", "'stream' must be a boolean")),
+    }
+}
+
+/// Reads a chat request into a routable job.
+pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
+    let body = parse_object(bytes)?;
+    let (route, _) = route_of(state, &body)?;
+    let messages = match body.get("messages") {
+        None | Some(Value::Null) => {
+            return Err(ProxyError::invalid("messages", "property 'messages' is missing"));
+        }
+        Some(Value::Array(m)) if m.is_empty() => {
+            return Err(ProxyError::invalid("messages", "'messages' must not be empty"));
+        }
+        Some(Value::Array(m)) => m,
+        Some(_) => return Err(ProxyError::invalid("messages", "'messages' must be an array")),
+    };
+    let prompt_estimate = estimate::chat_prompt_tokens(messages);
+    Ok(Job {
+        route,
+        endpoint: Endpoint::Chat,
+        stream: stream_flag(&body)?,
+        max_output: max_output(&body, state.config.server.default_max_tokens)?,
+        prompt_estimate,
+        body,
+    })
+}
+
+/// Reads an embeddings request into a routable job.
+pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
+    let body = parse_object(bytes)?;
+    let (route, _) = route_of(state, &body)?;
+    let prompt_estimate = match body.get("input") {
+        None | Some(Value::Null) => {
+            return Err(ProxyError::invalid("input", "property 'input' is missing"));
+        }
+        Some(input @ (Value::String(_) | Value::Array(_))) => {
+            estimate::embeddings_input_tokens(input)
+        }
+        Some(_) => {
+            return Err(ProxyError::invalid("input", "'input' must be a string or an array"));
+        }
+    };
+    Ok(Job {
+        route,
+        endpoint: Endpoint::Embeddings,
+        stream: false,
+        max_output: 0,
+        prompt_estimate,
+        body,
+    })
+}
+
+/// Adds the `x-spillway-*` headers.
+fn provenance(response: &mut Response, served: &Served) {
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-spillway-provider", served.provider.as_str()),
+        ("x-spillway-model", served.model.as_str()),
+        ("x-spillway-key", served.key_alias.as_str()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    h.insert("x-spillway-attempts", HeaderValue::from(served.attempts));
+}
+
+/// The client's response for a served answer.
+pub fn respond(served: Served) -> Response {
+    let request_id = served.answer.headers().get("x-request-id").cloned();
+    let content_type = served.answer.headers().get(header::CONTENT_TYPE).cloned();
+    let Served {
+        answer,
+        provider,
+        model,
+        key_alias,
+        attempts,
+        ticket,
+    } = served;
+    let info = Served {
+        answer: Answer::Full {
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        },
+        provider,
+        model,
+        key_alias,
+        attempts,
+        ticket: None,
+    };
+    let mut response = match answer {
+        Answer::Full { body, .. } => {
+            let mut r = Response::new(Body::from(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                content_type.unwrap_or(HeaderValue::from_static("application/json")),
+            );
+            r
+        }
+        Answer::Stream { first, rest, .. } => {
+            let mut r = Response::new(Body::from_stream(relay(first, rest, ticket)));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    };
+    if let Some(id) = request_id {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    provenance(&mut response, &info);
+    response
+}
+
+async fn serve_job(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    parse: fn(&AppState, &[u8]) -> Result<Job, ProxyError>,
+) -> (String, Result<Response, ProxyError>) {
+    let started = state.clock.now();
+    let mut route_name = String::from("-");
+    let result = async {
+        authorize(state, headers)?;
+        let bytes = read_body(state, headers, body).await?;
+        let job = parse(state, &bytes)?;
+        route_name = state.config.routes[job.route].model.clone();
+        let served = state.router.execute(&job).await?;
+        tracing::info!(
+            route = %route_name,
+            provider = %served.provider,
+            key = %served.key_alias,
+            model = %served.model,
+            attempts = served.attempts,
+            stream = job.stream,
+            elapsed_ms = (state.clock.now() - started).as_secs_f64() * 1000.0,
+            "served"
+        );
+        Ok(respond(served))
+    }
+    .await;
+    (route_name, result)
+}
+
+fn finish(state: &AppState, route: &str, result: Result<Response, ProxyError>) -> Response {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if !matches!(e, ProxyError::Passthrough { .. }) {
+                tracing::info!(route = %route, status = e.status().as_u16(), error = %e, "refused");
+            }
+            e.into_response()
+        }
+    };
+    state.metrics.request(route, response.status().as_u16());
+    response
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (route, result) = serve_job(&state, &headers, body, chat_job).await;
+    finish(&state, &route, result)
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (route, result) = serve_job(&state, &headers, body, embeddings_job).await;
+    finish(&state, &route, result)
+}
+
+fn model_object(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "spillway"})
+}
+
+/// `GET /v1/models`: the route names.
+pub async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    let data: Vec<Value> = state
+        .config
+        .routes
+        .iter()
+        .map(|r| model_object(&r.model))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    if state.routes.contains_key(&id) {
+        axum::Json(model_object(&id)).into_response()
+    } else {
+        ProxyError::UnknownModel {
+            model: id,
+            known: state.route_names(),
+        }
+        .into_response()
+    }
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> Response {
+    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&state.router.headroom());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
