@@ -1,1 +1,134 @@
-//! End-to-end tests live in `tests/`.
+//! Helpers for the end-to-end tests: start a proxy in-process on port 0 against mocks, and talk
+//! to it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spillway::AppState;
+use spillway_clock::Clock;
+use tokio::sync::oneshot;
+
+/// A proxy running in-process.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state (router, metrics).
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    /// Starts a proxy from config text; `env` resolves its `env:NAME` references.
+    pub async fn start(toml: &str, env: &[(&str, &str)], clock: Clock) -> Proxy {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = spillway::config::parse(toml, "test.toml", &env).expect("valid test config");
+        let state = AppState::new(config, clock).expect("proxy state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(spillway::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `http://ADDR/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://ADDR`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops and waits for in-flight requests to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A client with a generous timeout (every test bounds its own waits).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client")
+}
+
+/// A chat body for `model`.
+pub fn chat_body(model: &str, content: &str, max_tokens: u64) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+    })
+}
+
+/// POSTs a chat request to `base` (ending in `/v1`).
+pub async fn chat(base: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{base}/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("the proxy answers")
+}
+
+/// A header as text ("" when absent).
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Moves a manual clock forward in step with wall time until the returned handle is dropped,
+/// so code that sleeps on the clock wakes up.
+pub fn drive(clock: &Clock) -> DriveGuard {
+    let clock = clock.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            clock.advance(Duration::from_millis(5));
+        }
+    });
+    DriveGuard(task)
+}
+
+/// Stops driving a manual clock when dropped.
+pub struct DriveGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for DriveGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -69,7 +69,11 @@ fn describe(config: &config::Config) -> String {
         "listen {} ({} client key{})\n",
         config.server.listen,
         config.server.client_keys.len(),
-        if config.server.client_keys.len() == 1 { "" } else { "s" }
+        if config.server.client_keys.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
     ));
     for p in &config.providers {
         let keys: Vec<String> = p

@@ -146,22 +146,36 @@ impl Metrics {
             let _ = writeln!(out, "spillway_queue_wait_seconds_sum {}", c.wait_sum);
             let _ = writeln!(out, "spillway_queue_wait_seconds_count {}", c.wait_count);
         });
-        let _ = writeln!(out, "# HELP spillway_headroom_remaining What is left of each known limit, per key and model.");
+        let _ = writeln!(
+            out,
+            "# HELP spillway_headroom_remaining What is left of each known limit, per key and model."
+        );
         let _ = writeln!(out, "# TYPE spillway_headroom_remaining gauge");
         for h in headroom {
             let _ = writeln!(
                 out,
                 "spillway_headroom_remaining{{provider=\"{}\",key=\"{}\",model=\"{}\",window=\"{}\"}} {}",
-                esc(&h.provider), esc(&h.key), esc(&h.model), h.window, h.remaining
+                esc(&h.provider),
+                esc(&h.key),
+                esc(&h.model),
+                h.window,
+                h.remaining
             );
         }
-        let _ = writeln!(out, "# HELP spillway_headroom_limit Each known limit, per key and model.");
+        let _ = writeln!(
+            out,
+            "# HELP spillway_headroom_limit Each known limit, per key and model."
+        );
         let _ = writeln!(out, "# TYPE spillway_headroom_limit gauge");
         for h in headroom {
             let _ = writeln!(
                 out,
                 "spillway_headroom_limit{{provider=\"{}\",key=\"{}\",model=\"{}\",window=\"{}\"}} {}",
-                esc(&h.provider), esc(&h.key), esc(&h.model), h.window, h.limit
+                esc(&h.provider),
+                esc(&h.key),
+                esc(&h.model),
+                h.window,
+                h.limit
             );
         }
         out
@@ -169,5 +183,7 @@ impl Metrics {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

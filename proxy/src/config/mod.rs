@@ -22,7 +22,11 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigErro
         let path = e.path().to_string();
         ConfigError {
             file: file.to_string(),
-            field: if path == "." { "(top level)".into() } else { path },
+            field: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
             message: e.into_inner().to_string(),
         }
     })?;
@@ -87,7 +91,10 @@ max_wait = "30s"
     fn the_issue_example_validates() {
         let config = parse(ISSUE_EXAMPLE, "spillway.toml", &env()).expect("valid");
         assert_eq!(config.providers[0].keys[1].alias, "groq#2");
-        assert_eq!(config.providers[1].dialect, crate::limits::headers::Dialect::Cerebras);
+        assert_eq!(
+            config.providers[1].dialect,
+            crate::limits::headers::Dialect::Cerebras
+        );
         assert_eq!(config.routes[0].targets[1].provider, 1);
         assert_eq!(
             config.providers[0].limits["llama-3.1-8b-instant"].get(Kind::RequestsPerMinute),
@@ -120,10 +127,15 @@ max_wait = "30s"
     fn unknown_fields_and_bad_values_name_file_and_field() {
         let err = error_of(&ISSUE_EXAMPLE.replace("timeout = \"60s\"", "timeout = \"soon\""));
         assert_eq!(err.field, "providers[0].timeout");
-        assert!(err.to_string().starts_with("spillway.toml: providers[0].timeout"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spillway.toml: providers[0].timeout"),
+            "{err}"
+        );
         let err = error_of(&ISSUE_EXAMPLE.replace("max_wait", "max_waiting"));
         assert!(err.to_string().contains("max_waiting"), "{err}");
-        let err = error_of(&ISSUE_EXAMPLE.replace("provider = \"cerebras\"", "provider = \"cerebro\""));
+        let err =
+            error_of(&ISSUE_EXAMPLE.replace("provider = \"cerebras\"", "provider = \"cerebro\""));
         assert_eq!(err.field, "routes[0].targets[1].provider");
         assert!(err.message.contains("cerebro"), "{err}");
     }

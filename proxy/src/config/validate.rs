@@ -180,12 +180,32 @@ pub fn dialect_for_url(base_url: &str) -> Dialect {
 fn limits(c: &Checker<'_>, field: &str, raw: &RawLimits) -> Result<Limits, ConfigError> {
     let mut out = Limits::default();
     for (kind, value, name) in [
-        (Kind::RequestsPerMinute, raw.requests_per_minute, "requests_per_minute"),
-        (Kind::TokensPerMinute, raw.tokens_per_minute, "tokens_per_minute"),
-        (Kind::RequestsPerDay, raw.requests_per_day, "requests_per_day"),
+        (
+            Kind::RequestsPerMinute,
+            raw.requests_per_minute,
+            "requests_per_minute",
+        ),
+        (
+            Kind::TokensPerMinute,
+            raw.tokens_per_minute,
+            "tokens_per_minute",
+        ),
+        (
+            Kind::RequestsPerDay,
+            raw.requests_per_day,
+            "requests_per_day",
+        ),
         (Kind::TokensPerDay, raw.tokens_per_day, "tokens_per_day"),
-        (Kind::InputTokensPerMinute, raw.input_tokens_per_minute, "input_tokens_per_minute"),
-        (Kind::OutputTokensPerMinute, raw.output_tokens_per_minute, "output_tokens_per_minute"),
+        (
+            Kind::InputTokensPerMinute,
+            raw.input_tokens_per_minute,
+            "input_tokens_per_minute",
+        ),
+        (
+            Kind::OutputTokensPerMinute,
+            raw.output_tokens_per_minute,
+            "output_tokens_per_minute",
+        ),
     ] {
         match value {
             Some(0) => {
@@ -252,7 +272,9 @@ fn provider(c: &Checker<'_>, i: usize, raw: &RawProvider) -> Result<Provider, Co
         return Err(c.err(at("timeout"), "expected a duration greater than 0"));
     }
     let cooldown = raw.cooldown.unwrap_or(DEFAULT_COOLDOWN);
-    let max_cooldown = raw.max_cooldown.unwrap_or(DEFAULT_MAX_COOLDOWN.max(cooldown));
+    let max_cooldown = raw
+        .max_cooldown
+        .unwrap_or(DEFAULT_MAX_COOLDOWN.max(cooldown));
     if max_cooldown < cooldown {
         return Err(c.err(at("max_cooldown"), "expected at least `cooldown`"));
     }
@@ -282,7 +304,10 @@ fn route(
         _ => return Err(c.err(at("model"), "expected the model name clients send")),
     };
     if raw.targets.is_empty() {
-        return Err(c.err(at("targets"), "expected at least one { provider, model } target"));
+        return Err(c.err(
+            at("targets"),
+            "expected at least one { provider, model } target",
+        ));
     }
     let mut targets = Vec::new();
     for (t, target) in raw.targets.iter().enumerate() {
@@ -291,13 +316,16 @@ fn route(
             .provider
             .as_deref()
             .ok_or_else(|| c.err(format!("{field}.provider"), "expected a provider name"))?;
-        let provider = providers.iter().position(|p| p.name == name).ok_or_else(|| {
-            let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-            c.err(
-                format!("{field}.provider"),
-                format!("no provider named {name:?} (known: {})", known.join(", ")),
-            )
-        })?;
+        let provider = providers
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                c.err(
+                    format!("{field}.provider"),
+                    format!("no provider named {name:?} (known: {})", known.join(", ")),
+                )
+            })?;
         let upstream = match target.model.as_deref().map(str::trim) {
             Some(m) if !m.is_empty() => m.to_string(),
             _ => return Err(c.err(format!("{field}.model"), "expected the provider's model id")),

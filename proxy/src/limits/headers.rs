@@ -79,14 +79,20 @@ pub struct RateLimitSnapshot {
 }
 
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
     let t = text(headers, name)?;
-    t.parse::<u64>()
-        .ok()
-        .or_else(|| t.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
+    t.parse::<u64>().ok().or_else(|| {
+        t.parse::<f64>()
+            .ok()
+            .filter(|f| *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }
 
 /// Parses a Go-style duration (`1m2.5s`, `850ms`, `6m0s`, `1h2m3s`, `1.5µs`) or a bare number of
@@ -183,12 +189,32 @@ pub fn parse(dialect: Dialect, headers: &HeaderMap, now_unix: Duration) -> RateL
     let mut readings = Vec::new();
     match dialect {
         Dialect::Groq => {
-            readings.extend(reading(headers, Kind::RequestsPerDay, OPENAI_REQUESTS, parse_go_duration));
-            readings.extend(reading(headers, Kind::TokensPerMinute, OPENAI_TOKENS, parse_go_duration));
+            readings.extend(reading(
+                headers,
+                Kind::RequestsPerDay,
+                OPENAI_REQUESTS,
+                parse_go_duration,
+            ));
+            readings.extend(reading(
+                headers,
+                Kind::TokensPerMinute,
+                OPENAI_TOKENS,
+                parse_go_duration,
+            ));
         }
         Dialect::OpenAi => {
-            readings.extend(reading(headers, Kind::RequestsPerMinute, OPENAI_REQUESTS, parse_go_duration));
-            readings.extend(reading(headers, Kind::TokensPerMinute, OPENAI_TOKENS, parse_go_duration));
+            readings.extend(reading(
+                headers,
+                Kind::RequestsPerMinute,
+                OPENAI_REQUESTS,
+                parse_go_duration,
+            ));
+            readings.extend(reading(
+                headers,
+                Kind::TokensPerMinute,
+                OPENAI_TOKENS,
+                parse_go_duration,
+            ));
         }
         Dialect::Cerebras => {
             let seconds = |t: &str| {
@@ -261,9 +287,11 @@ pub fn parse_limit_message(message: &str) -> Option<(Kind, u64)> {
         ("(ITPM)", Kind::InputTokensPerMinute),
         ("(OTPM)", Kind::OutputTokensPerMinute),
     ];
-    let (kind, after) = kinds
-        .iter()
-        .find_map(|(tag, kind)| message.find(tag).map(|at| (*kind, &message[at + tag.len()..])))?;
+    let (kind, after) = kinds.iter().find_map(|(tag, kind)| {
+        message
+            .find(tag)
+            .map(|at| (*kind, &message[at + tag.len()..]))
+    })?;
     let after = after.trim_start_matches(':').trim_start();
     let digits = after.strip_prefix("Limit ")?;
     let end = digits
@@ -340,7 +368,10 @@ mod tests {
     fn openai_requests_are_per_minute() {
         let snap = parse(
             Dialect::OpenAi,
-            &headers(&[("x-ratelimit-limit-requests", "500"), ("x-ratelimit-reset-requests", "120ms")]),
+            &headers(&[
+                ("x-ratelimit-limit-requests", "500"),
+                ("x-ratelimit-reset-requests", "120ms"),
+            ]),
             Duration::ZERO,
         );
         assert_eq!(snap.readings[0].kind, Kind::RequestsPerMinute);
@@ -389,7 +420,10 @@ mod tests {
         let now = Duration::from_secs(1_700_000_000);
         let ra = |pairs: &[(&'static str, &str)]| parse_retry_after(&headers(pairs), now);
         assert_eq!(ra(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
-        assert_eq!(ra(&[("retry-after", "1.5")]), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            ra(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(
             ra(&[("retry-after-ms", "250"), ("retry-after", "9")]),
             Some(Duration::from_millis(250))

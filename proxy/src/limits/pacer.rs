@@ -72,7 +72,8 @@ pub fn decide(now: u64, targets: &[TargetView<'_>], deadline: u64) -> Decision {
         if target.skip {
             continue;
         }
-        let mut best: Option<(usize, f64)> = None;
+        // Most headroom first; between equals, the key used least this minute.
+        let mut best: Option<(usize, f64, u64)> = None;
         for (k, key) in target.keys.iter().enumerate() {
             if key.disabled {
                 continue;
@@ -94,8 +95,9 @@ pub fn decide(now: u64, targets: &[TargetView<'_>], deadline: u64) -> Decision {
             };
             if ready_at <= now {
                 let headroom = key.limits.headroom();
-                if best.is_none_or(|(_, h)| headroom > h) {
-                    best = Some((k, headroom));
+                let recent = key.limits.recent_requests();
+                if best.is_none_or(|(_, h, r)| headroom > h || (headroom == h && recent < r)) {
+                    best = Some((k, headroom, recent));
                 }
             } else if target.available_at == u64::MAX {
                 // A probe is out: the circuit decides when it settles.
@@ -111,7 +113,7 @@ pub fn decide(now: u64, targets: &[TargetView<'_>], deadline: u64) -> Decision {
                 }
             }
         }
-        if let Some((key, _)) = best {
+        if let Some((key, _, _)) = best {
             return Decision::Go { target: t, key };
         }
     }
@@ -171,7 +173,11 @@ mod tests {
         a1.reserve(0, Cost::request(1, 1));
         let a2 = rpm(10);
         let b = rpm(10);
-        let d = decide(S, &[target(vec![key(&a1), key(&a2)]), target(vec![key(&b)])], S);
+        let d = decide(
+            S,
+            &[target(vec![key(&a1), key(&a2)]), target(vec![key(&b)])],
+            S,
+        );
         assert_eq!(d, Decision::Go { target: 0, key: 1 });
     }
 
@@ -191,7 +197,10 @@ mod tests {
         let mut b = rpm(1);
         b.reserve(30 * S, Cost::request(1, 1));
         let chain = [target(vec![key(&a)]), target(vec![key(&b)])];
-        assert_eq!(decide(40 * S, &chain, 100 * S), Decision::Wait(Some(60 * S)));
+        assert_eq!(
+            decide(40 * S, &chain, 100 * S),
+            Decision::Wait(Some(60 * S))
+        );
         assert_eq!(
             decide(40 * S, &chain, 40 * S),
             Decision::Exhausted {

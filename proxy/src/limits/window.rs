@@ -276,6 +276,11 @@ impl KeyModelLimits {
             .fold(1.0, f64::min)
     }
 
+    /// Requests counted in the minute window (own sends and provider-reported ones).
+    pub fn recent_requests(&self) -> u64 {
+        self.minute.used.requests
+    }
+
     /// What is left of a known limit now (after [`Self::expire`]).
     pub fn remaining(&self, kind: Kind) -> Option<u64> {
         let limit = self.known().get(kind)?;
@@ -293,12 +298,27 @@ impl KeyModelLimits {
         }
     }
 
+    /// Re-stamps a send at `now`, when its answer arrived: the provider counted it at some
+    /// moment between sending and answering, so counting it from the answer on never forgets it
+    /// before the provider does (transit time matters at scaled time).
+    pub fn confirm(&mut self, reservation: &mut Reservation, now: u64) {
+        let cost = reservation.cost;
+        let zero = Cost::default();
+        self.minute.adjust(reservation.minute, &cost, &zero);
+        reservation.minute = self.minute.push(now, &cost);
+        if let (Some(day), Some(at)) = (self.day.as_mut(), reservation.day) {
+            day.adjust(at, &cost, &zero);
+            reservation.day = Some(day.push(now, &cost));
+        }
+    }
+
     /// Settles a send: `Some(actual)` replaces the estimate with what the provider counted;
     /// `None` releases it (the provider did not count it).
     pub fn settle(&mut self, reservation: Reservation, actual: Option<Cost>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let to = actual.unwrap_or_default();
-        self.minute.adjust(reservation.minute, &reservation.cost, &to);
+        self.minute
+            .adjust(reservation.minute, &reservation.cost, &to);
         if let (Some(day), Some(at)) = (self.day.as_mut(), reservation.day) {
             day.adjust(at, &reservation.cost, &to);
         }
@@ -332,7 +352,8 @@ impl KeyModelLimits {
             if let Some(limit) = reading.limit {
                 self.learn(reading.kind, limit);
             }
-            let (Some(limit), Some(remaining)) = (self.known().get(reading.kind), reading.remaining)
+            let (Some(limit), Some(remaining)) =
+                (self.known().get(reading.kind), reading.remaining)
             else {
                 continue;
             };
@@ -407,6 +428,17 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmed_send_counts_from_its_answer() {
+        let mut k = KeyModelLimits::new(rpm(1));
+        let one = Cost::request(1, 1);
+        let mut r = k.reserve(0, one);
+        k.confirm(&mut r, 2 * S);
+        k.settle(r, Some(one));
+        k.expire(60 * S);
+        assert_eq!(k.readiness(60 * S, &one, 1), Readiness::At(62 * S));
+    }
+
+    #[test]
     fn too_large_for_a_limit_is_never_ready() {
         let k = KeyModelLimits::new(Limits::default().with(Kind::TokensPerMinute, 100));
         assert_eq!(
@@ -426,7 +458,11 @@ mod tests {
         assert_eq!(k.readiness(0, &c, 1), Readiness::Now);
         k.learn(Kind::RequestsPerMinute, 30);
         k.reserve(0, c);
-        assert_eq!(k.readiness(0, &c, 1), Readiness::Now, "known limits pace instead");
+        assert_eq!(
+            k.readiness(0, &c, 1),
+            Readiness::Now,
+            "known limits pace instead"
+        );
     }
 
     #[test]
@@ -456,7 +492,10 @@ mod tests {
     fn a_block_holds_until_its_time() {
         let mut k = KeyModelLimits::new(rpm(10));
         k.block(5 * S, Some(Kind::RequestsPerMinute));
-        assert_eq!(k.readiness(S, &Cost::request(1, 1), 1), Readiness::At(5 * S));
+        assert_eq!(
+            k.readiness(S, &Cost::request(1, 1), 1),
+            Readiness::At(5 * S)
+        );
         assert_eq!(k.readiness(5 * S, &Cost::request(1, 1), 1), Readiness::Now);
     }
 }

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(c.available_at(), 0);
         c.on_outage(10 * S, base, max);
         assert_eq!(c.available_at(), 11 * S);
-        assert!(c.on_dispatch(), "the first request after the cooldown is the probe");
+        assert!(
+            c.on_dispatch(),
+            "the first request after the cooldown is the probe"
+        );
         assert_eq!(c.available_at(), u64::MAX, "one probe at a time");
         c.on_outage(11 * S, base, max);
         assert_eq!(c.available_at(), 13 * S, "doubled");

@@ -103,8 +103,13 @@ impl Ticket {
     /// Settles a finished stream with the usage it reported (`None`: keep the estimate).
     pub fn finish(mut self, usage: Option<(u64, u64)>) {
         self.open = false;
-        self.router
-            .settle_success(self.target, self.key, self.reservation, self.prompt_estimate, usage);
+        self.router.settle_success(
+            self.target,
+            self.key,
+            self.reservation,
+            self.prompt_estimate,
+            usage,
+        );
     }
 }
 
@@ -112,9 +117,12 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if self.open {
             self.open = false;
+            let now = self.router.now_us();
             let mut st = self.router.lock();
             let target = &mut st.targets[self.target];
-            target.keys[self.key].settle(self.reservation, Some(self.reservation.cost));
+            let key = &mut target.keys[self.key];
+            key.confirm(&mut self.reservation, now);
+            key.settle(self.reservation, Some(self.reservation.cost));
             if self.probe {
                 target.circuit.on_abandoned_probe();
             }
@@ -312,13 +320,15 @@ impl Router {
     }
 
     /// Records what a successful answer's headers say.
-    fn after_success(&self, ticket: &Ticket, answer: &Answer) {
+    fn after_success(&self, ticket: &mut Ticket, answer: &Answer) {
         let mut st = self.lock();
         let t = &mut st.targets[ticket.target];
         let dialect = self.config.providers[t.provider].dialect;
         let snapshot = headers::parse(dialect, answer.headers(), self.clock.unix_now());
         let now = self.now_us();
-        t.keys[ticket.key].observe(now, &snapshot);
+        let key = &mut t.keys[ticket.key];
+        key.confirm(&mut ticket.reservation, now);
+        key.observe(now, &snapshot);
         t.circuit.on_answer();
     }
 
@@ -336,7 +346,9 @@ impl Router {
             }
             _ => RateLimitSnapshot::default(),
         };
-        let learned = err.error_message().and_then(|m| headers::parse_limit_message(&m));
+        let learned = err
+            .error_message()
+            .and_then(|m| headers::parse_limit_message(&m));
         let t = &mut st.targets[ticket.target];
         let model = t.model.clone();
         let key = &mut t.keys[ticket.key];
@@ -370,7 +382,8 @@ impl Router {
             }
             Disposition::NextTarget => {
                 if err.is_outage() {
-                    t.circuit.on_outage(now, provider.cooldown, provider.max_cooldown);
+                    t.circuit
+                        .on_outage(now, provider.cooldown, provider.max_cooldown);
                     tracing::warn!(provider = %provider.name, key = %alias, model = %model, error = %err, failures = t.circuit.failures(), "target failed; cooling down");
                 } else {
                     t.circuit.on_answer();
@@ -385,9 +398,14 @@ impl Router {
         if ticket.probe && !err.is_outage() {
             st.targets[ticket.target].circuit.on_answer();
         }
-        let reservation = ticket.reservation;
-        let settle = if release { None } else { Some(reservation.cost) };
-        st.targets[ticket.target].keys[ticket.key].settle(reservation, settle);
+        let mut reservation = ticket.reservation;
+        let key = &mut st.targets[ticket.target].keys[ticket.key];
+        if release {
+            key.settle(reservation, None);
+        } else {
+            key.confirm(&mut reservation, now);
+            key.settle(reservation, Some(reservation.cost));
+        }
         drop(st);
         self.changed.notify_waiters();
     }
@@ -404,7 +422,11 @@ impl Router {
         let mut attempts = 0u32;
         let keys_in_chain: usize = chain
             .iter()
-            .map(|&id| self.config.providers[self.lock().targets[id].provider].keys.len())
+            .map(|&id| {
+                self.config.providers[self.lock().targets[id].provider]
+                    .keys
+                    .len()
+            })
             .sum();
         let max_attempts = (2 * keys_in_chain + chain.len() + 2) as u32;
         let mut wait_recorded = false;
@@ -418,7 +440,8 @@ impl Router {
                         self.metrics.queue_wait(self.clock.now() - started);
                     }
                     return Err(match err {
-                        ProxyError::Exhausted { kind: None, .. } | ProxyError::Unavailable { .. }
+                        ProxyError::Exhausted { kind: None, .. }
+                        | ProxyError::Unavailable { .. }
                             if !failures.is_empty() =>
                         {
                             ProxyError::AllFailed {
@@ -469,7 +492,8 @@ impl Router {
                     match result {
                         Ok(answer) => {
                             self.metrics.attempt(&provider.name, "200");
-                            self.after_success(&ticket, &answer);
+                            let mut ticket = ticket;
+                            self.after_success(&mut ticket, &answer);
                             let ticket = match &answer {
                                 Answer::Full { body, .. } => {
                                     ticket.finish(usage_of(body));

@@ -95,13 +95,24 @@ pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
     let (route, _) = route_of(state, &body)?;
     let messages = match body.get("messages") {
         None | Some(Value::Null) => {
-            return Err(ProxyError::invalid("messages", "property 'messages' is missing"));
+            return Err(ProxyError::invalid(
+                "messages",
+                "property 'messages' is missing",
+            ));
         }
         Some(Value::Array(m)) if m.is_empty() => {
-            return Err(ProxyError::invalid("messages", "'messages' must not be empty"));
+            return Err(ProxyError::invalid(
+                "messages",
+                "'messages' must not be empty",
+            ));
         }
         Some(Value::Array(m)) => m,
-        Some(_) => return Err(ProxyError::invalid("messages", "'messages' must be an array")),
+        Some(_) => {
+            return Err(ProxyError::invalid(
+                "messages",
+                "'messages' must be an array",
+            ));
+        }
     };
     let prompt_estimate = estimate::chat_prompt_tokens(messages);
     Ok(Job {
@@ -126,7 +137,10 @@ pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError>
             estimate::embeddings_input_tokens(input)
         }
         Some(_) => {
-            return Err(ProxyError::invalid("input", "'input' must be a string or an array"));
+            return Err(ProxyError::invalid(
+                "input",
+                "'input' must be a string or an array",
+            ));
         }
     };
     Ok(Job {
@@ -189,7 +203,10 @@ pub fn respond(served: Served) -> Response {
         Answer::Stream { first, rest, .. } => {
             let mut r = Response::new(Body::from_stream(relay(first, rest, ticket)));
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             r
         }
@@ -307,9 +324,5 @@ pub async fn healthz() -> Response {
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(&state.router.headroom());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -15,7 +15,10 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ProxyError
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or(ProxyError::Unauthorized)?;
     let digest = blake3::hash(token.as_bytes());

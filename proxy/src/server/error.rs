@@ -84,7 +84,9 @@ pub enum ProxyError {
         attempts: Vec<String>,
     },
     /// No key or target is usable.
-    #[error("No usable target for model `{route}`: every key is disabled or every target refused the request")]
+    #[error(
+        "No usable target for model `{route}`: every key is disabled or every target refused the request"
+    )]
     Unavailable {
         /// The route.
         route: String,
@@ -152,7 +154,9 @@ impl ProxyError {
             ProxyError::InvalidRequest { .. } => ("invalid_request_error", None),
             ProxyError::UnknownModel { .. } => ("invalid_request_error", Some("model_not_found")),
             ProxyError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
-            ProxyError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
+            ProxyError::MethodNotAllowed { .. } => {
+                ("invalid_request_error", Some("method_not_allowed"))
+            }
             ProxyError::Exhausted { kind, .. } => (
                 match kind {
                     Some(k) if !k.counts_requests() => "tokens",
@@ -209,7 +213,11 @@ impl IntoResponse for ProxyError {
             let ms = retry_after.as_micros().div_ceil(1000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
             headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
-            let should = if retry_after > SDK_MAX_RETRY_WAIT { "false" } else { "true" };
+            let should = if retry_after > SDK_MAX_RETRY_WAIT {
+                "false"
+            } else {
+                "true"
+            };
             headers.insert("x-should-retry", HeaderValue::from_static(should));
         }
         response

@@ -63,10 +63,7 @@ impl UpstreamError {
             return None;
         };
         let v: Value = serde_json::from_slice(body).ok()?;
-        v.get("error")?
-            .get("message")?
-            .as_str()
-            .map(str::to_string)
+        v.get("error")?.get("message")?.as_str().map(str::to_string)
     }
 
     /// The status, when the provider answered.
@@ -81,7 +78,9 @@ impl UpstreamError {
     /// they cool the target down.
     pub fn is_outage(&self) -> bool {
         match self {
-            UpstreamError::Status { status, .. } => status.is_server_error() || status.as_u16() == 529,
+            UpstreamError::Status { status, .. } => {
+                status.is_server_error() || status.as_u16() == 529
+            }
             _ => true,
         }
     }
@@ -134,8 +133,10 @@ mod tests {
         let rate = r#"{"error":{"message":"Rate limit reached","type":"tokens","code":"rate_limit_exceeded"}}"#;
         let quota = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
         let too_large = r#"{"error":{"message":"Request too large for model `m`","type":"tokens","code":"rate_limit_exceeded"}}"#;
-        let body_too_large = r#"{"error":{"message":"Request Entity Too Large","type":"invalid_request_error"}}"#;
-        let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let body_too_large =
+            r#"{"error":{"message":"Request Entity Too Large","type":"invalid_request_error"}}"#;
+        let overloaded =
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let table: Vec<(UpstreamError, Disposition, bool)> = vec![
             (status(429, rate), NextKey, false),
             (status(429, quota), DisableKey, false),
@@ -155,8 +156,16 @@ mod tests {
             (status(504, "{}"), NextTarget, true),
             (status(529, overloaded), NextTarget, true),
             (UpstreamError::Connection("reset".into()), NextTarget, true),
-            (UpstreamError::Timeout(Duration::from_secs(1)), NextTarget, true),
-            (UpstreamError::InvalidBody("not json".into()), NextTarget, true),
+            (
+                UpstreamError::Timeout(Duration::from_secs(1)),
+                NextTarget,
+                true,
+            ),
+            (
+                UpstreamError::InvalidBody("not json".into()),
+                NextTarget,
+                true,
+            ),
         ];
         for (err, expected, outage) in table {
             assert_eq!(err.disposition(), expected, "{err:?}");

@@ -76,7 +76,9 @@ impl std::fmt::Debug for Answer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Answer::Full { body, .. } => write!(f, "Answer::Full({} bytes)", body.len()),
-            Answer::Stream { first, .. } => write!(f, "Answer::Stream(first {} bytes)", first.len()),
+            Answer::Stream { first, .. } => {
+                write!(f, "Answer::Stream(first {} bytes)", first.len())
+            }
         }
     }
 }

@@ -22,7 +22,9 @@ fn usage_of(v: &Value) -> Option<(u64, u64)> {
         .or_else(|| v.get("x_groq").and_then(|x| x.get("usage")))?;
     Some((
         u.get("prompt_tokens")?.as_u64()?,
-        u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+        u.get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     ))
 }
 

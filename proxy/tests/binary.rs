@@ -1,0 +1,159 @@
+//! The `spillway` binary: `check` prints the resolved routes, errors name the file, the field or
+//! the variable (never its value), `serve` prints its address first, refuses to expose itself
+//! without client keys, and exits cleanly on SIGTERM. Nothing it writes contains a key.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use spillway_mock::MockProvider;
+
+const KEY: &str = "gsk_binarytest_5ecret_value_0123456789";
+
+fn config(base_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[providers]]
+name = "groq"
+base_url = "{base_url}"
+keys = ["env:SPILLWAY_TEST_GROQ_KEY"]
+[providers.limits."llama-3.1-8b-instant"]
+requests_per_minute = 30
+tokens_per_minute = 6000
+
+[[routes]]
+model = "llama-3.1-8b"
+targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
+max_wait = "5s"
+"#
+    )
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("spillway.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+#[test]
+fn check_prints_resolved_routes_and_names_missing_variables() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(&dir, &config("http://127.0.0.1:9/openai/v1"));
+    let ok = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SPILLWAY_TEST_GROQ_KEY", KEY)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("route llama-3.1-8b"), "{stdout}");
+    assert!(stdout.contains("groq/llama-3.1-8b-instant"), "{stdout}");
+    assert!(
+        stdout.contains("30 rpm") && stdout.contains("6000 tpm"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("groq#1 ($SPILLWAY_TEST_GROQ_KEY)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(KEY));
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("SPILLWAY_TEST_GROQ_KEY")
+        .output()
+        .expect("runs");
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("spillway.toml"), "{stderr}");
+    assert!(stderr.contains("providers[0].keys[0]"), "{stderr}");
+    assert!(
+        stderr.contains("SPILLWAY_TEST_GROQ_KEY is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_client_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(&dir, &config("http://127.0.0.1:9/openai/v1"));
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--config"])
+        .arg(&path)
+        .env("SPILLWAY_TEST_GROQ_KEY", KEY)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_its_address_serves_and_exits_cleanly_on_sigterm() {
+    let mock = MockProvider::builder().key(KEY).start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(&dir, &config(&mock.url()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SPILLWAY_TEST_GROQ_KEY", KEY)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await
+    .expect("prints within 20 s")
+    .expect("reader")
+    .expect("a line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line was {line:?}"))
+        .to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-spillway-key"], "groq#1");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (status, logs) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            let mut logs = String::new();
+            let _ = stderr.read_to_string(&mut logs);
+            (child.wait(), logs)
+        }),
+    )
+    .await
+    .expect("exits within 20 s of SIGTERM")
+    .expect("waited");
+    assert!(status.expect("exit status").success());
+    assert!(logs.contains("served"), "{logs:.2000}");
+    assert!(!logs.contains(KEY), "the key leaked into the logs");
+}
