@@ -217,12 +217,14 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     Ok(report)
 }
 
-/// A chat-completions body for load runs: `distinct` bodies differ in their prompt.
-pub fn chat_bodies(model: &str, count: usize, prompt_bytes: usize) -> Vec<Bytes> {
+/// `count` chat-completions bodies for load runs, each with a different prompt of about
+/// `prompt_bytes` bytes starting with `tag` (so separate runs can be kept from sharing prompts).
+pub fn chat_bodies(model: &str, count: usize, prompt_bytes: usize, tag: &str) -> Vec<Bytes> {
+    let filler = "lorem ipsum ".repeat(prompt_bytes / 12 + 1);
+    let filler = &filler[..prompt_bytes.min(filler.len())];
     (0..count.max(1))
         .map(|i| {
-            let filler = "lorem ipsum ".repeat(prompt_bytes / 12 + 1);
-            let prompt = format!("request {i}: {}", &filler[..prompt_bytes.min(filler.len())]);
+            let prompt = format!("{tag}request {i}: {filler}");
             Bytes::from(
                 serde_json::json!({
                     "model": model,

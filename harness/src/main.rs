@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
+use spillway_harness::bench::{BenchSpec, run_bench, table};
 use spillway_harness::load::{LoadSpec, chat_bodies, run_load};
+use spillway_harness::subjects;
 
 /// Scenarios and benchmarks for spillway.
 #[derive(Parser, Debug)]
@@ -18,6 +20,42 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Measure spillway against going direct to the mock, in one run: the same request mix,
+    /// closed loop, subjects in turn, medians of `--repeat` runs.
+    Bench {
+        /// Measured time per run.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Unmeasured warm-up per run.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Concurrency levels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        /// Runs per subject and level.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Print the rows as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (internal) Serve a limit-free mock for a benchmark.
+    #[command(hide = true)]
+    ServeMock,
+    /// (internal) Serve the bare forwarder in front of a mock for a benchmark.
+    #[command(hide = true)]
+    ServeForwarder {
+        /// The mock's base URL.
+        #[arg(long)]
+        upstream: String,
+    },
+    /// (internal) Serve spillway in front of a mock for a benchmark.
+    #[command(hide = true)]
+    ServeProxy {
+        /// The mock's base URL.
+        #[arg(long)]
+        upstream: String,
+    },
     /// Drive an OpenAI-compatible chat endpoint with a closed-loop load and print throughput and
     /// latency percentiles.
     Load {
@@ -48,10 +86,43 @@ enum Command {
     },
 }
 
+/// mimalloc: the proxy allocates per request in many threads; glibc's arenas showed up in
+/// profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
+        Command::Bench {
+            duration,
+            warmup,
+            concurrency,
+            repeat,
+            json,
+        } => {
+            let spec = BenchSpec {
+                duration,
+                warmup,
+                concurrency,
+                repeat,
+                exe: std::env::current_exe().context("cannot find the harness executable")?,
+            };
+            let rows = run_bench(&spec).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", table(&rows));
+            }
+        }
+        Command::ServeMock => subjects::serve_mock().await.map_err(anyhow::Error::msg)?,
+        Command::ServeForwarder { upstream } => subjects::serve_forwarder(&upstream)
+            .await
+            .map_err(anyhow::Error::msg)?,
+        Command::ServeProxy { upstream } => subjects::serve_proxy(&upstream)
+            .await
+            .map_err(anyhow::Error::msg)?,
         Command::Load {
             url,
             key,
@@ -75,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
                         HeaderValue::from_static("application/json"),
                     ),
                 ],
-                bodies: Arc::new(chat_bodies(&model, distinct, 200)),
+                bodies: Arc::new(chat_bodies(&model, distinct, 200, "")),
                 concurrency,
                 duration,
                 warmup,

@@ -3,7 +3,7 @@
 //! in at scrape time — each key and model's remaining headroom. Labels carry key aliases, never
 //! keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,13 +11,49 @@ use std::time::Duration;
 /// Upper bounds (seconds) of the queue-wait histogram's buckets.
 const WAIT_BUCKETS: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0];
 
+/// Counts by two labels; looked up by borrowed keys so the hot path does not allocate.
+#[derive(Debug, Default)]
+struct Counts2 {
+    by: HashMap<String, HashMap<String, u64>>,
+}
+
+impl Counts2 {
+    fn add(&mut self, a: &str, b: &str) {
+        if let Some(inner) = self.by.get_mut(a) {
+            if let Some(n) = inner.get_mut(b) {
+                *n += 1;
+                return;
+            }
+            inner.insert(b.to_string(), 1);
+            return;
+        }
+        self.by
+            .insert(a.to_string(), HashMap::from([(b.to_string(), 1)]));
+    }
+
+    fn sorted(&self) -> BTreeMap<(&str, &str), u64> {
+        self.by
+            .iter()
+            .flat_map(|(a, inner)| {
+                inner
+                    .iter()
+                    .map(move |(b, n)| ((a.as_str(), b.as_str()), *n))
+            })
+            .collect()
+    }
+
+    fn total(&self) -> u64 {
+        self.by.values().flat_map(|i| i.values()).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
-    requests: BTreeMap<(String, u16), u64>,
-    attempts: BTreeMap<(String, String), u64>,
-    rate_limited: BTreeMap<(String, String), u64>,
-    fallbacks: BTreeMap<String, u64>,
-    cache: BTreeMap<String, u64>,
+    requests: HashMap<String, HashMap<u16, u64>>,
+    attempts: Counts2,
+    rate_limited: Counts2,
+    fallbacks: HashMap<String, u64>,
+    cache: HashMap<String, u64>,
     wait_buckets: [u64; WAIT_BUCKETS.len()],
     wait_count: u64,
     wait_sum: f64,
@@ -53,35 +89,33 @@ impl Metrics {
 
     /// A client request answered with `status` on `route`.
     pub fn request(&self, route: &str, status: u16) {
-        self.with(|c| *c.requests.entry((route.to_string(), status)).or_default() += 1);
+        self.with(|c| match c.requests.get_mut(route) {
+            Some(by_status) => *by_status.entry(status).or_default() += 1,
+            None => {
+                c.requests
+                    .insert(route.to_string(), HashMap::from([(status, 1)]));
+            }
+        });
     }
 
     /// An upstream attempt; `outcome` is the status or `error` / `timeout`.
     pub fn attempt(&self, provider: &str, outcome: &str) {
-        self.with(|c| {
-            *c.attempts
-                .entry((provider.to_string(), outcome.to_string()))
-                .or_default() += 1
-        });
+        self.with(|c| c.attempts.add(provider, outcome));
     }
 
     /// A 429 from a provider on a key.
     pub fn rate_limited(&self, provider: &str, key_alias: &str) {
-        self.with(|c| {
-            *c.rate_limited
-                .entry((provider.to_string(), key_alias.to_string()))
-                .or_default() += 1
-        });
+        self.with(|c| c.rate_limited.add(provider, key_alias));
     }
 
     /// A request moved on after a failed attempt.
     pub fn fallback(&self, route: &str) {
-        self.with(|c| *c.fallbacks.entry(route.to_string()).or_default() += 1);
+        self.with(|c| bump(&mut c.fallbacks, route));
     }
 
     /// A cache outcome (`hit`, `miss`, `coalesced`, `bypass`).
     pub fn cache(&self, outcome: &str) {
-        self.with(|c| *c.cache.entry(outcome.to_string()).or_default() += 1);
+        self.with(|c| bump(&mut c.cache, outcome));
     }
 
     /// Time a request spent waiting for headroom (clock time).
@@ -100,7 +134,7 @@ impl Metrics {
 
     /// Total upstream 429s seen.
     pub fn upstream_429s(&self) -> u64 {
-        self.with(|c| c.rate_limited.values().sum())
+        self.with(|c| c.rate_limited.total())
     }
 
     /// Total fallbacks.
@@ -114,27 +148,32 @@ impl Metrics {
         self.with(|c| {
             let _ = writeln!(out, "# HELP spillway_requests_total Client requests by route and status.");
             let _ = writeln!(out, "# TYPE spillway_requests_total counter");
-            for ((route, status), n) in &c.requests {
+            let requests: BTreeMap<(&str, u16), u64> = c
+                .requests
+                .iter()
+                .flat_map(|(r, by)| by.iter().map(move |(s, n)| ((r.as_str(), *s), *n)))
+                .collect();
+            for ((route, status), n) in &requests {
                 let _ = writeln!(out, "spillway_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(route));
             }
             let _ = writeln!(out, "# HELP spillway_upstream_attempts_total Upstream attempts by provider and outcome.");
             let _ = writeln!(out, "# TYPE spillway_upstream_attempts_total counter");
-            for ((provider, outcome), n) in &c.attempts {
+            for ((provider, outcome), n) in &c.attempts.sorted() {
                 let _ = writeln!(out, "spillway_upstream_attempts_total{{provider=\"{}\",status=\"{}\"}} {n}", esc(provider), esc(outcome));
             }
             let _ = writeln!(out, "# HELP spillway_upstream_rate_limited_total 429s from providers, by key alias.");
             let _ = writeln!(out, "# TYPE spillway_upstream_rate_limited_total counter");
-            for ((provider, key), n) in &c.rate_limited {
+            for ((provider, key), n) in &c.rate_limited.sorted() {
                 let _ = writeln!(out, "spillway_upstream_rate_limited_total{{provider=\"{}\",key=\"{}\"}} {n}", esc(provider), esc(key));
             }
             let _ = writeln!(out, "# HELP spillway_fallbacks_total Requests moved to another key or target after a failed attempt.");
             let _ = writeln!(out, "# TYPE spillway_fallbacks_total counter");
-            for (route, n) in &c.fallbacks {
+            for (route, n) in &c.fallbacks.iter().collect::<BTreeMap<_, _>>() {
                 let _ = writeln!(out, "spillway_fallbacks_total{{route=\"{}\"}} {n}", esc(route));
             }
             let _ = writeln!(out, "# HELP spillway_cache_requests_total Cache outcomes.");
             let _ = writeln!(out, "# TYPE spillway_cache_requests_total counter");
-            for (outcome, n) in &c.cache {
+            for (outcome, n) in &c.cache.iter().collect::<BTreeMap<_, _>>() {
                 let _ = writeln!(out, "spillway_cache_requests_total{{outcome=\"{}\"}} {n}", esc(outcome));
             }
             let _ = writeln!(out, "# HELP spillway_queue_wait_seconds Time requests waited for headroom.");
@@ -179,6 +218,15 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+fn bump(map: &mut HashMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 use spillway_clock::Clock;
 use tokio::sync::Notify;
@@ -84,6 +85,7 @@ pub struct Router {
     state: Mutex<PoolState>,
     changed: Notify,
     chains: Vec<Vec<usize>>,
+    max_attempts: Vec<u32>,
 }
 
 /// A send in progress on one key: settles the key's limit state exactly once, also when the
@@ -138,22 +140,28 @@ enum Step {
     Done(ProxyError),
 }
 
-#[derive(Deserialize)]
-struct UsageOnly {
-    usage: Option<UsageCounts>,
+/// The client's body with `model` replaced, serialized without copying the body.
+struct WithModel<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
 }
 
-#[derive(Deserialize)]
-struct UsageCounts {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-}
-
-/// `(prompt, completion)` tokens from a plain answer's `usage`.
-pub fn usage_of(body: &[u8]) -> Option<(u64, u64)> {
-    let parsed: UsageOnly = serde_json::from_slice(body).ok()?;
-    let u = parsed.usage?;
-    Some((u.prompt_tokens?, u.completion_tokens.unwrap_or(0)))
+impl Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let has_model = self.body.contains_key("model");
+        let mut map = serializer.serialize_map(Some(self.body.len() + usize::from(!has_model)))?;
+        if !has_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        for (k, v) in self.body {
+            if k == "model" {
+                map.serialize_entry(k, self.model)?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
 }
 
 fn outcome_label(err: &UpstreamError) -> String {
@@ -200,6 +208,18 @@ impl Router {
             }
             chains.push(chain);
         }
+        let max_attempts = config
+            .routes
+            .iter()
+            .map(|r| {
+                let keys: usize = r
+                    .targets
+                    .iter()
+                    .map(|t| config.providers[t.provider].keys.len())
+                    .sum();
+                (2 * keys + r.targets.len() + 2) as u32
+            })
+            .collect();
         let disabled = config
             .providers
             .iter()
@@ -213,6 +233,7 @@ impl Router {
             state: Mutex::new(PoolState { targets, disabled }),
             changed: Notify::new(),
             chains,
+            max_attempts,
         })
     }
 
@@ -420,15 +441,7 @@ impl Router {
         let mut skip = vec![false; chain.len()];
         let mut failures: Vec<String> = Vec::new();
         let mut attempts = 0u32;
-        let keys_in_chain: usize = chain
-            .iter()
-            .map(|&id| {
-                self.config.providers[self.lock().targets[id].provider]
-                    .keys
-                    .len()
-            })
-            .sum();
-        let max_attempts = (2 * keys_in_chain + chain.len() + 2) as u32;
+        let max_attempts = self.max_attempts[job.route];
         let mut wait_recorded = false;
         loop {
             let notified = self.changed.notified();
@@ -472,17 +485,21 @@ impl Router {
                     };
                     let provider = &self.config.providers[provider_index];
                     let key = &provider.keys[ticket.key];
-                    let mut body = job.body.clone();
-                    body.insert("model".into(), Value::String(model.clone()));
-                    let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| {
-                        ProxyError::Internal(format!("cannot encode the request: {e}"))
-                    })?);
+                    let bytes = Bytes::from(
+                        serde_json::to_vec(&WithModel {
+                            body: &job.body,
+                            model: &model,
+                        })
+                        .map_err(|e| {
+                            ProxyError::Internal(format!("cannot encode the request: {e}"))
+                        })?,
+                    );
                     let result = self
                         .upstream
                         .send(
                             provider_index,
                             provider,
-                            key,
+                            ticket.key,
                             job.endpoint,
                             bytes,
                             job.stream,
@@ -495,8 +512,8 @@ impl Router {
                             let mut ticket = ticket;
                             self.after_success(&mut ticket, &answer);
                             let ticket = match &answer {
-                                Answer::Full { body, .. } => {
-                                    ticket.finish(usage_of(body));
+                                Answer::Full { usage, .. } => {
+                                    ticket.finish(*usage);
                                     None
                                 }
                                 Answer::Stream { .. } => Some(ticket),

@@ -153,25 +153,23 @@ pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError>
     })
 }
 
-/// Adds the `x-spillway-*` headers.
-fn provenance(response: &mut Response, served: &Served) {
+/// Adds the `x-spillway-*` headers: where the answer came from and how many attempts it took.
+fn provenance(response: &mut Response, provider: &str, model: &str, key: &str, attempts: u32) {
     let h = response.headers_mut();
     for (name, value) in [
-        ("x-spillway-provider", served.provider.as_str()),
-        ("x-spillway-model", served.model.as_str()),
-        ("x-spillway-key", served.key_alias.as_str()),
+        ("x-spillway-provider", provider),
+        ("x-spillway-model", model),
+        ("x-spillway-key", key),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     }
-    h.insert("x-spillway-attempts", HeaderValue::from(served.attempts));
+    h.insert("x-spillway-attempts", HeaderValue::from(attempts));
 }
 
 /// The client's response for a served answer.
 pub fn respond(served: Served) -> Response {
-    let request_id = served.answer.headers().get("x-request-id").cloned();
-    let content_type = served.answer.headers().get(header::CONTENT_TYPE).cloned();
     let Served {
         answer,
         provider,
@@ -180,24 +178,15 @@ pub fn respond(served: Served) -> Response {
         attempts,
         ticket,
     } = served;
-    let info = Served {
-        answer: Answer::Full {
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        },
-        provider,
-        model,
-        key_alias,
-        attempts,
-        ticket: None,
-    };
+    let request_id = answer.headers().get("x-request-id").cloned();
     let mut response = match answer {
-        Answer::Full { body, .. } => {
+        Answer::Full { headers, body, .. } => {
             let mut r = Response::new(Body::from(body));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                content_type.unwrap_or(HeaderValue::from_static("application/json")),
-            );
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
             r
         }
         Answer::Stream { first, rest, .. } => {
@@ -214,7 +203,7 @@ pub fn respond(served: Served) -> Response {
     if let Some(id) = request_id {
         response.headers_mut().insert("x-request-id", id);
     }
-    provenance(&mut response, &info);
+    provenance(&mut response, &provider, &model, &key_alias, attempts);
     response
 }
 

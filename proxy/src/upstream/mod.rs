@@ -1,6 +1,7 @@
-//! Talking to providers: one reqwest client per provider (its own pool and connect timeout),
-//! requests with the key in the `Authorization` header and nowhere else, answers read whole
-//! (plain) or up to their first byte (streams), failures classified by [`disposition`].
+//! Talking to providers: one pooled HTTP/1.1 client per provider (hyper, with rustls for
+//! `https://`), its endpoint URLs parsed once, each key's `Authorization` header built once and
+//! marked sensitive; answers read whole (plain) or up to their first byte (streams); failures
+//! classified by [`disposition`].
 
 pub mod disposition;
 pub mod sse;
@@ -10,25 +11,34 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http_body_util::{BodyExt, BodyStream, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
 use spillway_clock::Clock;
 
 pub use disposition::{Disposition, UpstreamError};
 
-use crate::config::{Provider, ProviderKey};
+use crate::config::Provider;
 
 /// Largest error body kept from a provider.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Largest plain answer read from a provider.
 const MAX_ANSWER_BODY: usize = 64 * 1024 * 1024;
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// Which API an attempt calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /chat/completions`.
-    Chat,
+    Chat = 0,
     /// `POST /embeddings`.
-    Embeddings,
+    Embeddings = 1,
 }
 
 impl Endpoint {
@@ -54,12 +64,14 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// A usable answer.
 pub enum Answer {
-    /// A plain answer, read whole.
+    /// A plain answer, read whole (and checked to be JSON).
     Full {
         /// Response headers.
         headers: HeaderMap,
         /// The body.
         body: Bytes,
+        /// `(prompt, completion)` tokens from its `usage`, when present.
+        usage: Option<(u64, u64)>,
     },
     /// A streamed answer whose first bytes have arrived.
     Stream {
@@ -92,16 +104,45 @@ impl Answer {
     }
 }
 
-/// HTTP clients for every provider.
-#[derive(Debug, Clone)]
+/// HTTP clients for every provider, their endpoint URLs, and their keys' headers.
+#[derive(Clone)]
 pub struct Upstream {
-    clients: Vec<reqwest::Client>,
+    clients: Vec<HttpClient>,
+    urls: Vec<[Uri; 2]>,
+    auth: Vec<Vec<HeaderValue>>,
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    // reqwest's messages name the URL (never a header): keep the chain short and readable.
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("providers", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    usage: Option<UsageCounts>,
+}
+
+#[derive(Deserialize)]
+struct UsageCounts {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+/// Checks that a plain answer is JSON and reads `(prompt, completion)` tokens from its `usage`,
+/// in one pass.
+pub fn parse_answer(body: &[u8]) -> Result<Option<(u64, u64)>, serde_json::Error> {
+    let parsed: UsageOnly = serde_json::from_slice(body)?;
+    Ok(parsed
+        .usage
+        .and_then(|u| Some((u.prompt_tokens?, u.completion_tokens.unwrap_or(0)))))
+}
+
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         out.push_str(": ");
         out.push_str(&s.to_string());
@@ -110,65 +151,103 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
-async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Bytes, String> {
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| describe(&e))?;
-        if body.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
+async fn read_bounded(body: Incoming, limit: usize) -> Result<Bytes, String> {
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| describe(&*e))
+}
+
+fn client(provider: &Provider) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(provider.connect_timeout));
+    // The system's trust store when it can be read, else Mozilla's bundled roots.
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().try_with_platform_verifier() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(provider = %provider.name, error = %e, "system trust store unavailable; using bundled roots");
+            hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(body))
+    };
+    let https = builder.https_or_http().enable_http1().wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https))
 }
 
 impl Upstream {
     /// Clients for `providers`, in order.
     pub fn new(providers: &[Provider]) -> Result<Self, String> {
-        let clients = providers
-            .iter()
-            .map(|p| {
-                reqwest::Client::builder()
-                    .connect_timeout(p.connect_timeout)
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
-                    .tcp_nodelay(true)
-                    .build()
-                    .map_err(|e| format!("provider {}: cannot build an HTTP client: {e}", p.name))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Upstream { clients })
+        let mut clients = Vec::new();
+        let mut urls = Vec::new();
+        let mut auth = Vec::new();
+        for p in providers {
+            clients.push(client(p)?);
+            let parse = |e: Endpoint| {
+                format!("{}{}", p.base_url, e.path())
+                    .parse::<Uri>()
+                    .map_err(|err| format!("provider {}: invalid base_url: {err}", p.name))
+            };
+            urls.push([parse(Endpoint::Chat)?, parse(Endpoint::Embeddings)?]);
+            auth.push(
+                p.keys
+                    .iter()
+                    .map(|k| {
+                        let mut v = HeaderValue::from_str(&format!("Bearer {}", k.key.expose()))
+                            .map_err(|_| {
+                                format!(
+                                    "provider {}: key {} is not a valid header value",
+                                    p.name, k.alias
+                                )
+                            })?;
+                        v.set_sensitive(true);
+                        Ok(v)
+                    })
+                    .collect::<Result<Vec<_>, String>>()?,
+            );
+        }
+        Ok(Upstream {
+            clients,
+            urls,
+            auth,
+        })
     }
 
-    /// Sends one attempt and waits (at most the provider's timeout, in clock time) for a
+    /// Sends one attempt with key number `key_index` and waits (at most the provider's timeout, in clock time) for a
     /// usable answer: a whole plain body, or a stream's first bytes.
     #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         index: usize,
         provider: &Provider,
-        key: &ProviderKey,
+        key_index: usize,
         endpoint: Endpoint,
         body: Bytes,
         stream: bool,
         clock: &Clock,
     ) -> Result<Answer, UpstreamError> {
-        let url = format!("{}{}", provider.base_url, endpoint.path());
-        let request = self.clients[index]
-            .post(url)
-            .bearer_auth(key.key.expose())
+        let request = http::Request::post(self.urls[index][endpoint as usize].clone())
+            .header(
+                http::header::AUTHORIZATION,
+                self.auth[index][key_index].clone(),
+            )
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Connection(format!("cannot build the request: {e}")))?;
         let attempt = async {
-            let resp = request
-                .send()
+            let resp = self.clients[index]
+                .request(request)
                 .await
                 .map_err(|e| UpstreamError::Connection(describe(&e)))?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
+            let (parts, body) = resp.into_parts();
+            let status = parts.status;
+            let headers = parts.headers;
             if status != StatusCode::OK {
-                let body = read_bounded(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+                let body = read_bounded(body, MAX_ERROR_BODY).await.unwrap_or_default();
                 return Err(UpstreamError::Status {
                     status,
                     headers,
@@ -176,12 +255,17 @@ impl Upstream {
                 });
             }
             if stream {
-                let mut rest = resp.bytes_stream();
+                let mut rest = BodyStream::new(body).filter_map(|frame| {
+                    futures_util::future::ready(match frame {
+                        Ok(frame) => frame.into_data().ok().map(Ok),
+                        Err(e) => Some(Err(describe(&e))),
+                    })
+                });
                 let first = loop {
                     match rest.next().await {
                         Some(Ok(b)) if b.is_empty() => continue,
                         Some(Ok(b)) => break b,
-                        Some(Err(e)) => return Err(UpstreamError::Connection(describe(&e))),
+                        Some(Err(e)) => return Err(UpstreamError::Connection(e)),
                         None => {
                             return Err(UpstreamError::InvalidBody(
                                 "the stream ended before its first byte".into(),
@@ -189,22 +273,24 @@ impl Upstream {
                         }
                     }
                 };
-                let rest: ByteStream = Box::pin(rest.map(|r| r.map_err(|e| describe(&e))));
+                let rest: ByteStream = Box::pin(rest);
                 Ok(Answer::Stream {
                     headers,
                     first,
                     rest,
                 })
             } else {
-                let body = read_bounded(resp, MAX_ANSWER_BODY)
+                let body = read_bounded(body, MAX_ANSWER_BODY)
                     .await
                     .map_err(UpstreamError::Connection)?;
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-                    return Err(UpstreamError::InvalidBody(
-                        "status 200 with a body that is not JSON".into(),
-                    ));
-                }
-                Ok(Answer::Full { headers, body })
+                let usage = parse_answer(&body).map_err(|_| {
+                    UpstreamError::InvalidBody("status 200 with a body that is not JSON".into())
+                })?;
+                Ok(Answer::Full {
+                    headers,
+                    body,
+                    usage,
+                })
             }
         };
         clock
