@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 pub struct Proxy {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its cache directory (removed with the proxy) unless the config names one.
+    pub cache_dir: Option<tempfile::TempDir>,
     /// Its shared state (router, metrics).
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
@@ -24,6 +26,18 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy from config text; `env` resolves its `env:NAME` references.
     pub async fn start(toml: &str, env: &[(&str, &str)], clock: Clock) -> Proxy {
+        // Every test proxy gets its own cache directory unless its config says otherwise.
+        let (toml, cache_dir) = if toml.contains("[cache]") {
+            (toml.to_string(), None)
+        } else {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let path = dir.path().join("cache");
+            (
+                format!("{toml}\n[cache]\npath = {:?}\n", path.display().to_string()),
+                Some(dir),
+            )
+        };
+        let toml = toml.as_str();
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -40,6 +54,7 @@ impl Proxy {
         }));
         Proxy {
             addr,
+            cache_dir,
             state,
             stop: Some(stop),
             task: Some(task),

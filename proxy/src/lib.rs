@@ -6,16 +6,20 @@
 //! 429, a 5xx or a timeout to the next key or target before the client sees anything.
 //!
 //! # Layout
+//! - [`cache`]: content-addressed response cache, single-flight, cassettes;
 //! - [`config`]: `spillway.toml`: raw → validated, secrets from the environment;
 //! - [`limits`]: header dialects, per key+model windows, the pure pacer, token estimates;
 //! - [`router`]: the chain walk, fallback and circuits; the only place that waits;
 //! - [`upstream`]: the HTTP client to providers and what each failure means;
 //! - [`server`]: endpoints, auth, stream relaying, the one error type;
+//! - [`record`]: traffic recording (JSONL);
 //! - [`metrics`]: Prometheus text; [`state`]: what handlers share.
 
+pub mod cache;
 pub mod config;
 pub mod limits;
 pub mod metrics;
+pub mod record;
 pub mod router;
 pub mod server;
 pub mod state;
@@ -38,7 +42,14 @@ pub async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, build_app(state))
+    let cache = state.cache.clone();
+    let recorder = state.recorder.clone();
+    let served = axum::serve(listener, build_app(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    cache.flush();
+    if let Some(recorder) = recorder {
+        recorder.close().await;
+    }
+    served
 }

@@ -32,6 +32,27 @@ enum Command {
         /// (to match a spillway-mock started with the same --time-scale).
         #[arg(long, hide = true)]
         time_scale: Option<f64>,
+        /// Cache mode, overriding `[cache] mode`: read-write, read-only, replay (offline: a miss
+        /// is a 404, no provider is called) or off.
+        #[arg(long)]
+        cache_mode: Option<String>,
+        /// Record every client request to this JSONL file (replayable by the harness).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Record request bodies (true) or only their cache keys and token counts (false).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        record_bodies: bool,
+    },
+    /// Inspect and manage the response cache (the proxy using it must be stopped).
+    Cache {
+        /// Config file whose `[cache] path` to use.
+        #[arg(long, default_value = "spillway.toml")]
+        config: PathBuf,
+        /// The cache directory, instead of the config's.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Validate a config and print the resolved routes, without starting.
     Check {
@@ -39,6 +60,161 @@ enum Command {
         #[arg(long, default_value = "spillway.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Entries, size, age, and counts per route and namespace.
+    Stats,
+    /// One entry, as a cassette line (pretty).
+    Get {
+        /// The entry's key (64 hex digits, as in `x-spillway-cache-key`).
+        key: String,
+    },
+    /// Remove entries (all of them unless filtered).
+    Purge {
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only entries older than this (e.g. 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
+    /// Write every entry to a cassette (JSONL, sorted by key, no credentials).
+    Export {
+        /// The cassette file.
+        file: PathBuf,
+    },
+    /// Read a cassette into the cache.
+    Import {
+        /// The cassette file.
+        file: PathBuf,
+    },
+}
+
+fn cache_tool(
+    config: &PathBuf,
+    path: Option<PathBuf>,
+    command: CacheCommand,
+) -> anyhow::Result<()> {
+    use spillway::cache::{Cache, cassette, key::CacheKey, policy::CacheMode};
+    let mut cache_config = if path.is_some() && !config.exists() {
+        spillway::cache::policy::CacheConfig::default()
+    } else {
+        config::load_cache_section(config)?
+    };
+    if let Some(p) = path {
+        cache_config.path = p;
+    }
+    if cache_config.mode == CacheMode::Off {
+        cache_config.mode = CacheMode::ReadWrite;
+    }
+    let dir = cache_config.path.clone();
+    let cache = Cache::open(cache_config, Clock::real()).with_context(|| {
+        format!(
+            "cannot open the cache at {} (is a spillway using it?)",
+            dir.display()
+        )
+    })?;
+    let store = cache.store().context("the cache has no store")?.clone();
+    match command {
+        CacheCommand::Stats => {
+            let mut routes: std::collections::BTreeMap<(String, String), usize> =
+                Default::default();
+            let (mut oldest, mut newest) = (u64::MAX, 0);
+            let mut corrupt = 0;
+            for key in store.keys()? {
+                match cache.lookup(&key) {
+                    Some(s) => {
+                        *routes.entry((s.route, s.namespace)).or_default() += 1;
+                        oldest = oldest.min(s.created);
+                        newest = newest.max(s.created);
+                    }
+                    None => corrupt += 1,
+                }
+            }
+            println!("cache {}", dir.display());
+            println!("entries {} ({} bytes)", store.len(), store.bytes());
+            if newest > 0 {
+                let at = |s: u64| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                    )
+                };
+                println!("oldest {}, newest {}", at(oldest), at(newest));
+            }
+            if corrupt > 0 {
+                println!("removed {corrupt} corrupt or expired entries");
+            }
+            for ((route, ns), n) in routes {
+                let ns = if ns.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    ns
+                };
+                println!("  route {route}  namespace {ns}: {n}");
+            }
+        }
+        CacheCommand::Get { key } => {
+            let key = CacheKey::from_hex(&key).context("expected a key of 64 hex digits")?;
+            let (stored, request) = cache
+                .lookup_full(&key)
+                .context("no valid entry under that key")?;
+            let line = serde_json::json!({
+                "key": key.to_hex(),
+                "namespace": stored.namespace,
+                "route": stored.route,
+                "endpoint": stored.endpoint,
+                "created": stored.created,
+                "provider": stored.provider,
+                "model": stored.model,
+                "request": request,
+                "response": {
+                    "status": stored.status,
+                    "headers": stored.headers,
+                    "body": stored.body,
+                    "chunks": stored.chunks,
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&line)?);
+        }
+        CacheCommand::Purge {
+            namespace,
+            older_than,
+        } => {
+            let n = cache.purge(namespace.as_deref(), older_than)?;
+            println!("removed {n} entries");
+        }
+        CacheCommand::Export { file } => {
+            let tmp = file.with_extension("partial");
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("cannot write {}", tmp.display()))?,
+            );
+            let n = cassette::export(&cache, &mut out);
+            drop(out);
+            match n {
+                Ok(n) => {
+                    std::fs::rename(&tmp, &file)?;
+                    println!("exported {n} entries to {}", file.display());
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            }
+        }
+        CacheCommand::Import { file } => {
+            let input = std::io::BufReader::new(
+                std::fs::File::open(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            let n = cassette::import(&cache, input).with_context(|| file.display().to_string())?;
+            println!("imported {n} entries from {}", file.display());
+        }
+    }
+    cache.flush();
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -74,6 +250,22 @@ fn describe(config: &config::Config) -> String {
         } else {
             "s"
         }
+    ));
+    out.push_str(&format!(
+        "cache {} at {} (when: {:?}{}{})\n",
+        config.cache.mode.name(),
+        config.cache.path.display(),
+        config.cache.when,
+        config
+            .cache
+            .ttl
+            .map(|t| format!(", ttl {}", humantime::format_duration(t)))
+            .unwrap_or_default(),
+        config
+            .cache
+            .max_size
+            .map(|m| format!(", max {m} bytes"))
+            .unwrap_or_default()
     ));
     for p in &config.providers {
         let keys: Vec<String> = p
@@ -140,14 +332,31 @@ async fn main() -> anyhow::Result<()> {
             let config = config::load(&config, &ProcessEnv)?;
             print!("{}", describe(&config));
         }
+        Command::Cache {
+            config,
+            path,
+            command,
+        } => cache_tool(&config, path, command)?,
         Command::Serve {
             config,
             listen,
             time_scale,
+            cache_mode,
+            record,
+            record_bodies,
         } => {
             let mut config = config::load(&config, &ProcessEnv)?;
             if let Some(listen) = listen {
                 config.server.listen = listen;
+            }
+            if let Some(mode) = cache_mode {
+                config.cache.mode = spillway::cache::policy::CacheMode::parse(&mode).with_context(|| {
+                    format!("--cache-mode: expected read-write, read-only, replay or off (got {mode:?})")
+                })?;
+            }
+            if let Some(record) = record {
+                config.server.record = Some(record);
+                config.server.record_bodies = record_bodies;
             }
             if let Some(scale) = time_scale {
                 config.server.time_scale = scale;

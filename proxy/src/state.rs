@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use spillway_clock::Clock;
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::record::Recorder;
 use crate::router::Router;
 
 /// Shared state of one proxy.
@@ -25,6 +27,10 @@ pub struct AppState {
     pub client_keys: Vec<blake3::Hash>,
     /// Route index by client-facing model name.
     pub routes: HashMap<String, usize>,
+    /// The response cache.
+    pub cache: Arc<Cache>,
+    /// Traffic recording, when enabled.
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl AppState {
@@ -33,7 +39,16 @@ impl AppState {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
         let router = Arc::new(Router::new(config.clone(), clock.clone(), metrics.clone())?);
+        let cache =
+            Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);
         crate::limits::estimate::warm_up();
+        let recorder = match &config.server.record {
+            Some(path) => Some(Arc::new(
+                Recorder::open(path, config.server.record_bodies, clock.now())
+                    .map_err(|e| format!("cannot record to {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
         Ok(Arc::new(AppState {
             client_keys: config
                 .server
@@ -51,6 +66,8 @@ impl AppState {
             router,
             metrics,
             clock,
+            cache,
+            recorder,
         }))
     }
 

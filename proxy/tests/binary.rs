@@ -11,10 +11,15 @@ use spillway_mock::MockProvider;
 const KEY: &str = "gsk_binarytest_5ecret_value_0123456789";
 
 fn config(base_url: &str) -> String {
+    let cache = std::env::temp_dir().join(format!("spillway-binary-test-{}", std::process::id()));
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+
+[cache]
+mode = "off"
+path = {:?}
 
 [[providers]]
 name = "groq"
@@ -28,7 +33,8 @@ tokens_per_minute = 6000
 model = "llama-3.1-8b"
 targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
 max_wait = "5s"
-"#
+"#,
+        cache.display().to_string()
     )
 }
 

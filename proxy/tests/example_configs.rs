@@ -24,5 +24,8 @@ fn every_example_config_validates() {
         assert!(!config.routes.is_empty());
         checked += 1;
     }
-    assert!(checked >= 3, "expected the three documented examples, found {checked}");
+    assert!(
+        checked >= 3,
+        "expected the three documented examples, found {checked}"
+    );
 }

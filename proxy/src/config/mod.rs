@@ -33,6 +33,27 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigErro
     validate::validate(&raw, file, env)
 }
 
+/// Reads only the `[cache]` section of a config file (the cache tools need no provider keys).
+pub fn load_cache_section(path: &Path) -> Result<crate::cache::policy::CacheConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        field: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let de = toml::Deserializer::parse(&text).map_err(|e| ConfigError {
+        file: file.clone(),
+        field: "(syntax)".into(),
+        message: e.to_string(),
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
+        file: file.clone(),
+        field: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })?;
+    validate::cache_section(&raw.cache, &file)
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     let file = path.display().to_string();

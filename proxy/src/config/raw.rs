@@ -19,6 +19,26 @@ pub struct RawConfig {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[cache]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// sled directory.
+    pub path: Option<String>,
+    /// `read-write`, `read-only`, `replay` or `off`.
+    pub mode: Option<String>,
+    /// `deterministic`, `always` or `never`.
+    pub when: Option<String>,
+    /// Entries older than this are misses.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Largest store size: bytes, or a string with a unit (`"500MB"`, `"2GiB"`).
+    pub max_size: Option<toml::Value>,
 }
 
 /// `[server]`.
@@ -36,6 +56,10 @@ pub struct RawServer {
     pub default_max_tokens: Option<u64>,
     /// Clock seconds per wall second (tests and scenarios).
     pub time_scale: Option<f64>,
+    /// Record traffic to this JSONL file.
+    pub record: Option<String>,
+    /// Record request bodies (default true); otherwise only keys and token counts.
+    pub record_bodies: Option<bool>,
 }
 
 /// One `[[providers]]` entry.
@@ -100,6 +124,8 @@ pub struct RawRoute {
     /// Longest a request may queue for headroom.
     #[serde(default, with = "humantime_serde")]
     pub max_wait: Option<Duration>,
+    /// Cache namespace for this route's entries.
+    pub cache_namespace: Option<String>,
 }
 
 /// One target of a route.

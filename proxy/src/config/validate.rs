@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::raw::{RawConfig, RawLimits, RawProvider, RawRoute};
+use crate::cache::policy::{CacheConfig, CacheMode, CacheWhen, parse_size};
+use crate::config::raw::{RawCache, RawConfig, RawLimits, RawProvider, RawRoute};
 use crate::config::secret::{ApiKey, Env};
 use crate::limits::headers::Dialect;
 use crate::limits::kind::{Kind, Limits};
@@ -33,6 +34,8 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// Routes, in file order.
     pub routes: Vec<Route>,
+    /// `[cache]`.
+    pub cache: CacheConfig,
 }
 
 /// `[server]`, validated.
@@ -48,6 +51,10 @@ pub struct ServerConfig {
     pub default_max_tokens: u64,
     /// Clock seconds per wall second.
     pub time_scale: f64,
+    /// Record traffic to this JSONL file.
+    pub record: Option<std::path::PathBuf>,
+    /// Record request bodies (otherwise only keys and token counts).
+    pub record_bodies: bool,
 }
 
 /// One key of a provider: its secret, the variable it came from, and a printable alias.
@@ -104,6 +111,8 @@ pub struct Route {
     pub targets: Vec<Target>,
     /// Longest a request may queue for headroom.
     pub max_wait: Duration,
+    /// Cache namespace for the route's entries (none: shared).
+    pub cache_namespace: Option<String>,
 }
 
 /// Default listen address.
@@ -339,6 +348,56 @@ fn route(
         model,
         targets,
         max_wait: raw.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
+        cache_namespace: raw.cache_namespace.clone(),
+    })
+}
+
+/// Validates `[cache]`; needs no secrets, so the cache tools can use it alone.
+pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigError> {
+    let err = |field: &str, message: String| ConfigError {
+        file: file.to_string(),
+        field: format!("cache.{field}"),
+        message,
+    };
+    let defaults = CacheConfig::default();
+    let mode = match raw.mode.as_deref() {
+        None => defaults.mode,
+        Some(m) => CacheMode::parse(m).ok_or_else(|| {
+            err(
+                "mode",
+                format!("expected read-write, read-only, replay or off (got {m:?})"),
+            )
+        })?,
+    };
+    let when = match raw.when.as_deref() {
+        None => defaults.when,
+        Some(w) => CacheWhen::parse(w).ok_or_else(|| {
+            err(
+                "when",
+                format!("expected deterministic, always or never (got {w:?})"),
+            )
+        })?,
+    };
+    let max_size = match &raw.max_size {
+        None => None,
+        Some(v) => Some(parse_size(v).ok_or_else(|| {
+            err(
+                "max_size",
+                format!("expected a size in bytes or with a unit, such as \"500MB\" (got {v})"),
+            )
+        })?),
+    };
+    let path = match raw.path.as_deref().map(str::trim) {
+        None => defaults.path,
+        Some("") => return Err(err("path", "expected a directory".into())),
+        Some(p) => p.into(),
+    };
+    Ok(CacheConfig {
+        path,
+        mode,
+        when,
+        ttl: raw.ttl,
+        max_size,
     })
 }
 
@@ -394,14 +453,18 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
         }
         routes.push(r);
     }
+    let cache = cache_section(&raw.cache, file)?;
     Ok(Config {
         source: file.to_string(),
+        cache,
         server: ServerConfig {
             listen,
             client_keys,
             max_body_bytes,
             default_max_tokens: raw.server.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             time_scale,
+            record: raw.server.record.as_ref().map(std::path::PathBuf::from),
+            record_bodies: raw.server.record_bodies.unwrap_or(true),
         },
         providers,
         routes,

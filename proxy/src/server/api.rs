@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::cache::key::cache_key;
 use crate::limits::estimate;
+use crate::record::{RecordedOutcome, RecordedRequest};
 use crate::router::{Job, Served};
 use crate::server::auth::authorize;
 use crate::server::error::ProxyError;
@@ -153,8 +155,12 @@ pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError>
     })
 }
 
+/// `(prompt, completion)` tokens an answer reported, carried on its response for the recording.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageNote(pub u64, pub u64);
+
 /// Adds the `x-spillway-*` headers: where the answer came from and how many attempts it took.
-fn provenance(response: &mut Response, provider: &str, model: &str, key: &str, attempts: u32) {
+pub fn provenance(response: &mut Response, provider: &str, model: &str, key: &str, attempts: u32) {
     let h = response.headers_mut();
     for (name, value) in [
         ("x-spillway-provider", provider),
@@ -180,8 +186,15 @@ pub fn respond(served: Served) -> Response {
     } = served;
     let request_id = answer.headers().get("x-request-id").cloned();
     let mut response = match answer {
-        Answer::Full { headers, body, .. } => {
+        Answer::Full {
+            headers,
+            body,
+            usage,
+        } => {
             let mut r = Response::new(Body::from(body));
+            if let Some((p, c)) = usage {
+                r.extensions_mut().insert(UsageNote(p, c));
+            }
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .cloned()
@@ -207,54 +220,117 @@ pub fn respond(served: Served) -> Response {
     response
 }
 
+/// What the recording keeps of a request before its outcome is known.
+fn draft(state: &AppState, job: &Job, route: &str, bodies: bool) -> RecordedRequest {
+    let started = state
+        .recorder
+        .as_ref()
+        .map(|r| r.started)
+        .unwrap_or_default();
+    RecordedRequest {
+        t: state.clock.now().saturating_sub(started).as_secs_f64(),
+        route: route.to_string(),
+        endpoint: job.endpoint.name().to_string(),
+        stream: job.stream,
+        body: bodies.then(|| Value::Object(job.body.clone())),
+        key: cache_key(job.endpoint.name(), route, "", &job.body).to_hex(),
+        prompt_tokens: job.prompt_estimate,
+        max_tokens: job.max_output,
+        outcome: RecordedOutcome::default(),
+    }
+}
+
 async fn serve_job(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
     parse: fn(&AppState, &[u8]) -> Result<Job, ProxyError>,
-) -> (String, Result<Response, ProxyError>) {
-    let started = state.clock.now();
+) -> (
+    String,
+    Option<RecordedRequest>,
+    Result<Response, ProxyError>,
+) {
     let mut route_name = String::from("-");
+    let mut recorded = None;
     let result = async {
         authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
         let job = parse(state, &bytes)?;
         route_name = state.config.routes[job.route].model.clone();
-        let served = state.router.execute(&job).await?;
-        tracing::info!(
-            route = %route_name,
-            provider = %served.provider,
-            key = %served.key_alias,
-            model = %served.model,
-            attempts = served.attempts,
-            stream = job.stream,
-            elapsed_ms = (state.clock.now() - started).as_secs_f64() * 1000.0,
-            "served"
-        );
-        Ok(respond(served))
+        if let Some(recorder) = &state.recorder {
+            recorded = Some(draft(state, &job, &route_name, recorder.bodies));
+        }
+        crate::cache::serve::handle(state, job, headers).await
     }
     .await;
-    (route_name, result)
+    (route_name, recorded, result)
 }
 
-fn finish(state: &AppState, route: &str, result: Result<Response, ProxyError>) -> Response {
-    let response = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if !matches!(e, ProxyError::Passthrough { .. }) {
-                tracing::info!(route = %route, status = e.status().as_u16(), error = %e, "refused");
-            }
-            e.into_response()
-        }
-    };
-    state.metrics.request(route, response.status().as_u16());
+fn text<'a>(response: &'a Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
+fn finish(
+    state: &AppState,
+    route: &str,
+    started: std::time::Duration,
+    recorded: Option<RecordedRequest>,
+    result: Result<Response, ProxyError>,
+) -> Response {
+    let refusal = result.as_ref().err().map(|e| e.to_string());
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let status = response.status().as_u16();
+    let elapsed = state.clock.now().saturating_sub(started);
+    if let (Some(recorder), Some(mut line)) = (&state.recorder, recorded) {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        line.outcome = RecordedOutcome {
+            status,
+            provider: header("x-spillway-provider"),
+            model: header("x-spillway-model"),
+            key: header("x-spillway-key"),
+            attempts: header("x-spillway-attempts")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0),
+            cache: header("x-spillway-cache"),
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            usage: response
+                .extensions()
+                .get::<UsageNote>()
+                .map(|u| serde_json::json!({"prompt_tokens": u.0, "completion_tokens": u.1})),
+        };
+        recorder.record(&line);
+    }
+    tracing::info!(
+        route = %route,
+        status,
+        cache = text(&response, "x-spillway-cache"),
+        provider = text(&response, "x-spillway-provider"),
+        key = text(&response, "x-spillway-key"),
+        attempts = text(&response, "x-spillway-attempts"),
+        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        error = refusal.as_deref().unwrap_or(""),
+        "served"
+    );
+    state.metrics.request(route, status);
     response
 }
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let (route, result) = serve_job(&state, &headers, body, chat_job).await;
-    finish(&state, &route, result)
+    let started = state.clock.now();
+    let (route, recorded, result) = serve_job(&state, &headers, body, chat_job).await;
+    finish(&state, &route, started, recorded, result)
 }
 
 /// `POST /v1/embeddings`.
@@ -263,8 +339,9 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (route, result) = serve_job(&state, &headers, body, embeddings_job).await;
-    finish(&state, &route, result)
+    let started = state.clock.now();
+    let (route, recorded, result) = serve_job(&state, &headers, body, embeddings_job).await;
+    finish(&state, &route, started, recorded, result)
 }
 
 fn model_object(id: &str) -> Value {

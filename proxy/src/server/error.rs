@@ -101,9 +101,50 @@ pub enum ProxyError {
         /// Its body.
         body: Bytes,
     },
+    /// No stored answer, and the request may not (replay mode, `only-if-cached`) reach a
+    /// provider.
+    #[error("{}", cache_miss_message(.key, .route, .closest.as_ref(), *.offline))]
+    CacheMiss {
+        /// The request's cache key.
+        key: crate::cache::key::CacheKey,
+        /// The route.
+        route: String,
+        /// The closest stored request for the same route, and where it differs.
+        closest: Option<crate::cache::Closest>,
+        /// Replay mode (404) rather than `only-if-cached` (504).
+        offline: bool,
+    },
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn cache_miss_message(
+    key: &crate::cache::key::CacheKey,
+    route: &str,
+    closest: Option<&crate::cache::Closest>,
+    offline: bool,
+) -> String {
+    let why = if offline {
+        "replay mode: no provider is called"
+    } else {
+        "x-spillway-cache: only-if-cached"
+    };
+    let mut m = format!("No cached answer for this request to `{route}` (key {key}; {why}).");
+    match closest {
+        Some(c) if c.differences.is_empty() => m.push_str(&format!(
+            " The closest stored request (key {}) differs only in fields left out of the key.",
+            c.key
+        )),
+        Some(c) => m.push_str(&format!(
+            " Closest stored request for `{route}`: key {}, differing at {}.",
+            c.key,
+            c.differences.join(", ")
+        )),
+        None if offline => m.push_str(&format!(" Nothing is stored for `{route}`.")),
+        None => {}
+    }
+    m
 }
 
 #[derive(Serialize)]
@@ -118,6 +159,10 @@ struct Inner<'a> {
     kind: &'a str,
     param: Option<&'a str>,
     code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closest: Option<serde_json::Value>,
 }
 
 impl ProxyError {
@@ -143,6 +188,8 @@ impl ProxyError {
             ProxyError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Passthrough { status, .. } => *status,
+            ProxyError::CacheMiss { offline: true, .. } => StatusCode::NOT_FOUND,
+            ProxyError::CacheMiss { offline: false, .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -167,6 +214,7 @@ impl ProxyError {
             ProxyError::TooLarge { .. } => ("tokens", Some("rate_limit_exceeded")),
             ProxyError::AllFailed { .. } => ("upstream_error", Some("upstream_failed")),
             ProxyError::Unavailable { .. } => ("upstream_error", Some("no_usable_target")),
+            ProxyError::CacheMiss { .. } => ("invalid_request_error", Some("cache_miss")),
             ProxyError::Passthrough { .. } | ProxyError::Internal(_) => ("server_error", None),
         }
     }
@@ -193,12 +241,23 @@ impl IntoResponse for ProxyError {
             ProxyError::InvalidRequest { param, .. } => param.as_deref(),
             _ => None,
         };
+        let (key, closest) = match &self {
+            ProxyError::CacheMiss { key, closest, .. } => (
+                Some(key.to_hex()),
+                closest.as_ref().map(
+                    |c| serde_json::json!({"key": c.key.to_hex(), "differences": c.differences}),
+                ),
+            ),
+            _ => (None, None),
+        };
         let body = serde_json::to_string(&Body {
             error: Inner {
                 message: &message,
                 kind,
                 param,
                 code,
+                key,
+                closest,
             },
         })
         .expect("an error body always serializes");

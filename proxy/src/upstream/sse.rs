@@ -31,6 +31,16 @@ fn usage_of(v: &Value) -> Option<(u64, u64)> {
 impl SseWatch {
     /// Feeds the next bytes of the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.feed_collecting(bytes, None);
+    }
+
+    /// Feeds the next bytes and appends every complete `data:` payload (other than `[DONE]`)
+    /// to `events`.
+    pub fn feed_events(&mut self, bytes: &[u8], events: &mut Vec<String>) {
+        self.feed_collecting(bytes, Some(events));
+    }
+
+    fn feed_collecting(&mut self, bytes: &[u8], mut events: Option<&mut Vec<String>>) {
         self.partial.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(end) = self.partial[start..].iter().position(|b| *b == b'\n') {
@@ -48,6 +58,9 @@ impl SseWatch {
             if data == b"[DONE]" {
                 self.done = true;
                 continue;
+            }
+            if let Some(events) = events.as_deref_mut() {
+                events.push(String::from_utf8_lossy(data).into_owned());
             }
             let mentions = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
             if !(mentions(b"\"usage\"") || mentions(b"\"error\"")) {

@@ -1,0 +1,286 @@
+//! The cache key: blake3 over a versioned, unambiguous encoding of the endpoint, the route, the
+//! namespace and the request in canonical JSON — every field except a short exclusion list of
+//! fields that cannot change the answer (DESIGN.md invariant 3).
+//!
+//! Canonical: object keys sorted, no insignificant whitespace, numbers written by value (`1`,
+//! `1.0` and `1e0` are the same), strings byte-exact. An unknown field is counted, so a new
+//! parameter can never make two different requests share an entry.
+
+use std::fmt;
+use std::io::Write;
+
+use serde_json::{Map, Value};
+
+/// Part of every key's hash input: bump it to change the scheme without serving old entries.
+pub const KEY_VERSION: &str = "spillway-cache-key/1";
+
+/// Top-level request fields that cannot change the answer, so are left out of the key:
+/// - `stream`, `stream_options`: how the answer is delivered, not what it is (streamed and
+///   plain requests share one entry);
+/// - `user`, `metadata`: caller bookkeeping the model never sees;
+/// - `store`: whether the provider keeps a copy;
+/// - `service_tier`: which queue serves the request, not what it answers.
+pub const EXCLUDED_FIELDS: &[&str] = &[
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+];
+
+/// A cache key: 32 bytes of blake3, shown as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl CacheKey {
+    /// Reads 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let hash = blake3::Hash::from_hex(s.trim()).ok()?;
+        Some(CacheKey(*hash.as_bytes()))
+    }
+
+    /// The 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.to_hex())
+    }
+}
+
+fn write_number(n: &serde_json::Number, out: &mut impl Write) -> std::io::Result<()> {
+    if let Some(i) = n.as_i64() {
+        return write!(out, "{i}");
+    }
+    if let Some(u) = n.as_u64() {
+        return write!(out, "{u}");
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 {
+        // Integral values are written as integers: 1.0 and 1 are the same number.
+        write!(out, "{}", f as i64)
+    } else {
+        // Rust prints the shortest representation that reads back to the same value.
+        write!(out, "{f}")
+    }
+}
+
+/// Writes `value` as canonical JSON.
+pub fn write_canonical(value: &Value, out: &mut impl Write) -> std::io::Result<()> {
+    match value {
+        Value::Null => out.write_all(b"null"),
+        Value::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other),
+        Value::Array(items) => {
+            out.write_all(b"[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                write_canonical(item, out)?;
+            }
+            out.write_all(b"]")
+        }
+        Value::Object(map) => write_object(map.iter(), out),
+    }
+}
+
+fn write_object<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut sorted: Vec<(&String, &Value)> = entries.collect();
+    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.write_all(b"{")?;
+    for (i, (k, v)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, k).map_err(std::io::Error::other)?;
+        out.write_all(b":")?;
+        write_canonical(v, out)?;
+    }
+    out.write_all(b"}")
+}
+
+/// The request's counted fields (all but [`EXCLUDED_FIELDS`]) as canonical JSON.
+pub fn canonical_request(body: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_object(
+        body.iter()
+            .filter(|(k, _)| !EXCLUDED_FIELDS.contains(&k.as_str())),
+        &mut out,
+    )
+    .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// The key of a request to `endpoint` on `route` in `namespace`.
+pub fn cache_key(
+    endpoint: &str,
+    route: &str,
+    namespace: &str,
+    body: &Map<String, Value>,
+) -> CacheKey {
+    let mut hasher = blake3::Hasher::new();
+    for part in [KEY_VERSION, endpoint, route, namespace] {
+        // Length-prefixed, so no two different part lists encode alike.
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    write_object(
+        body.iter()
+            .filter(|(k, _)| !EXCLUDED_FIELDS.contains(&k.as_str())),
+        &mut hasher,
+    )
+    .expect("writing to a hasher cannot fail");
+    CacheKey(*hasher.finalize().as_bytes())
+}
+
+/// The JSON paths (`messages[0].content`, `temperature`) where two requests differ, compared
+/// canonically; at most `limit` of them.
+pub fn diff_paths(a: &Value, b: &Value, limit: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    diff(a, b, String::new(), &mut out, limit);
+    out
+}
+
+fn canonical_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical(v, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>, limit: usize) {
+    if out.len() >= limit {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => diff(va, vb, p, out, limit),
+                    _ => {
+                        if out.len() < limit {
+                            out.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let p = format!("{path}[{i}]");
+                match (x.get(i), y.get(i)) {
+                    (Some(va), Some(vb)) => diff(va, vb, p, out, limit),
+                    _ => {
+                        if out.len() < limit {
+                            out.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            if canonical_bytes(a) != canonical_bytes(b) && out.len() < limit {
+                out.push(if path.is_empty() {
+                    "(body)".into()
+                } else {
+                    path
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(s: &str) -> Map<String, Value> {
+        serde_json::from_str(s).expect("an object")
+    }
+
+    fn key(s: &str) -> CacheKey {
+        cache_key("chat", "r", "", &obj(s))
+    }
+
+    #[test]
+    fn order_whitespace_and_number_spelling_do_not_matter() {
+        let a = key(r#"{"model":"m","temperature":1,"messages":[{"role":"user","content":"hi"}]}"#);
+        let b = key(
+            r#"{ "messages" : [ { "content":"hi", "role":"user" } ], "temperature": 1.0, "model":"m" }"#,
+        );
+        let c =
+            key(r#"{"temperature":1e0,"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn excluded_fields_do_not_matter_and_others_do() {
+        let base = key(r#"{"model":"m","max_tokens":5}"#);
+        assert_eq!(
+            base,
+            key(r#"{"model":"m","max_tokens":5,"stream":true,"user":"u1"}"#)
+        );
+        assert_ne!(base, key(r#"{"model":"m","max_tokens":6}"#));
+        assert_ne!(
+            base,
+            key(r#"{"model":"m","max_tokens":5,"some_future_field":1}"#)
+        );
+    }
+
+    #[test]
+    fn endpoint_route_and_namespace_are_part_of_the_key() {
+        let body = obj(r#"{"model":"m"}"#);
+        let k = cache_key("chat", "r", "", &body);
+        assert_ne!(k, cache_key("embeddings", "r", "", &body));
+        assert_ne!(k, cache_key("chat", "r2", "", &body));
+        assert_ne!(k, cache_key("chat", "r", "run-2", &body));
+        // Length prefixes keep parts apart.
+        assert_ne!(
+            cache_key("chat", "ab", "c", &body),
+            cache_key("chat", "a", "bc", &body)
+        );
+    }
+
+    #[test]
+    fn diffs_name_the_paths() {
+        let a: Value = serde_json::from_str(
+            r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+        )
+        .unwrap();
+        let b: Value = serde_json::from_str(
+            r#"{"messages":[{"role":"user","content":"ho"}],"temperature":0.0,"seed":1}"#,
+        )
+        .unwrap();
+        assert_eq!(diff_paths(&a, &b, 10), vec!["messages[0].content", "seed"]);
+    }
+
+    #[test]
+    fn keys_read_back_from_hex() {
+        let k = key(r#"{"model":"m"}"#);
+        assert_eq!(CacheKey::from_hex(&k.to_hex()), Some(k));
+        assert_eq!(CacheKey::from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,328 @@
+//! The content-addressed response cache in front of the router: a hit never touches a provider
+//! or its limits. [`key`] (canonical request → blake3), [`entry`] (checked records),
+//! [`store`] / [`sled_store`] (where they live), [`flight`] (single-flight), [`convert`]
+//! (stream ↔ plain), [`serve`] (the request flow), [`cassette`] (export/import), [`policy`]
+//! (modes and per-request controls).
+
+pub mod cassette;
+pub mod convert;
+pub mod entry;
+pub mod flight;
+pub mod key;
+pub mod policy;
+pub mod serve;
+pub mod sled_store;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use spillway_clock::Clock;
+
+use entry::{Corrupt, Stored};
+use flight::Flights;
+use key::{CacheKey, diff_paths};
+use policy::{CacheConfig, CacheMode};
+use store::{CacheStore, StoreError};
+
+/// Most entries a replay miss examines when looking for the closest stored request.
+const CLOSEST_SCAN_LIMIT: usize = 100_000;
+
+/// The cache: its policy, its store (none when off) and the flights in progress.
+#[derive(Debug)]
+pub struct Cache {
+    /// The `[cache]` section.
+    pub config: CacheConfig,
+    store: Option<Arc<dyn CacheStore>>,
+    /// Flights in progress.
+    pub flights: Flights,
+    clock: Clock,
+}
+
+/// The closest stored request to one that missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closest {
+    /// Its key.
+    pub key: CacheKey,
+    /// The JSON paths where it differs.
+    pub differences: Vec<String>,
+}
+
+impl Cache {
+    /// Opens the store (unless the mode is `off`).
+    pub fn open(config: CacheConfig, clock: Clock) -> Result<Self, StoreError> {
+        let store: Option<Arc<dyn CacheStore>> = match config.mode {
+            CacheMode::Off => None,
+            _ => {
+                if let Some(parent) = config.path.parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                Some(Arc::new(sled_store::SledStore::open(&config.path)?))
+            }
+        };
+        Ok(Cache {
+            config,
+            store,
+            flights: Flights::default(),
+            clock,
+        })
+    }
+
+    /// A cache over any store (tests, other backends).
+    pub fn with_store(config: CacheConfig, store: Arc<dyn CacheStore>, clock: Clock) -> Self {
+        Cache {
+            config,
+            store: Some(store),
+            flights: Flights::default(),
+            clock,
+        }
+    }
+
+    /// The store, unless the cache is off.
+    pub fn store(&self) -> Option<&Arc<dyn CacheStore>> {
+        self.store.as_ref()
+    }
+
+    /// Unix seconds now, on the cache's clock.
+    pub fn now_unix(&self) -> u64 {
+        self.clock.unix_now().as_secs()
+    }
+
+    /// Handles a record that failed its checks: logged, removed, treated as a miss.
+    fn discard(&self, store: &Arc<dyn CacheStore>, key: &CacheKey, why: &Corrupt) {
+        tracing::warn!(key = %key, error = %why, "corrupt cache entry removed; treated as a miss");
+        if let Err(e) = store.remove(key) {
+            tracing::warn!(key = %key, error = %e, "could not remove a corrupt cache entry");
+        }
+    }
+
+    /// The valid, unexpired entry under `key`.
+    pub fn lookup(&self, key: &CacheKey) -> Option<Stored> {
+        let store = self.store.as_ref()?;
+        let record = match store.get(key) {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "cache read failed; treated as a miss");
+                return None;
+            }
+        };
+        match entry::decode(&record) {
+            Ok(stored) => {
+                if let Some(ttl) = self.config.ttl
+                    && stored.created + ttl.as_secs() < self.now_unix()
+                {
+                    let _ = store.remove(key);
+                    return None;
+                }
+                Some(stored)
+            }
+            Err(why) => {
+                self.discard(store, key, &why);
+                None
+            }
+        }
+    }
+
+    /// The entry and canonical request under `key`, checked (for tools).
+    pub fn lookup_full(&self, key: &CacheKey) -> Option<(Stored, Value)> {
+        let store = self.store.as_ref()?;
+        let record = store.get(key).ok()??;
+        match entry::decode_full(&record) {
+            Ok(full) => Some(full),
+            Err(why) => {
+                self.discard(store, key, &why);
+                None
+            }
+        }
+    }
+
+    /// Stores an answer with its canonical request, then keeps the store under `max_size`.
+    pub fn save(&self, key: &CacheKey, stored: &Stored, request: &[u8]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let record = entry::encode(stored, request);
+        if let Err(e) = store.put(key, stored.created, &record) {
+            tracing::warn!(key = %key, error = %e, "could not store a cache entry");
+            return;
+        }
+        if let Some(max) = self.config.max_size
+            && store.bytes() > max
+        {
+            match store.shrink_to(max) {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
+            }
+        }
+    }
+
+    /// The stored request closest to `request` for the same route, endpoint and namespace.
+    pub fn closest(
+        &self,
+        route: &str,
+        endpoint: &str,
+        namespace: &str,
+        request: &Value,
+    ) -> Option<Closest> {
+        let store = self.store.as_ref()?;
+        let mut best: Option<Closest> = None;
+        for key in store.keys().ok()?.into_iter().take(CLOSEST_SCAN_LIMIT) {
+            let Some(record) = store.get(&key).ok().flatten() else {
+                continue;
+            };
+            let Ok((stored, stored_request)) = entry::decode_full(&record) else {
+                continue;
+            };
+            if stored.route != route || stored.endpoint != endpoint || stored.namespace != namespace
+            {
+                continue;
+            }
+            let differences = diff_paths(request, &stored_request, 20);
+            if best
+                .as_ref()
+                .is_none_or(|b| differences.len() < b.differences.len())
+            {
+                best = Some(Closest { key, differences });
+            }
+        }
+        best
+    }
+
+    /// Removes entries matching a namespace (when given) and older than `older_than` (when
+    /// given); returns how many.
+    pub fn purge(
+        &self,
+        namespace: Option<&str>,
+        older_than: Option<Duration>,
+    ) -> Result<usize, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let candidates = match older_than {
+            Some(age) => store.created_before(self.now_unix().saturating_sub(age.as_secs()))?,
+            None => store.keys()?,
+        };
+        let mut removed = 0;
+        for key in candidates {
+            let matches = match namespace {
+                None => true,
+                Some(ns) => match store.get(&key)? {
+                    Some(record) => entry::decode(&record)
+                        .map(|s| s.namespace == ns)
+                        .unwrap_or(true),
+                    None => false,
+                },
+            };
+            if matches {
+                store.remove(&key)?;
+                removed += 1;
+            }
+        }
+        store.flush()?;
+        Ok(removed)
+    }
+
+    /// Makes stored entries durable (on shutdown).
+    pub fn flush(&self) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.flush()
+        {
+            tracing::warn!(error = %e, "cache flush failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn stored(body: &str) -> Stored {
+        Stored {
+            created: 0,
+            namespace: String::new(),
+            route: "r".into(),
+            endpoint: "chat".into(),
+            provider: None,
+            model: None,
+            status: 200,
+            headers: BTreeMap::new(),
+            body: Some(serde_json::value::RawValue::from_string(body.into()).expect("json")),
+            chunks: None,
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Cache {
+        let config = CacheConfig {
+            path: dir.path().join("cache"),
+            ..CacheConfig::default()
+        };
+        Cache::open(config, Clock::manual()).expect("opens")
+    }
+
+    #[test]
+    fn a_corrupt_record_is_a_miss_and_is_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = open(&dir);
+        let key = CacheKey([1; 32]);
+        cache.save(&key, &stored(r#"{"a":1}"#), b"{}");
+        assert!(cache.lookup(&key).is_some());
+        let store = cache.store().expect("a store").clone();
+        let mut record = store.get(&key).unwrap().unwrap();
+        let last = record.len() - 1;
+        record[last] ^= 1;
+        store.put(&key, 0, &record).unwrap();
+        assert!(cache.lookup(&key).is_none());
+        assert!(store.get(&key).unwrap().is_none(), "removed");
+    }
+
+    #[test]
+    fn expired_entries_are_misses() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = CacheConfig {
+            path: dir.path().join("cache"),
+            ttl: Some(Duration::from_secs(60)),
+            ..CacheConfig::default()
+        };
+        let clock = Clock::manual();
+        let cache = Cache::open(config, clock.clone()).expect("opens");
+        let key = CacheKey([2; 32]);
+        let mut s = stored(r#"{"a":1}"#);
+        s.created = cache.now_unix();
+        cache.save(&key, &s, b"{}");
+        clock.advance(Duration::from_secs(30));
+        assert!(cache.lookup(&key).is_some());
+        clock.advance(Duration::from_secs(31));
+        assert!(cache.lookup(&key).is_none());
+    }
+
+    #[test]
+    fn max_size_evicts_the_oldest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = CacheConfig {
+            path: dir.path().join("cache"),
+            max_size: Some(1_000),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(config, Clock::manual()).expect("opens");
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
+        for i in 0..5u8 {
+            let mut s = stored(&big);
+            s.created = u64::from(i);
+            cache.save(&CacheKey([i; 32]), &s, b"{}");
+        }
+        let store = cache.store().unwrap();
+        assert!(store.bytes() <= 1_000);
+        assert!(cache.lookup(&CacheKey([4; 32])).is_some(), "newest kept");
+        assert!(cache.lookup(&CacheKey([0; 32])).is_none(), "oldest evicted");
+    }
+}

@@ -1,0 +1,532 @@
+//! A request's way through the cache: bypass, hit, replay miss, or a flight (led or joined),
+//! answered in the shape the client asked for whatever shape the answer was produced in. Every
+//! response says `x-spillway-cache: hit | miss | bypass | coalesced` and, when the request was
+//! keyed, `x-spillway-cache-key`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::cache::convert::{
+    chunks_from_completion, completion_from_chunks, sse_body, wants_usage,
+};
+use crate::cache::entry::{Stored, keep_header};
+use crate::cache::flight::{End, ErrorReply, Flight, Head};
+use crate::cache::key::{CacheKey, cache_key, canonical_request};
+use crate::cache::policy::{CacheMode, Directive, request_controls};
+use crate::router::{Job, Served};
+use crate::server::api::{UsageNote, provenance, respond};
+use crate::server::error::ProxyError;
+use crate::server::relay::error_event;
+use crate::state::AppState;
+use crate::upstream::Answer;
+use crate::upstream::sse::SseWatch;
+
+/// What the cache did for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from the store.
+    Hit,
+    /// Not stored: this request's upstream call made the answer.
+    Miss,
+    /// The cache was not used.
+    Bypass,
+    /// Joined an identical request's upstream call.
+    Coalesced,
+}
+
+impl CacheStatus {
+    /// The header value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+            CacheStatus::Coalesced => "coalesced",
+        }
+    }
+}
+
+fn mark(response: &mut Response, status: CacheStatus, key: Option<&CacheKey>) {
+    let h = response.headers_mut();
+    h.insert("x-spillway-cache", HeaderValue::from_static(status.name()));
+    if let Some(key) = key
+        && let Ok(v) = HeaderValue::from_str(&key.to_hex())
+    {
+        h.insert("x-spillway-cache-key", v);
+    }
+}
+
+/// The namespace a request's entries live in: its header, else its route's, else none.
+fn namespace(state: &AppState, job: &Job, headers: &HeaderMap) -> Result<String, ProxyError> {
+    if let Some(v) = headers.get("x-spillway-cache-namespace") {
+        let ns = v
+            .to_str()
+            .map_err(|_| {
+                ProxyError::invalid(
+                    "x-spillway-cache-namespace",
+                    "x-spillway-cache-namespace must be text",
+                )
+            })?
+            .trim();
+        if ns.len() > 256 {
+            return Err(ProxyError::invalid(
+                "x-spillway-cache-namespace",
+                "x-spillway-cache-namespace is longer than 256 bytes",
+            ));
+        }
+        return Ok(ns.to_string());
+    }
+    Ok(state.config.routes[job.route]
+        .cache_namespace
+        .clone()
+        .unwrap_or_default())
+}
+
+/// Routes `job` through the cache.
+pub async fn handle(
+    state: &Arc<AppState>,
+    job: Job,
+    headers: &HeaderMap,
+) -> Result<Response, ProxyError> {
+    let cache = &state.cache;
+    let controls =
+        request_controls(headers).map_err(|m| ProxyError::invalid("x-spillway-cache", m))?;
+    let mode = cache.config.mode;
+    let keyed = mode != CacheMode::Off
+        && controls.directive != Directive::Bypass
+        && (mode == CacheMode::Replay || cache.config.when.allows(&job.body));
+    if !keyed {
+        state.metrics.cache(CacheStatus::Bypass.name());
+        let served = state.router.execute(&job).await?;
+        let mut response = respond(served);
+        mark(&mut response, CacheStatus::Bypass, None);
+        return Ok(response);
+    }
+    let route = state.config.routes[job.route].model.clone();
+    let namespace = namespace(state, &job, headers)?;
+    let endpoint = job.endpoint.name();
+    let key = cache_key(endpoint, &route, &namespace, &job.body);
+    let want_stream = job.stream;
+    let include_usage = wants_usage(&job.body);
+
+    if controls.directive != Directive::Refresh
+        && let Some(stored) = cache.lookup(&key)
+    {
+        state.metrics.cache(CacheStatus::Hit.name());
+        let mut response = render_hit(&stored, want_stream, include_usage)?;
+        mark(&mut response, CacheStatus::Hit, Some(&key));
+        return Ok(response);
+    }
+    if mode == CacheMode::Replay || controls.directive == Directive::OnlyIfCached {
+        state.metrics.cache("miss");
+        let closest = if mode == CacheMode::Replay {
+            let request: Value =
+                serde_json::from_slice(&canonical_request(&job.body)).unwrap_or(Value::Null);
+            cache.closest(&route, endpoint, &namespace, &request)
+        } else {
+            None
+        };
+        return Err(ProxyError::CacheMiss {
+            key,
+            route,
+            closest,
+            offline: mode == CacheMode::Replay,
+        });
+    }
+    let save = (mode == CacheMode::ReadWrite && !controls.no_store).then(|| Save {
+        namespace,
+        route,
+        endpoint: endpoint.to_string(),
+        request: canonical_request(&job.body),
+    });
+    let (flight, leader) = cache.flights.join(key);
+    let status = if leader {
+        tokio::spawn(fly(state.clone(), job, flight.clone(), key, save));
+        CacheStatus::Miss
+    } else {
+        CacheStatus::Coalesced
+    };
+    state.metrics.cache(status.name());
+    let mut response = render_flight(flight, want_stream, include_usage).await?;
+    mark(&mut response, status, Some(&key));
+    Ok(response)
+}
+
+/// What a flight's answer is stored as.
+struct Save {
+    namespace: String,
+    route: String,
+    endpoint: String,
+    request: Vec<u8>,
+}
+
+/// Makes the upstream call for a flight, publishes the answer as it arrives, stores it when
+/// complete, and lands the flight.
+async fn fly(
+    state: Arc<AppState>,
+    job: Job,
+    flight: Arc<Flight>,
+    key: CacheKey,
+    save: Option<Save>,
+) {
+    match state.router.execute(&job).await {
+        Ok(served) => publish(&flight, served).await,
+        Err(e) => {
+            let reply = error_reply(e).await;
+            flight.update(|s| s.end = Some(End::Failed(reply)));
+        }
+    }
+    if let Some(save) = save {
+        let stored = {
+            let s = flight.state();
+            match (&s.end, &s.head) {
+                (Some(End::Complete), Some(head)) => {
+                    to_stored(&s, head, &save, state.cache.now_unix())
+                }
+                _ => None,
+            }
+        };
+        if let Some(stored) = stored {
+            state.cache.save(&key, &stored, &save.request);
+        }
+    }
+    state.cache.flights.land(&key, &flight);
+}
+
+async fn publish(flight: &Flight, served: Served) {
+    let Served {
+        answer,
+        provider,
+        model,
+        key_alias,
+        attempts,
+        ticket,
+    } = served;
+    let head = |stream: bool, headers: &HeaderMap| Head {
+        provider: provider.clone(),
+        model: model.clone(),
+        key_alias: key_alias.clone(),
+        attempts,
+        stream,
+        headers: headers.clone(),
+    };
+    match answer {
+        Answer::Full {
+            headers,
+            body,
+            usage,
+        } => flight.update(|s| {
+            s.head = Some(head(false, &headers));
+            s.body = Some(body);
+            s.usage = usage;
+            s.end = Some(End::Complete);
+        }),
+        Answer::Stream {
+            headers,
+            first,
+            mut rest,
+        } => {
+            let mut watch = SseWatch::default();
+            let mut events = Vec::new();
+            watch.feed_events(&first, &mut events);
+            flight.update(|s| {
+                s.head = Some(head(true, &headers));
+                s.events.append(&mut events);
+            });
+            let end = loop {
+                match rest.next().await {
+                    Some(Ok(bytes)) => {
+                        watch.feed_events(&bytes, &mut events);
+                        if !events.is_empty() {
+                            flight.update(|s| s.events.append(&mut events));
+                        }
+                    }
+                    Some(Err(e)) => break End::Broken(watch.error.clone().unwrap_or(e)),
+                    None if watch.done && watch.error.is_none() => break End::Complete,
+                    None => {
+                        break End::Broken(
+                            watch
+                                .error
+                                .clone()
+                                .unwrap_or_else(|| "the stream ended without [DONE]".into()),
+                        );
+                    }
+                }
+            };
+            if let Some(ticket) = ticket {
+                ticket.finish(watch.usage);
+            }
+            flight.update(|s| {
+                s.usage = watch.usage;
+                s.end = Some(end);
+            });
+        }
+    }
+}
+
+async fn error_reply(e: ProxyError) -> ErrorReply {
+    let (parts, body) = e.into_response().into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    ErrorReply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+fn to_stored(
+    s: &crate::cache::flight::FlightState,
+    head: &Head,
+    save: &Save,
+    now: u64,
+) -> Option<Stored> {
+    let headers = head
+        .headers
+        .iter()
+        .filter(|(name, _)| keep_header(name.as_str()))
+        .filter_map(|(name, v)| Some((name.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let (body, chunks) = if head.stream {
+        let chunks = s
+            .events
+            .iter()
+            .map(|e| RawValue::from_string(e.clone()).ok())
+            .collect::<Option<Vec<_>>>()?;
+        (None, Some(chunks))
+    } else {
+        let text = std::str::from_utf8(s.body.as_deref()?).ok()?;
+        (Some(RawValue::from_string(text.to_string()).ok()?), None)
+    };
+    Some(Stored {
+        created: now,
+        namespace: save.namespace.clone(),
+        route: save.route.clone(),
+        endpoint: save.endpoint.clone(),
+        provider: Some(head.provider.clone()),
+        model: Some(head.model.clone()),
+        status: 200,
+        headers,
+        body,
+        chunks,
+    })
+}
+
+fn json_response(body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn sse_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn broken(why: &str) -> ProxyError {
+    ProxyError::AllFailed {
+        route: "(stream)".into(),
+        attempts: vec![format!("the upstream stream broke off: {why}")],
+    }
+}
+
+/// A stored entry in the shape the client asked for.
+fn render_hit(
+    stored: &Stored,
+    want_stream: bool,
+    include_usage: bool,
+) -> Result<Response, ProxyError> {
+    let unusable = || ProxyError::Internal("a cache entry could not be rendered".into());
+    let mut response = match (want_stream, &stored.body, &stored.chunks) {
+        (false, Some(body), _) => json_response(Bytes::copy_from_slice(body.get().as_bytes())),
+        (false, None, Some(chunks)) => {
+            json_response(completion_from_chunks(chunks).ok_or_else(unusable)?)
+        }
+        (true, _, Some(chunks)) => {
+            let texts: Vec<&str> = chunks.iter().map(|c| c.get()).collect();
+            sse_response(Body::from(sse_body(&texts, include_usage)))
+        }
+        (true, Some(body), None) => {
+            let chunks = chunks_from_completion(body).ok_or_else(unusable)?;
+            sse_response(Body::from(sse_body(&chunks, include_usage)))
+        }
+        (_, None, None) => return Err(unusable()),
+    };
+    provenance(
+        &mut response,
+        stored.provider.as_deref().unwrap_or(""),
+        stored.model.as_deref().unwrap_or(""),
+        "",
+        0,
+    );
+    Ok(response)
+}
+
+/// Events `from..` rendered as SSE, usage-only chunks kept only when asked for.
+fn render_events(events: &[String], include_usage: bool) -> String {
+    let mut out = String::new();
+    for e in events {
+        if !include_usage
+            && e.contains("\"choices\":[]")
+            && serde_json::from_str::<Value>(e)
+                .is_ok_and(|v| v.get("usage").is_some_and(|u| u.is_object()))
+        {
+            continue;
+        }
+        out.push_str("data: ");
+        out.push_str(e);
+        out.push_str("\n\n");
+    }
+    out
+}
+
+/// A flight's answer, as it arrives, in the shape the client asked for.
+async fn render_flight(
+    flight: Arc<Flight>,
+    want_stream: bool,
+    include_usage: bool,
+) -> Result<Response, ProxyError> {
+    enum Start {
+        Head(Head),
+        Failed(ErrorReply),
+    }
+    let start = flight
+        .wait_for(|s| match (&s.head, &s.end) {
+            (Some(h), _) => Some(Start::Head(h.clone())),
+            (None, Some(End::Failed(reply))) => Some(Start::Failed(reply.clone())),
+            _ => None,
+        })
+        .await;
+    let head = match start {
+        Start::Head(h) => h,
+        Start::Failed(reply) => {
+            let mut r = Response::new(Body::from(reply.body));
+            *r.status_mut() = reply.status;
+            *r.headers_mut() = reply.headers;
+            return Ok(r);
+        }
+    };
+    let mut response = if head.stream && want_stream {
+        let body = futures_util::stream::unfold(
+            (flight, 0usize, false),
+            move |(f, from, done)| async move {
+                if done {
+                    return None;
+                }
+                let (text, next, finished) = f
+                    .wait_for(|s| {
+                        if s.events.len() > from {
+                            Some((
+                                render_events(&s.events[from..], include_usage),
+                                s.events.len(),
+                                false,
+                            ))
+                        } else {
+                            match &s.end {
+                                Some(End::Complete) => {
+                                    Some(("data: [DONE]\n\n".to_string(), from, true))
+                                }
+                                Some(End::Broken(why)) => Some((
+                                    String::from_utf8_lossy(&error_event(why)).into_owned(),
+                                    from,
+                                    true,
+                                )),
+                                Some(End::Failed(_)) => Some((
+                                    String::from_utf8_lossy(&error_event(
+                                        "the upstream call failed",
+                                    ))
+                                    .into_owned(),
+                                    from,
+                                    true,
+                                )),
+                                None => None,
+                            }
+                        }
+                    })
+                    .await;
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from(text)),
+                    (f, next, finished),
+                ))
+            },
+        );
+        sse_response(Body::from_stream(body))
+    } else {
+        let (events, body, usage, end) = flight
+            .wait_for(|s| {
+                s.end
+                    .clone()
+                    .map(|end| (s.events.clone(), s.body.clone(), s.usage, end))
+            })
+            .await;
+        match end {
+            End::Failed(reply) => {
+                let mut r = Response::new(Body::from(reply.body));
+                *r.status_mut() = reply.status;
+                *r.headers_mut() = reply.headers;
+                return Ok(r);
+            }
+            End::Broken(why) => return Err(broken(&why)),
+            End::Complete => {}
+        }
+        match (head.stream, want_stream) {
+            (true, _) => {
+                let raws = events
+                    .into_iter()
+                    .map(|e| RawValue::from_string(e).ok())
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| broken("a chunk was not JSON"))?;
+                json_response(
+                    completion_from_chunks(&raws)
+                        .ok_or_else(|| broken("the chunks did not assemble"))?,
+                )
+            }
+            (false, false) => {
+                let mut r = json_response(body.unwrap_or_default());
+                if let Some((p, c)) = usage {
+                    r.extensions_mut().insert(UsageNote(p, c));
+                }
+                if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+                }
+                r
+            }
+            (false, true) => {
+                let body = body.unwrap_or_default();
+                let raw: Box<RawValue> =
+                    serde_json::from_slice(&body).map_err(|_| broken("the answer was not JSON"))?;
+                let chunks = chunks_from_completion(&raw)
+                    .ok_or_else(|| broken("the answer could not be streamed"))?;
+                sse_response(Body::from(sse_body(&chunks, include_usage)))
+            }
+        }
+    };
+    if let Some(id) = head.headers.get("x-request-id") {
+        response.headers_mut().insert("x-request-id", id.clone());
+    }
+    provenance(
+        &mut response,
+        &head.provider,
+        &head.model,
+        &head.key_alias,
+        head.attempts,
+    );
+    Ok(response)
+}
