@@ -240,10 +240,11 @@ pub fn sse_body<S: AsRef<str>>(chunks: &[S], include_usage: bool) -> Bytes {
                 continue;
             }
         }
-        if include_usage && text.contains("x_groq") {
-            if let Ok(v) = serde_json::from_str::<Value>(text) {
-                parsed.push(v);
-            }
+        if include_usage
+            && text.contains("x_groq")
+            && let Ok(v) = serde_json::from_str::<Value>(text)
+        {
+            parsed.push(v);
         }
         out.push_str("data: ");
         out.push_str(text);
