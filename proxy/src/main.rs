@@ -93,7 +93,7 @@ enum CacheCommand {
 }
 
 fn cache_tool(
-    config: &PathBuf,
+    config: &std::path::Path,
     path: Option<PathBuf>,
     command: CacheCommand,
 ) -> anyhow::Result<()> {
