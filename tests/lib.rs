@@ -79,6 +79,14 @@ impl Proxy {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        // Background tasks drop their handles on the state just after landing; wait for them
+        // so the cache directory is free for a restarted proxy.
+        for _ in 0..500 {
+            if Arc::strong_count(&self.state) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

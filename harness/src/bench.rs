@@ -66,11 +66,15 @@ struct Target {
     url: http::Uri,
     model: &'static str,
     subject: usize,
+    /// Distinct prompts per run: many (every request a cache miss) or few (after the warm-up,
+    /// every request a cache hit).
+    distinct: usize,
 }
 
 /// Runs the benchmark: starts the mock and the proxy, measures, returns rows per concurrency.
 pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
     let mock = Subject::spawn("mock", &spec.exe, &["serve-mock".into()], &[])?;
+    let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let proxy = Subject::spawn(
         "spillway",
         &spec.exe,
@@ -78,6 +82,8 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
             "serve-proxy".into(),
             "--upstream".into(),
             mock.base_url.clone(),
+            "--cache-dir".into(),
+            cache_dir.path().join("cache").display().to_string(),
         ],
         &[],
     )?;
@@ -100,6 +106,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
                 .map_err(|e| format!("{e}"))?,
             model: BENCH_MODEL,
             subject: 0,
+            distinct: 50_000,
         },
         Target {
             name: "bare forwarder".into(),
@@ -108,6 +115,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
                 .map_err(|e| format!("{e}"))?,
             model: BENCH_MODEL,
             subject: 2,
+            distinct: 50_000,
         },
         Target {
             name: "spillway (miss)".into(),
@@ -116,6 +124,16 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
                 .map_err(|e| format!("{e}"))?,
             model: BENCH_ROUTE,
             subject: 1,
+            distinct: 50_000,
+        },
+        Target {
+            name: "spillway (hit)".into(),
+            url: format!("{}/v1/chat/completions", proxy.base_url)
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+            model: BENCH_ROUTE,
+            subject: 1,
+            distinct: 100,
         },
     ];
     let headers = vec![
@@ -134,8 +152,13 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
         for rep in 0..spec.repeat.max(1) {
             for (i, target) in targets.iter().enumerate() {
                 // Distinct prompts per run, so a cache in front never answers.
-                let tag = format!("c{concurrency} r{rep} s{i} ");
-                let bodies = chat_bodies(target.model, 50_000, 200, &tag);
+                // Hit runs reuse one small prompt set, warmed during the warm-up.
+                let tag = if target.distinct < 1000 {
+                    "hits ".to_string()
+                } else {
+                    format!("c{concurrency} r{rep} s{i} ")
+                };
+                let bodies = chat_bodies(target.model, target.distinct, 200, &tag);
                 let report = run_load(LoadSpec {
                     url: target.url.clone(),
                     headers: headers.clone(),

@@ -1,5 +1,6 @@
 //! `spillway-harness`: parse arguments and hand over to the library.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ enum Command {
         /// The mock's base URL.
         #[arg(long)]
         upstream: String,
+        /// Where the proxy keeps its cache.
+        #[arg(long)]
+        cache_dir: PathBuf,
     },
     /// Drive an OpenAI-compatible chat endpoint with a closed-loop load and print throughput and
     /// latency percentiles.
@@ -120,7 +124,10 @@ async fn main() -> anyhow::Result<()> {
         Command::ServeForwarder { upstream } => subjects::serve_forwarder(&upstream)
             .await
             .map_err(anyhow::Error::msg)?,
-        Command::ServeProxy { upstream } => subjects::serve_proxy(&upstream)
+        Command::ServeProxy {
+            upstream,
+            cache_dir,
+        } => subjects::serve_proxy(&upstream, &cache_dir)
             .await
             .map_err(anyhow::Error::msg)?,
         Command::Load {

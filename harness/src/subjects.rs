@@ -142,10 +142,13 @@ pub async fn serve_forwarder(upstream: &str) -> Result<(), String> {
 }
 
 /// The proxy config a benchmark uses: one provider (the mock at `upstream`), no limits, one
-/// route.
-pub fn proxy_config(upstream: &str) -> String {
+/// route, the cache in `cache_dir`.
+pub fn proxy_config(upstream: &str, cache_dir: &std::path::Path) -> String {
     format!(
         r#"
+[cache]
+path = {:?}
+
 [[providers]]
 name = "mock"
 base_url = "{upstream}/openai/v1"
@@ -155,12 +158,14 @@ unknown_limits_in_flight = 0
 [[routes]]
 model = "{BENCH_ROUTE}"
 targets = [{{ provider = "mock", model = "{BENCH_MODEL}" }}]
-"#
+"#,
+        cache_dir.display().to_string()
     )
 }
 
-/// `serve-proxy`: spillway in front of `upstream`, logging warnings only, until killed.
-pub async fn serve_proxy(upstream: &str) -> Result<(), String> {
+/// `serve-proxy`: spillway in front of `upstream` with its cache in `cache_dir`, logging
+/// warnings only, until killed.
+pub async fn serve_proxy(upstream: &str, cache_dir: &std::path::Path) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -169,7 +174,7 @@ pub async fn serve_proxy(upstream: &str) -> Result<(), String> {
         )
         .init();
     let env: HashMap<String, String> = HashMap::from([("BENCH_KEY".into(), BENCH_KEY.into())]);
-    let config = spillway::config::parse(&proxy_config(upstream), "bench.toml", &env)
+    let config = spillway::config::parse(&proxy_config(upstream, cache_dir), "bench.toml", &env)
         .map_err(|e| e.to_string())?;
     let state = spillway::AppState::new(config, spillway::Clock::real())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

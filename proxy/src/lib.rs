@@ -32,6 +32,9 @@ pub use server::build_app;
 pub use spillway_clock::Clock;
 pub use state::AppState;
 
+/// How long shutdown waits for in-flight upstream calls to finish and be stored.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves the proxy on `listener` until `shutdown` resolves, then finishes in-flight requests.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -47,7 +50,10 @@ pub async fn run(
     let served = axum::serve(listener, build_app(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    cache.flush();
+    // Upstream calls still in flight finish and are stored (bounded: a stuck provider must not
+    // hold shutdown hostage).
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, cache.flights.wait_idle()).await;
+    cache.flush_async().await;
     if let Some(recorder) = recorder {
         recorder.close().await;
     }

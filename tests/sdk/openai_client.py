@@ -35,6 +35,7 @@ def main() -> int:
                 "retry_after": response.headers.get("retry-after"),
                 "should_retry": response.headers.get("x-should-retry"),
                 "retry_count": response.request.headers.get("x-stainless-retry-count"),
+                "cache": response.headers.get("x-spillway-cache"),
             }
         )
 
@@ -47,14 +48,33 @@ def main() -> int:
     assert text, "empty answer"
     assert plain.usage.total_tokens > 0
 
-    streamed = "".join(
-        chunk.choices[0].delta.content or ""
-        for chunk in client.chat.completions.create(
-            model="chat", messages=messages, max_tokens=60, temperature=0, stream=True
+    def stream_text(msgs):
+        return "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model="chat", messages=msgs, max_tokens=60, temperature=0, stream=True
+            )
+            if chunk.choices
         )
-        if chunk.choices
-    )
+
+    def last_cache_status():
+        return seen[-1]["cache"]
+
+    # Cache: a streamed hit from a plain entry...
+    streamed = stream_text(messages)
     assert streamed == text, f"stream {streamed!r} != plain {text!r}"
+    assert last_cache_status() == "hit", seen[-1]
+
+    # ...and a plain hit from a streamed entry.
+    other = [{"role": "user", "content": "Name three lakes."}]
+    live = stream_text(other)
+    assert last_cache_status() == "miss", seen[-1]
+    replayed = client.chat.completions.create(model="chat", messages=other, max_tokens=60, temperature=0)
+    assert last_cache_status() == "hit", seen[-1]
+    assert replayed.choices[0].message.content == live, (replayed.choices[0].message.content, live)
+    assert replayed.usage is not None and replayed.usage.total_tokens > 0
+    again = stream_text(other)
+    assert again == live and last_cache_status() == "hit"
 
     seen.clear()
     started = time.monotonic()

@@ -270,4 +270,76 @@ mod tests {
         );
         assert_eq!(find_secret("gsk_short"), None);
     }
+
+    #[test]
+    fn export_refuses_an_entry_carrying_a_key_and_names_it() {
+        use crate::cache::policy::CacheConfig;
+        use spillway_clock::Clock;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(
+            CacheConfig {
+                path: dir.path().join("cache"),
+                ..CacheConfig::default()
+            },
+            Clock::manual(),
+        )
+        .expect("opens");
+        let request: Map<String, Value> = serde_json::from_str(r#"{"model":"r"}"#).unwrap();
+        let key = cache_key("chat", "r", "", &request);
+        let stored = Stored {
+            created: 0,
+            namespace: String::new(),
+            route: "r".into(),
+            endpoint: "chat".into(),
+            provider: None,
+            model: None,
+            status: 200,
+            headers: BTreeMap::new(),
+            body: Some(
+                RawValue::from_string(
+                    r#"{"content":"your key is gsk_abcdefghijklmnopqrstuvwxyz0123"}"#.into(),
+                )
+                .unwrap(),
+            ),
+            chunks: None,
+        };
+        cache.save(&key, &stored, br#"{"model":"r"}"#);
+        let mut out = Vec::new();
+        match export(&cache, &mut out) {
+            Err(CassetteError::Secret {
+                key: named,
+                pattern,
+                place,
+            }) => {
+                assert_eq!((named, pattern, place), (key.to_hex(), "gsk_", "response"));
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(out.is_empty(), "nothing written");
+    }
+
+    #[test]
+    fn import_refuses_a_line_whose_key_does_not_match_its_request() {
+        use crate::cache::policy::CacheConfig;
+        use spillway_clock::Clock;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(
+            CacheConfig {
+                path: dir.path().join("cache"),
+                ..CacheConfig::default()
+            },
+            Clock::manual(),
+        )
+        .expect("opens");
+        let line = format!(
+            r#"{{"key":"{}","namespace":"","route":"r","endpoint":"chat","created":0,"request":{{"model":"r"}},"response":{{"status":200,"headers":{{}},"body":{{}}}}}}"#,
+            "0".repeat(64)
+        );
+        match import(&cache, line.as_bytes()) {
+            Err(CassetteError::Line { line: 1, message }) => {
+                assert!(message.contains("does not match"), "{message}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
 }

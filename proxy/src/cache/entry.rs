@@ -1,7 +1,8 @@
 //! A stored answer and its on-disk form: a format version, a blake3 checksum of everything
 //! after it, then the answer (read on every hit) and the canonical request (read only by tools
-//! and replay diagnostics). A record that fails any check is corrupt: never served (DESIGN.md
-//! invariant 6).
+//! and replay diagnostics), each lz4-compressed (JSON shrinks three- to fourfold, and sled's
+//! cost grows with value size). A record that fails any check is corrupt: never served
+//! (DESIGN.md invariant 6). The checksum is verified before anything is decompressed.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The record format this build writes and reads.
-pub const ENTRY_FORMAT: u8 = 1;
+pub const ENTRY_FORMAT: u8 = 2;
 
 /// Response headers kept with an entry (by allowlist: nothing that can carry a credential).
 pub fn keep_header(name: &str) -> bool {
@@ -72,13 +73,16 @@ const HEADER: usize = 1 + 32 + 4;
 
 /// Encodes an entry: answer plus canonical request.
 pub fn encode(stored: &Stored, request: &[u8]) -> Vec<u8> {
-    let answer = serde_json::to_vec(stored).expect("an entry always serializes");
+    let answer = lz4_flex::compress_prepend_size(
+        &serde_json::to_vec(stored).expect("an entry always serializes"),
+    );
+    let request = lz4_flex::compress_prepend_size(request);
     let mut out = Vec::with_capacity(HEADER + answer.len() + request.len());
     out.push(ENTRY_FORMAT);
     out.extend_from_slice(&[0u8; 32]);
     out.extend_from_slice(&(answer.len() as u32).to_le_bytes());
     out.extend_from_slice(&answer);
-    out.extend_from_slice(request);
+    out.extend_from_slice(&request);
     let checksum = blake3::hash(&out[33..]);
     out[1..33].copy_from_slice(checksum.as_bytes());
     out
@@ -102,19 +106,23 @@ fn check(record: &[u8]) -> Result<(usize, &[u8]), Corrupt> {
     Ok((len, &record[HEADER..]))
 }
 
+fn inflate(part: &[u8]) -> Result<Vec<u8>, Corrupt> {
+    lz4_flex::decompress_size_prepended(part).map_err(|e| Corrupt::Content(e.to_string()))
+}
+
 /// Verifies a record and reads its answer.
 pub fn decode(record: &[u8]) -> Result<Stored, Corrupt> {
     let (len, rest) = check(record)?;
-    serde_json::from_slice(&rest[..len]).map_err(|e| Corrupt::Content(e.to_string()))
+    serde_json::from_slice(&inflate(&rest[..len])?).map_err(|e| Corrupt::Content(e.to_string()))
 }
 
 /// Verifies a record and reads its answer and canonical request.
 pub fn decode_full(record: &[u8]) -> Result<(Stored, serde_json::Value), Corrupt> {
     let (len, rest) = check(record)?;
-    let stored =
-        serde_json::from_slice(&rest[..len]).map_err(|e| Corrupt::Content(e.to_string()))?;
-    let request =
-        serde_json::from_slice(&rest[len..]).map_err(|e| Corrupt::Content(e.to_string()))?;
+    let stored = serde_json::from_slice(&inflate(&rest[..len])?)
+        .map_err(|e| Corrupt::Content(e.to_string()))?;
+    let request = serde_json::from_slice(&inflate(&rest[len..])?)
+        .map_err(|e| Corrupt::Content(e.to_string()))?;
     Ok((stored, request))
 }
 

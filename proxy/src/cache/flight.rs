@@ -103,6 +103,7 @@ impl Flight {
 #[derive(Debug, Default)]
 pub struct Flights {
     map: Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    landed: Notify,
 }
 
 impl Flights {
@@ -126,6 +127,21 @@ impl Flights {
         let mut map = self.lock();
         if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
             map.remove(key);
+        }
+        drop(map);
+        self.landed.notify_waiters();
+    }
+
+    /// Waits until no flight is in progress (on shutdown: upstream calls finish and are stored).
+    pub async fn wait_idle(&self) {
+        loop {
+            let landed = self.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            landed.await;
         }
     }
 

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod serve;
 pub mod sled_store;
 pub mod store;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +30,13 @@ use store::{CacheStore, StoreError};
 /// Most entries a replay miss examines when looking for the closest stored request.
 const CLOSEST_SCAN_LIMIT: usize = 100_000;
 
-/// The cache: its policy, its store (none when off) and the flights in progress.
+/// The cache: its policy, its store (none when off), its writer and the flights in progress.
 #[derive(Debug)]
 pub struct Cache {
     /// The `[cache]` section.
     pub config: CacheConfig,
     store: Option<Arc<dyn CacheStore>>,
+    writer: Option<writer::Writer>,
     /// Flights in progress.
     pub flights: Flights,
     clock: Clock,
@@ -65,9 +67,17 @@ impl Cache {
                 Some(Arc::new(sled_store::SledStore::open(&config.path)?))
             }
         };
+        let writer = match &store {
+            Some(s) => Some(
+                writer::Writer::spawn(s.clone(), config.max_size)
+                    .map_err(|e| StoreError(format!("cannot start the cache writer: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Cache {
             config,
             store,
+            writer,
             flights: Flights::default(),
             clock,
         })
@@ -76,6 +86,7 @@ impl Cache {
     /// A cache over any store (tests, other backends).
     pub fn with_store(config: CacheConfig, store: Arc<dyn CacheStore>, clock: Clock) -> Self {
         Cache {
+            writer: writer::Writer::spawn(store.clone(), config.max_size).ok(),
             config,
             store: Some(store),
             flights: Flights::default(),
@@ -142,7 +153,24 @@ impl Cache {
         }
     }
 
-    /// Stores an answer with its canonical request, then keeps the store under `max_size`.
+    /// Queues an answer for the writer; the receiver completes once it is stored (`None`:
+    /// not stored, the writer is behind).
+    pub fn save_later(
+        &self,
+        key: CacheKey,
+        stored: Stored,
+        request: Vec<u8>,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.writer.as_ref()?.put(key, stored, request)
+    }
+
+    /// Writes dropped because the writer was behind.
+    pub fn dropped_writes(&self) -> u64 {
+        self.writer.as_ref().map_or(0, writer::Writer::dropped)
+    }
+
+    /// Stores an answer with its canonical request now (tools and imports), then keeps the
+    /// store under `max_size`.
     pub fn save(&self, key: &CacheKey, stored: &Stored, request: &[u8]) {
         let Some(store) = &self.store else {
             return;
@@ -231,12 +259,21 @@ impl Cache {
         Ok(removed)
     }
 
-    /// Makes stored entries durable (on shutdown).
+    /// Stores everything queued and makes it durable (blocking; for tools).
     pub fn flush(&self) {
-        if let Some(store) = &self.store
+        if let Some(w) = &self.writer {
+            w.flush_blocking();
+        } else if let Some(store) = &self.store
             && let Err(e) = store.flush()
         {
             tracing::warn!(error = %e, "cache flush failed");
+        }
+    }
+
+    /// Stores everything queued and makes it durable (on shutdown).
+    pub async fn flush_async(&self) {
+        if let Some(w) = &self.writer {
+            w.flush().await;
         }
     }
 }
@@ -314,9 +351,12 @@ mod tests {
             ..CacheConfig::default()
         };
         let cache = Cache::open(config, Clock::manual()).expect("opens");
-        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
         for i in 0..5u8 {
-            let mut s = stored(&big);
+            // Incompressible padding: records are lz4-compressed.
+            let pad: String = (0..10u8)
+                .map(|j| blake3::hash(&[i, j]).to_hex().to_string())
+                .collect();
+            let mut s = stored(&format!(r#"{{"pad":"{pad}"}}"#));
             s.created = u64::from(i);
             cache.save(&CacheKey([i; 32]), &s, b"{}");
         }

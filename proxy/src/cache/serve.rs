@@ -193,8 +193,12 @@ async fn fly(
                 _ => None,
             }
         };
-        if let Some(stored) = stored {
-            state.cache.save(&key, &stored, &save.request);
+        // The writer thread stores it; the flight lands once it is stored, so identical
+        // requests meanwhile join the (complete) flight instead of missing.
+        if let Some(stored) = stored
+            && let Some(done) = state.cache.save_later(key, stored, save.request)
+        {
+            let _ = done.await;
         }
     }
     state.cache.flights.land(&key, &flight);

@@ -1,5 +1,5 @@
-//! The embedded store: sled (0.34, the stable line), three trees — records by key, creation
-//! time by key, and keys by creation time — and an in-memory byte count.
+//! The embedded store: sled (0.34, the stable line), two trees — records by key (each value
+//! prefixed with its creation time) and keys by creation time — and an in-memory byte count.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,7 +16,6 @@ const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 pub struct SledStore {
     db: sled::Db,
     records: sled::Tree,
-    created: sled::Tree,
     by_time: sled::Tree,
     bytes: AtomicU64,
     writes: Mutex<()>,
@@ -47,17 +46,15 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let records = db.open_tree("records").map_err(err)?;
-        let created = db.open_tree("created").map_err(err)?;
         let by_time = db.open_tree("by_time").map_err(err)?;
         let mut bytes = 0;
         for item in records.iter() {
             let (_, v) = item.map_err(err)?;
-            bytes += v.len() as u64;
+            bytes += v.len().saturating_sub(8) as u64;
         }
         Ok(SledStore {
             db,
             records,
-            created,
             by_time,
             bytes: AtomicU64::new(bytes),
             writes: Mutex::new(()),
@@ -70,14 +67,13 @@ impl SledStore {
 
     fn remove_locked(&self, key: &CacheKey) -> Result<(), StoreError> {
         if let Some(old) = self.records.remove(key.0).map_err(err)? {
-            self.bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
-        }
-        if let Some(t) = self.created.remove(key.0).map_err(err)?
-            && let Ok(t) = <[u8; 8]>::try_from(t.as_ref())
-        {
-            self.by_time
-                .remove(time_key(u64::from_be_bytes(t), key))
-                .map_err(err)?;
+            self.bytes
+                .fetch_sub(old.len().saturating_sub(8) as u64, Ordering::Relaxed);
+            if let Some(t) = old.get(..8).and_then(|t| <[u8; 8]>::try_from(t).ok()) {
+                self.by_time
+                    .remove(time_key(u64::from_be_bytes(t), key))
+                    .map_err(err)?;
+            }
         }
         Ok(())
     }
@@ -85,19 +81,23 @@ impl SledStore {
 
 impl CacheStore for SledStore {
     fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.records.get(key.0).map_err(err)?.map(|v| v.to_vec()))
+        Ok(self
+            .records
+            .get(key.0)
+            .map_err(err)?
+            .map(|v| v.get(8..).unwrap_or_default().to_vec()))
     }
 
     fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
         let _guard = self.lock();
         self.remove_locked(key)?;
-        self.created
-            .insert(key.0, &created.to_be_bytes())
-            .map_err(err)?;
         self.by_time
             .insert(time_key(created, key), &[])
             .map_err(err)?;
-        self.records.insert(key.0, record).map_err(err)?;
+        let mut value = Vec::with_capacity(8 + record.len());
+        value.extend_from_slice(&created.to_be_bytes());
+        value.extend_from_slice(record);
+        self.records.insert(key.0, value).map_err(err)?;
         self.bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
         Ok(())
     }

@@ -36,10 +36,30 @@ pub struct Job {
     pub body: Map<String, Value>,
     /// `"stream": true`.
     pub stream: bool,
-    /// Prompt tokens by the local tokenizer (before per-target correction).
-    pub prompt_estimate: u64,
+    /// Prompt tokens by the local tokenizer (before per-target correction), counted on first
+    /// use: a cache hit never needs them.
+    pub prompt_estimate: std::sync::OnceLock<u64>,
     /// Completion tokens the request may use.
     pub max_output: u64,
+}
+
+impl Job {
+    /// Prompt tokens by the local tokenizer, counted once.
+    pub fn prompt_tokens(&self) -> u64 {
+        *self.prompt_estimate.get_or_init(|| match self.endpoint {
+            Endpoint::Chat => self
+                .body
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(|m| crate::limits::estimate::chat_prompt_tokens(m))
+                .unwrap_or(0),
+            Endpoint::Embeddings => self
+                .body
+                .get("input")
+                .map(crate::limits::estimate::embeddings_input_tokens)
+                .unwrap_or(0),
+        })
+    }
 }
 
 /// A successful answer and where it came from.
@@ -246,7 +266,7 @@ impl Router {
     }
 
     /// Decides under the lock, and reserves the chosen key at once.
-    fn step(self: &Arc<Self>, job: &Job, skip: &[bool], deadline: u64) -> Step {
+    fn step(self: &Arc<Self>, job: &Job, prompt: u64, skip: &[bool], deadline: u64) -> Step {
         let route = &self.config.routes[job.route];
         let chain = &self.chains[job.route];
         let mut st = self.lock();
@@ -274,10 +294,7 @@ impl Router {
                                 disabled: st.disabled[target.provider][k],
                             })
                             .collect(),
-                        cost: Cost::request(
-                            target.correction.apply(job.prompt_estimate),
-                            job.max_output,
-                        ),
+                        cost: Cost::request(target.correction.apply(prompt), job.max_output),
                         probe_cap: provider.unknown_limits_in_flight,
                         skip,
                     }
@@ -290,14 +307,14 @@ impl Router {
                 let id = chain[target];
                 let t = &mut st.targets[id];
                 let probe = t.circuit.on_dispatch();
-                let cost = Cost::request(t.correction.apply(job.prompt_estimate), job.max_output);
+                let cost = Cost::request(t.correction.apply(prompt), job.max_output);
                 let reservation = t.keys[key].reserve(now, cost);
                 Step::Go(Ticket {
                     router: self.clone(),
                     target: id,
                     key,
                     reservation,
-                    prompt_estimate: job.prompt_estimate,
+                    prompt_estimate: prompt,
                     probe,
                     open: true,
                 })
@@ -442,12 +459,13 @@ impl Router {
         let mut failures: Vec<String> = Vec::new();
         let mut attempts = 0u32;
         let max_attempts = self.max_attempts[job.route];
+        let prompt = job.prompt_tokens();
         let mut wait_recorded = false;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.step(job, &skip, deadline) {
+            match self.step(job, prompt, &skip, deadline) {
                 Step::Done(err) => {
                     if !wait_recorded {
                         self.metrics.queue_wait(self.clock.now() - started);

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::cache::key::cache_key;
-use crate::limits::estimate;
 use crate::record::{RecordedOutcome, RecordedRequest};
 use crate::router::{Job, Served};
 use crate::server::auth::authorize;
@@ -95,7 +94,7 @@ fn stream_flag(body: &Map<String, Value>) -> Result<bool, ProxyError> {
 pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
     let body = parse_object(bytes)?;
     let (route, _) = route_of(state, &body)?;
-    let messages = match body.get("messages") {
+    match body.get("messages") {
         None | Some(Value::Null) => {
             return Err(ProxyError::invalid(
                 "messages",
@@ -108,21 +107,20 @@ pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
                 "'messages' must not be empty",
             ));
         }
-        Some(Value::Array(m)) => m,
+        Some(Value::Array(_)) => {}
         Some(_) => {
             return Err(ProxyError::invalid(
                 "messages",
                 "'messages' must be an array",
             ));
         }
-    };
-    let prompt_estimate = estimate::chat_prompt_tokens(messages);
+    }
     Ok(Job {
         route,
         endpoint: Endpoint::Chat,
         stream: stream_flag(&body)?,
         max_output: max_output(&body, state.config.server.default_max_tokens)?,
-        prompt_estimate,
+        prompt_estimate: Default::default(),
         body,
     })
 }
@@ -131,26 +129,24 @@ pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
 pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
     let body = parse_object(bytes)?;
     let (route, _) = route_of(state, &body)?;
-    let prompt_estimate = match body.get("input") {
+    match body.get("input") {
         None | Some(Value::Null) => {
             return Err(ProxyError::invalid("input", "property 'input' is missing"));
         }
-        Some(input @ (Value::String(_) | Value::Array(_))) => {
-            estimate::embeddings_input_tokens(input)
-        }
+        Some(Value::String(_) | Value::Array(_)) => {}
         Some(_) => {
             return Err(ProxyError::invalid(
                 "input",
                 "'input' must be a string or an array",
             ));
         }
-    };
+    }
     Ok(Job {
         route,
         endpoint: Endpoint::Embeddings,
         stream: false,
         max_output: 0,
-        prompt_estimate,
+        prompt_estimate: Default::default(),
         body,
     })
 }
@@ -234,7 +230,7 @@ fn draft(state: &AppState, job: &Job, route: &str, bodies: bool) -> RecordedRequ
         stream: job.stream,
         body: bodies.then(|| Value::Object(job.body.clone())),
         key: cache_key(job.endpoint.name(), route, "", &job.body).to_hex(),
-        prompt_tokens: job.prompt_estimate,
+        prompt_tokens: job.prompt_tokens(),
         max_tokens: job.max_output,
         outcome: RecordedOutcome::default(),
     }

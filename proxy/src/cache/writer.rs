@@ -1,0 +1,180 @@
+//! The cache's one writer: a thread that encodes and stores answers in order, behind a bounded
+//! queue. sled's writes are synchronous and CPU-heavy, so they stay off the async workers; and
+//! when answers arrive faster than they can be stored, writes are dropped (and counted) instead
+//! of queueing without bound — a cache may forget, it must not run out of memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use tokio::sync::oneshot;
+
+use crate::cache::entry::{self, Stored};
+use crate::cache::key::CacheKey;
+use crate::cache::store::CacheStore;
+
+/// Writes that may wait for the writer.
+pub const QUEUE: usize = 4096;
+
+enum Job {
+    Put {
+        key: CacheKey,
+        stored: Box<Stored>,
+        request: Vec<u8>,
+        done: oneshot::Sender<()>,
+    },
+    Flush(Ack),
+}
+
+/// How a flush says it is done: to async or to blocking code.
+enum Ack {
+    Async(oneshot::Sender<()>),
+    Blocking(SyncSender<()>),
+}
+
+/// The handle to the writer thread.
+#[derive(Debug)]
+pub struct Writer {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Put { key, .. } => write!(f, "Put({key})"),
+            Job::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Put {
+                key,
+                stored,
+                request,
+                done,
+            } => {
+                let record = entry::encode(&stored, &request);
+                if let Err(e) = store.put(&key, stored.created, &record) {
+                    tracing::warn!(key = %key, error = %e, "could not store a cache entry");
+                } else if let Some(max) = max_size
+                    && store.bytes() > max
+                {
+                    match store.shrink_to(max) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(
+                            evicted = n,
+                            "cache over max_size: oldest entries evicted"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
+                    }
+                }
+                let _ = done.send(());
+            }
+            Job::Flush(done) => {
+                if let Err(e) = store.flush() {
+                    tracing::warn!(error = %e, "cache flush failed");
+                }
+                match done {
+                    Ack::Async(tx) => {
+                        let _ = tx.send(());
+                    }
+                    Ack::Blocking(tx) => {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread for `store`.
+    pub fn spawn(store: Arc<dyn CacheStore>, max_size: Option<u64>) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("spillway-cache-writer".into())
+            .spawn(move || run(rx, store, max_size))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Queues an answer; the receiver completes once it is stored. `None` when the queue is
+    /// full and the write was dropped.
+    pub fn put(
+        &self,
+        key: CacheKey,
+        stored: Stored,
+        request: Vec<u8>,
+    ) -> Option<oneshot::Receiver<()>> {
+        let (done, stored_rx) = oneshot::channel();
+        let job = Job::Put {
+            key,
+            stored: Box::new(stored),
+            request,
+            done,
+        };
+        let tx = self.tx.as_ref()?;
+        match tx.try_send(job) {
+            Ok(()) => Some(stored_rx),
+            Err(TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n,
+                        "cache writes cannot keep up; answers not stored"
+                    );
+                }
+                None
+            }
+            Err(TrySendError::Disconnected(_)) => None,
+        }
+    }
+
+    /// Waits (blocking) until everything queued so far is stored and durable.
+    pub fn flush_blocking(&self) {
+        let (done, rx) = sync_channel(1);
+        if let Some(tx) = &self.tx
+            && tx.send(Job::Flush(Ack::Blocking(done))).is_ok()
+        {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Waits until everything queued so far is stored and durable.
+    pub async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        let Some(tx) = self.tx.clone() else {
+            return;
+        };
+        // The queue may be full: wait for room off the async workers.
+        let sent =
+            tokio::task::spawn_blocking(move || tx.send(Job::Flush(Ack::Async(done))).is_ok())
+                .await;
+        if matches!(sent, Ok(true)) {
+            let _ = rx.await;
+        }
+    }
+
+    /// Writes dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Writer {
+    /// Stores what is queued, then stops the thread, so the store is closed when the cache is.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
