@@ -480,15 +480,10 @@ async fn a_hit_never_touches_a_provider_or_its_limits() {
         .start()
         .await;
     let (_dir, path) = cache_dir();
-    let cfg = config(&mock.url(), &path)
-        .replace(
-            "keys = [\"env:K1\"]",
-            &format!(
-                "keys = [\"env:K1\"]\n[providers.limits.\"{MODEL}\"]\nrequests_per_minute = 1"
-            ),
-        )
-        .replace("[cache]", "[cache]")
-        + "";
+    let cfg = config(&mock.url(), &path).replace(
+        "keys = [\"env:K1\"]",
+        &format!("keys = [\"env:K1\"]\n[providers.limits.\"{MODEL}\"]\nrequests_per_minute = 1"),
+    );
     let cfg = cfg.replace(
         "targets = [{ provider = \"groq\", model = \"llama-3.1-8b-instant\" }]",
         "targets = [{ provider = \"groq\", model = \"llama-3.1-8b-instant\" }]\nmax_wait = \"0s\"",
