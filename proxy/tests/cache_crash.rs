@@ -71,14 +71,14 @@ fn crash_writer_child_process() {
         spillway::cache::key::write_canonical(&Value::Object(request(i)), &mut canonical)
             .expect("vec");
         cache.save(&key(i), &stored, &canonical);
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             let _ = cache.store().expect("store").remove(&key((n >> 20) % KEYS));
         }
     }
 }
 
-#[test]
-fn a_store_killed_mid_write_never_serves_a_wrong_entry() {
+#[tokio::test]
+async fn a_store_killed_mid_write_never_serves_a_wrong_entry() {
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = std::env::current_exe().expect("the test binary");
     let mut rng: u64 = 0x5EED;
@@ -101,7 +101,7 @@ fn a_store_killed_mid_write_never_serves_a_wrong_entry() {
             .wrapping_add(1442695040888963407);
         // sled makes writes durable every 500 ms: kill before and after that, at random.
         let run_ms = 100 + (rng >> 33) % 900;
-        std::thread::sleep(Duration::from_millis(run_ms));
+        tokio::time::sleep(Duration::from_millis(run_ms)).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
 
