@@ -18,8 +18,8 @@ fn two_provider_config(a: &MockProvider, b: &MockProvider, extra_a: &str) -> Str
 name = "a"
 base_url = "{}"
 keys = ["env:A1"]
-cooldown = "2s"
-max_cooldown = "10s"
+cooldown = "20s"
+max_cooldown = "40s"
 {extra_a}
 
 [[providers]]

@@ -1,6 +1,6 @@
 //! The content-addressed response cache in front of the router: a hit never touches a provider
 //! or its limits. [`key`] (canonical request → blake3), [`entry`] (checked records),
-//! [`store`] / [`sled_store`] (where they live), [`flight`] (single-flight), [`convert`]
+//! [`store`] / [`sled_store`] / [`vlog`] (where they live), [`writer`] (storing off the request path), [`flight`] (single-flight), [`convert`]
 //! (stream ↔ plain), [`serve`] (the request flow), [`cassette`] (export/import), [`policy`]
 //! (modes and per-request controls).
 
@@ -13,6 +13,7 @@ pub mod policy;
 pub mod serve;
 pub mod sled_store;
 pub mod store;
+pub mod vlog;
 pub mod writer;
 
 use std::sync::Arc;
@@ -64,7 +65,10 @@ impl Cache {
                         StoreError(format!("cannot create {}: {e}", parent.display()))
                     })?;
                 }
-                Some(Arc::new(sled_store::SledStore::open(&config.path)?))
+                Some(Arc::new(sled_store::SledStore::open(
+                    &config.path,
+                    config.index_memory,
+                )?))
             }
         };
         let writer = match &store {

@@ -95,7 +95,13 @@ pub struct CacheConfig {
     pub ttl: Option<Duration>,
     /// Largest store size in bytes; the oldest entries are evicted first (none by default).
     pub max_size: Option<u64>,
+    /// Memory for the store's index cache (default 64 MB: lookups stay fast with a million
+    /// entries).
+    pub index_memory: u64,
 }
+
+/// Default memory for the store's index cache.
+pub const DEFAULT_INDEX_MEMORY: u64 = 64 * 1024 * 1024;
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -105,6 +111,7 @@ impl Default for CacheConfig {
             when: CacheWhen::Deterministic,
             ttl: None,
             max_size: None,
+            index_memory: DEFAULT_INDEX_MEMORY,
         }
     }
 }

@@ -1,5 +1,8 @@
-//! The embedded store: sled (0.34, the stable line), two trees — records by key (each value
-//! prefixed with its creation time) and keys by creation time — and an in-memory byte count.
+//! The embedded store: sled (0.34, the stable line) as the index — key → (creation time, where
+//! the record is), and creation time → key for eviction and purges — with the records
+//! themselves in a [`ValueLog`]. sled's nodes hold only 24-byte index values, so neither its
+//! write cost nor its memory grows with answer sizes, and lookups stay fast with millions of
+//! entries.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -7,17 +10,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::key::CacheKey;
 use crate::cache::store::{CacheStore, StoreError};
+use crate::cache::vlog::{Location, ValueLog};
 
-/// sled's page cache: kept small, the OS page cache does the rest.
-const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Rewrite the value log once this much of it is dead (and more than is alive).
+const COMPACT_DEAD_BYTES: u64 = 64 * 1024 * 1024;
 
-/// A sled-backed [`CacheStore`].
+/// A sled-indexed, value-log-backed [`CacheStore`].
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
-    records: sled::Tree,
+    index: sled::Tree,
     by_time: sled::Tree,
-    bytes: AtomicU64,
+    vlog: ValueLog,
+    live: AtomicU64,
     writes: Mutex<()>,
 }
 
@@ -36,27 +41,50 @@ fn to_key(bytes: &[u8]) -> Option<CacheKey> {
     Some(CacheKey(bytes.try_into().ok()?))
 }
 
+/// An index value: creation time and location.
+fn index_value(created: u64, loc: Location) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..8].copy_from_slice(&created.to_be_bytes());
+    v[8..].copy_from_slice(&loc.encode());
+    v
+}
+
+fn parse_index(v: &[u8]) -> Option<(u64, Location)> {
+    let created = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    Some((created, Location::decode(v.get(8..)?)?))
+}
+
 impl SledStore {
-    /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in directory `path` (`index/` for sled, `values/` for the
+    /// value log), with at most about `index_memory` bytes of sled's page cache.
+    pub fn open(path: &Path, index_memory: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(SLED_CACHE_BYTES)
+            .path(path.join("index"))
+            .cache_capacity(index_memory)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-        let records = db.open_tree("records").map_err(err)?;
+        let index = db.open_tree("index").map_err(err)?;
         let by_time = db.open_tree("by_time").map_err(err)?;
-        let mut bytes = 0;
-        for item in records.iter() {
+        let vlog = ValueLog::open(&path.join("values")).map_err(|e| {
+            StoreError(format!(
+                "cannot open {}: {e}",
+                path.join("values").display()
+            ))
+        })?;
+        let mut live = 0;
+        for item in index.iter() {
             let (_, v) = item.map_err(err)?;
-            bytes += v.len().saturating_sub(8) as u64;
+            if let Some((_, loc)) = parse_index(&v) {
+                live += u64::from(loc.len);
+            }
         }
         Ok(SledStore {
             db,
-            records,
+            index,
             by_time,
-            bytes: AtomicU64::new(bytes),
+            vlog,
+            live: AtomicU64::new(live),
             writes: Mutex::new(()),
         })
     }
@@ -66,39 +94,81 @@ impl SledStore {
     }
 
     fn remove_locked(&self, key: &CacheKey) -> Result<(), StoreError> {
-        if let Some(old) = self.records.remove(key.0).map_err(err)? {
-            self.bytes
-                .fetch_sub(old.len().saturating_sub(8) as u64, Ordering::Relaxed);
-            if let Some(t) = old.get(..8).and_then(|t| <[u8; 8]>::try_from(t).ok()) {
-                self.by_time
-                    .remove(time_key(u64::from_be_bytes(t), key))
-                    .map_err(err)?;
-            }
+        if let Some(old) = self.index.remove(key.0).map_err(err)?
+            && let Some((created, loc)) = parse_index(&old)
+        {
+            self.live.fetch_sub(u64::from(loc.len), Ordering::Relaxed);
+            self.by_time.remove(time_key(created, key)).map_err(err)?;
         }
+        Ok(())
+    }
+
+    /// Rewrites every live record into fresh segments and deletes the old ones, when enough of
+    /// the log is dead. Readers never block: an index entry moves only by compare-and-swap, and
+    /// a reader that still held an old location reads a miss.
+    fn compact(&self) -> Result<(), StoreError> {
+        let total = self.vlog.total_bytes();
+        let live = self.live.load(Ordering::Relaxed);
+        let dead = total.saturating_sub(live);
+        if dead < COMPACT_DEAD_BYTES || dead < live {
+            return Ok(());
+        }
+        let fresh = self.vlog.rotate().map_err(err)?;
+        for item in self.index.iter() {
+            let (key, old) = item.map_err(err)?;
+            let Some((created, loc)) = parse_index(&old) else {
+                continue;
+            };
+            if loc.segment >= fresh {
+                continue;
+            }
+            let Ok(Some(record)) = self.vlog.read(loc) else {
+                continue;
+            };
+            let moved = self.vlog.append(&record).map_err(err)?;
+            let _ = self
+                .index
+                .compare_and_swap(&key, Some(&old), Some(&index_value(created, moved)[..]))
+                .map_err(err)?;
+        }
+        self.db.flush().map_err(err)?;
+        let (segments, _) = self.vlog.segments();
+        for id in segments.into_iter().filter(|id| *id < fresh) {
+            self.vlog.delete(id).map_err(err)?;
+        }
+        tracing::info!(reclaimed_bytes = dead, "cache value log compacted");
         Ok(())
     }
 }
 
 impl CacheStore for SledStore {
     fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .records
-            .get(key.0)
-            .map_err(err)?
-            .map(|v| v.get(8..).unwrap_or_default().to_vec()))
+        let Some(v) = self.index.get(key.0).map_err(err)? else {
+            return Ok(None);
+        };
+        let Some((_, loc)) = parse_index(&v) else {
+            // An index entry that does not parse reads as an empty record, which no check
+            // accepts: the cache removes it.
+            return Ok(Some(Vec::new()));
+        };
+        match self.vlog.read(loc) {
+            Ok(record) => Ok(record),
+            // A torn or overwritten frame: likewise unreadable, likewise removed.
+            Err(_) => Ok(Some(Vec::new())),
+        }
     }
 
     fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
+        let loc = self.vlog.append(record).map_err(err)?;
         let _guard = self.lock();
         self.remove_locked(key)?;
         self.by_time
             .insert(time_key(created, key), &[])
             .map_err(err)?;
-        let mut value = Vec::with_capacity(8 + record.len());
-        value.extend_from_slice(&created.to_be_bytes());
-        value.extend_from_slice(record);
-        self.records.insert(key.0, value).map_err(err)?;
-        self.bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
+        self.index
+            .insert(key.0, &index_value(created, loc))
+            .map_err(err)?;
+        self.live.fetch_add(u64::from(loc.len), Ordering::Relaxed);
         Ok(())
     }
 
@@ -108,7 +178,7 @@ impl CacheStore for SledStore {
     }
 
     fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
-        self.records
+        self.index
             .iter()
             .keys()
             .filter_map(|k| match k {
@@ -133,16 +203,16 @@ impl CacheStore for SledStore {
     fn shrink_to(&self, bytes: u64) -> Result<usize, StoreError> {
         let _guard = self.lock();
         let mut removed = 0;
-        while self.bytes.load(Ordering::Relaxed) > bytes {
+        while self.live.load(Ordering::Relaxed) > bytes {
             let Some((oldest, _)) = self.by_time.first().map_err(err)? else {
                 break;
             };
             match to_key(&oldest[8..]) {
-                Some(key) if self.records.contains_key(key.0).map_err(err)? => {
+                Some(key) if self.index.contains_key(key.0).map_err(err)? => {
                     self.remove_locked(&key)?;
                     removed += 1;
                 }
-                // A stale index entry (a crash between trees): drop it.
+                // A stale time entry (a crash between trees): drop it.
                 _ => {
                     self.by_time.remove(oldest).map_err(err)?;
                 }
@@ -152,15 +222,20 @@ impl CacheStore for SledStore {
     }
 
     fn len(&self) -> usize {
-        self.records.len()
+        self.index.len()
     }
 
     fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.live.load(Ordering::Relaxed)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.vlog.sync().map_err(err)?;
         self.db.flush().map(|_| ()).map_err(err)
+    }
+
+    fn maintain(&self) -> Result<(), StoreError> {
+        self.compact()
     }
 }
 
@@ -176,12 +251,12 @@ mod tests {
     fn entries_persist_across_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let store = SledStore::open(dir.path()).expect("opens");
+            let store = SledStore::open(dir.path(), 1 << 20).expect("opens");
             store.put(&key(1), 10, b"one").expect("put");
             store.put(&key(2), 20, b"two!").expect("put");
             store.flush().expect("flush");
         }
-        let store = SledStore::open(dir.path()).expect("reopens");
+        let store = SledStore::open(dir.path(), 1 << 20).expect("reopens");
         assert_eq!(store.get(&key(1)).unwrap().as_deref(), Some(&b"one"[..]));
         assert_eq!((store.len(), store.bytes()), (2, 7));
         assert_eq!(store.created_before(15).unwrap(), vec![key(1)]);
@@ -190,7 +265,7 @@ mod tests {
     #[test]
     fn shrinking_evicts_oldest_first_and_overwrites_move_in_time() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SledStore::open(dir.path()).expect("opens");
+        let store = SledStore::open(dir.path(), 1 << 20).expect("opens");
         store.put(&key(1), 10, &[0; 100]).unwrap();
         store.put(&key(2), 20, &[0; 100]).unwrap();
         store.put(&key(3), 30, &[0; 100]).unwrap();
@@ -200,5 +275,33 @@ mod tests {
         assert!(store.get(&key(2)).unwrap().is_none());
         assert!(store.get(&key(3)).unwrap().is_none());
         assert!(store.get(&key(1)).unwrap().is_some());
+    }
+
+    #[test]
+    fn compaction_keeps_live_records_and_drops_dead_segments() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path(), 1 << 20).expect("opens");
+        let big = vec![7u8; 1024 * 1024];
+        for round in 0..3u8 {
+            for i in 0..50u8 {
+                let mut v = big.clone();
+                v[0] = round;
+                store.put(&key(i), u64::from(round), &v).unwrap();
+            }
+        }
+        // 150 MiB written, 50 MiB alive: 100 MiB dead.
+        store.maintain().unwrap();
+        assert!(
+            store.vlog.total_bytes() < 60 * 1024 * 1024,
+            "dead segments deleted"
+        );
+        for i in 0..50u8 {
+            let v = store.get(&key(i)).unwrap().expect("still there");
+            assert_eq!(
+                (v.len(), v[0]),
+                (big.len(), 2),
+                "the newest record of each key"
+            );
+        }
     }
 }

@@ -33,4 +33,8 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug {
     fn bytes(&self) -> u64;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Background upkeep (reclaiming space), called now and then by the writer.
+    fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -49,8 +49,20 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Puts between two upkeep passes.
+const MAINTAIN_EVERY: u64 = 2048;
+
 fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
+    let mut puts: u64 = 0;
     while let Ok(job) = rx.recv() {
+        if matches!(job, Job::Put { .. }) {
+            puts += 1;
+            if puts.is_multiple_of(MAINTAIN_EVERY)
+                && let Err(e) = store.maintain()
+            {
+                tracing::warn!(error = %e, "cache upkeep failed");
+            }
+        }
         match job {
             Job::Put {
                 key,

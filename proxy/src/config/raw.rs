@@ -39,6 +39,8 @@ pub struct RawCache {
     pub ttl: Option<Duration>,
     /// Largest store size: bytes, or a string with a unit (`"500MB"`, `"2GiB"`).
     pub max_size: Option<toml::Value>,
+    /// Memory for the store's index cache: bytes or with a unit.
+    pub index_memory: Option<toml::Value>,
 }
 
 /// `[server]`.

@@ -387,6 +387,15 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
             )
         })?),
     };
+    let index_memory = match &raw.index_memory {
+        None => defaults.index_memory,
+        Some(v) => parse_size(v).ok_or_else(|| {
+            err(
+                "index_memory",
+                format!("expected a size in bytes or with a unit, such as \"64MB\" (got {v})"),
+            )
+        })?,
+    };
     let path = match raw.path.as_deref().map(str::trim) {
         None => defaults.path,
         Some("") => return Err(err("path", "expected a directory".into())),
@@ -398,6 +407,7 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         when,
         ttl: raw.ttl,
         max_size,
+        index_memory,
     })
 }
 
