@@ -126,7 +126,9 @@ fn cache_tool(
             for key in store.keys()? {
                 match cache.lookup(&key) {
                     Some(s) => {
-                        *routes.entry((s.route, s.namespace)).or_default() += 1;
+                        *routes
+                            .entry((s.route.clone(), s.namespace.clone()))
+                            .or_default() += 1;
                         oldest = oldest.min(s.created);
                         newest = newest.max(s.created);
                     }

@@ -109,7 +109,7 @@ async fn a_store_killed_mid_write_never_serves_a_wrong_entry() {
         let mut present = 0;
         for i in 0..KEYS {
             if let Some(stored) = cache.lookup(&key(i)) {
-                let got = stored.body.expect("a body").get().to_string();
+                let got = stored.body.as_ref().expect("a body").get().to_string();
                 assert_eq!(got, body(i), "round {round}: entry {i} was served wrong");
                 present += 1;
             }

@@ -40,7 +40,22 @@ pub struct Cache {
     writer: Option<writer::Writer>,
     /// Flights in progress.
     pub flights: Flights,
+    hot: Option<moka::sync::Cache<CacheKey, Arc<Stored>>>,
     clock: Clock,
+}
+
+/// A bounded, byte-weighted map of decoded entries.
+fn hot_cache(bytes: u64) -> Option<moka::sync::Cache<CacheKey, Arc<Stored>>> {
+    (bytes > 0).then(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|_, s: &Arc<Stored>| {
+                let body = s.body.as_ref().map_or(0, |b| b.get().len());
+                let chunks: usize = s.chunks.iter().flatten().map(|c| c.get().len()).sum();
+                u32::try_from(256 + body + chunks).unwrap_or(u32::MAX)
+            })
+            .build()
+    })
 }
 
 /// The closest stored request to one that missed.
@@ -79,6 +94,7 @@ impl Cache {
             None => None,
         };
         Ok(Cache {
+            hot: hot_cache(config.hot_memory),
             config,
             store,
             writer,
@@ -91,6 +107,7 @@ impl Cache {
     pub fn with_store(config: CacheConfig, store: Arc<dyn CacheStore>, clock: Clock) -> Self {
         Cache {
             writer: writer::Writer::spawn(store.clone(), config.max_size).ok(),
+            hot: hot_cache(config.hot_memory),
             config,
             store: Some(store),
             flights: Flights::default(),
@@ -116,8 +133,31 @@ impl Cache {
         }
     }
 
-    /// The valid, unexpired entry under `key`.
-    pub fn lookup(&self, key: &CacheKey) -> Option<Stored> {
+    fn expired(&self, stored: &Stored) -> bool {
+        self.config
+            .ttl
+            .is_some_and(|ttl| stored.created + ttl.as_secs() < self.now_unix())
+    }
+
+    /// The valid, unexpired entry under `key`: from memory when it is hot, else from the store.
+    pub fn lookup(&self, key: &CacheKey) -> Option<Arc<Stored>> {
+        if let Some(hot) = &self.hot
+            && let Some(stored) = hot.get(key)
+        {
+            if !self.expired(&stored) {
+                return Some(stored);
+            }
+            hot.invalidate(key);
+        }
+        let stored = Arc::new(self.lookup_stored(key)?);
+        if let Some(hot) = &self.hot {
+            hot.insert(*key, stored.clone());
+        }
+        Some(stored)
+    }
+
+    /// The valid, unexpired entry under `key`, read from the store.
+    fn lookup_stored(&self, key: &CacheKey) -> Option<Stored> {
         let store = self.store.as_ref()?;
         let record = match store.get(key) {
             Ok(Some(r)) => r,
@@ -129,9 +169,7 @@ impl Cache {
         };
         match entry::decode(&record) {
             Ok(stored) => {
-                if let Some(ttl) = self.config.ttl
-                    && stored.created + ttl.as_secs() < self.now_unix()
-                {
+                if self.expired(&stored) {
                     let _ = store.remove(key);
                     return None;
                 }
@@ -165,6 +203,9 @@ impl Cache {
         stored: Stored,
         request: Vec<u8>,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        if let Some(hot) = &self.hot {
+            hot.invalidate(&key);
+        }
         self.writer.as_ref()?.put(key, stored, request)
     }
 
@@ -176,6 +217,9 @@ impl Cache {
     /// Stores an answer with its canonical request now (tools and imports), then keeps the
     /// store under `max_size`.
     pub fn save(&self, key: &CacheKey, stored: &Stored, request: &[u8]) {
+        if let Some(hot) = &self.hot {
+            hot.invalidate(key);
+        }
         let Some(store) = &self.store else {
             return;
         };
@@ -244,6 +288,9 @@ impl Cache {
             None => store.keys()?,
         };
         let mut removed = 0;
+        if let Some(hot) = &self.hot {
+            hot.invalidate_all();
+        }
         for key in candidates {
             let matches = match namespace {
                 None => true,
@@ -303,8 +350,10 @@ mod tests {
     }
 
     fn open(dir: &tempfile::TempDir) -> Cache {
+        // No hot copies: these tests look at what the store itself serves.
         let config = CacheConfig {
             path: dir.path().join("cache"),
+            hot_memory: 0,
             ..CacheConfig::default()
         };
         Cache::open(config, Clock::manual()).expect("opens")
@@ -324,6 +373,31 @@ mod tests {
         store.put(&key, 0, &record).unwrap();
         assert!(cache.lookup(&key).is_none());
         assert!(store.get(&key).unwrap().is_none(), "removed");
+    }
+
+    #[test]
+    fn hot_entries_are_served_from_memory_and_replaced_on_save() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = CacheConfig {
+            path: dir.path().join("cache"),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(config, Clock::manual()).expect("opens");
+        let key = CacheKey([9; 32]);
+        cache.save(&key, &stored(r#"{"v":1}"#), b"{}");
+        assert_eq!(
+            cache.lookup(&key).unwrap().body.as_ref().unwrap().get(),
+            r#"{"v":1}"#
+        );
+        // Gone from the store, still hot.
+        cache.store().unwrap().remove(&key).unwrap();
+        assert!(cache.lookup(&key).is_some());
+        // A new answer replaces the hot copy.
+        cache.save(&key, &stored(r#"{"v":2}"#), b"{}");
+        assert_eq!(
+            cache.lookup(&key).unwrap().body.as_ref().unwrap().get(),
+            r#"{"v":2}"#
+        );
     }
 
     #[test]

@@ -98,7 +98,13 @@ pub struct CacheConfig {
     /// Memory for the store's index cache (default 64 MB: lookups stay fast with a million
     /// entries).
     pub index_memory: u64,
+    /// Memory for decoded copies of the most used entries, served without touching the store
+    /// (default 16 MB; 0 turns it off).
+    pub hot_memory: u64,
 }
+
+/// Default memory for hot entries.
+pub const DEFAULT_HOT_MEMORY: u64 = 16 * 1024 * 1024;
 
 /// Default memory for the store's index cache.
 pub const DEFAULT_INDEX_MEMORY: u64 = 64 * 1024 * 1024;
@@ -112,6 +118,7 @@ impl Default for CacheConfig {
             ttl: None,
             max_size: None,
             index_memory: DEFAULT_INDEX_MEMORY,
+            hot_memory: DEFAULT_HOT_MEMORY,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct RawCache {
     pub max_size: Option<toml::Value>,
     /// Memory for the store's index cache: bytes or with a unit.
     pub index_memory: Option<toml::Value>,
+    /// Memory for decoded hot entries: bytes or with a unit (0: off).
+    pub hot_memory: Option<toml::Value>,
 }
 
 /// `[server]`.

@@ -396,6 +396,16 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
             )
         })?,
     };
+    let hot_memory = match &raw.hot_memory {
+        None => defaults.hot_memory,
+        Some(toml::Value::Integer(0)) => 0,
+        Some(v) => parse_size(v).ok_or_else(|| {
+            err(
+                "hot_memory",
+                format!("expected a size in bytes or with a unit, such as \"16MB\" (got {v})"),
+            )
+        })?,
+    };
     let path = match raw.path.as_deref().map(str::trim) {
         None => defaults.path,
         Some("") => return Err(err("path", "expected a directory".into())),
@@ -408,6 +418,7 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         ttl: raw.ttl,
         max_size,
         index_memory,
+        hot_memory,
     })
 }
 
