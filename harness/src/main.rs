@@ -1,6 +1,8 @@
 //! `spillway-harness`: parse arguments and hand over to the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +11,8 @@ use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
 use spillway_harness::bench::{BenchSpec, run_bench, table};
 use spillway_harness::load::{LoadSpec, chat_bodies, run_load};
-use spillway_harness::subjects;
+use spillway_harness::scenario::{MockEntry, Scenario};
+use spillway_harness::{ScenarioOutcome, report, run_scenario, runner, subjects, traffic};
 
 /// Scenarios and benchmarks for spillway.
 #[derive(Parser, Debug)]
@@ -21,8 +24,55 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Measure spillway against going direct to the mock, in one run: the same request mix,
-    /// closed loop, subjects in turn, medians of `--repeat` runs.
+    /// Run scenario files (or every `.toml` in the given folders): exit 0 when every
+    /// expectation holds, 1 when any fails, 2 when a file is invalid.
+    Run {
+        /// Scenario files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Where to write NAME.json and NAME.svg.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Use this seed instead of each scenario's own.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Only scenarios whose name or file name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a scenario's mocks and proxy and keep them serving until Ctrl-C: the way to point
+    /// a real app at a simulated Groq.
+    Up {
+        /// The scenario file.
+        scenario: PathBuf,
+    },
+    /// Replay a recording (`spillway serve --record`) with its original inter-arrival times
+    /// divided by --speed, against mocks described by the config (`base_url = "mock:NAME"`) or
+    /// against a running proxy, and print the report.
+    Replay {
+        /// The recording (JSONL).
+        recording: PathBuf,
+        /// The spillway config to run (its `mock:NAME` providers get default mocks).
+        #[arg(long, required_unless_present = "against")]
+        proxy_config: Option<PathBuf>,
+        /// Divide the recorded inter-arrival times by this.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Send to this running proxy (`http://host:port/v1`) instead.
+        #[arg(long)]
+        against: Option<String>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Simulated seconds per wall second for the mocks and proxy started from the config.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+    },
+    /// Measure spillway against going direct to the mock and a bare forwarder, in one run: the
+    /// same request mix, closed loop, subjects in turn, medians of `--repeat` runs.
     Bench {
         /// Measured time per run.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -39,26 +89,6 @@ enum Command {
         /// Print the rows as JSON instead of a table.
         #[arg(long)]
         json: bool,
-    },
-    /// (internal) Serve a limit-free mock for a benchmark.
-    #[command(hide = true)]
-    ServeMock,
-    /// (internal) Serve the bare forwarder in front of a mock for a benchmark.
-    #[command(hide = true)]
-    ServeForwarder {
-        /// The mock's base URL.
-        #[arg(long)]
-        upstream: String,
-    },
-    /// (internal) Serve spillway in front of a mock for a benchmark.
-    #[command(hide = true)]
-    ServeProxy {
-        /// The mock's base URL.
-        #[arg(long)]
-        upstream: String,
-        /// Where the proxy keeps its cache.
-        #[arg(long)]
-        cache_dir: PathBuf,
     },
     /// Drive an OpenAI-compatible chat endpoint with a closed-loop load and print throughput and
     /// latency percentiles.
@@ -88,6 +118,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// (internal) Serve a limit-free mock for a benchmark.
+    #[command(hide = true)]
+    ServeMock,
+    /// (internal) Serve the bare forwarder in front of a mock for a benchmark.
+    #[command(hide = true)]
+    ServeForwarder {
+        /// The mock's base URL.
+        #[arg(long)]
+        upstream: String,
+    },
+    /// (internal) Serve spillway in front of a mock for a benchmark.
+    #[command(hide = true)]
+    ServeProxy {
+        /// The mock's base URL.
+        #[arg(long)]
+        upstream: String,
+        /// Where the proxy keeps its cache.
+        #[arg(long)]
+        cache_dir: PathBuf,
+    },
 }
 
 /// mimalloc: the proxy allocates per request in many threads; glibc's arenas showed up in
@@ -95,10 +145,280 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Shows progress as a bar on a terminal, or as plain lines (no terminal, or `CI` set).
+fn progress_for(name: &str) -> Box<dyn Fn(usize, usize) + Sync> {
+    let fancy = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    if fancy {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:40} {bar:30} {pos}/{len} requests")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(name.to_string());
+        Box::new(move |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done == total {
+                bar.finish_and_clear();
+            }
+        })
+    } else {
+        eprintln!("running {name}");
+        Box::new(|_, _| {})
+    }
+}
+
+async fn run_command(
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    seed: Option<u64>,
+    filter: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let files = spillway_harness::scenario::collect(&paths).map_err(anyhow::Error::msg)?;
+    let mut reports = Vec::new();
+    let (mut invalid, mut errors) = (0, 0);
+    for file in files {
+        if let Some(f) = &filter {
+            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let name = Scenario::load(&file).map(|s| s.name).unwrap_or_default();
+            if !stem.contains(f.as_str()) && !name.contains(f.as_str()) {
+                continue;
+            }
+        }
+        let label = file.display().to_string();
+        let progress = progress_for(&label);
+        match run_scenario(&file, seed, Some(&out), &*progress).await {
+            ScenarioOutcome::Ran(r) => {
+                eprintln!(
+                    "{} {} ({} requests, {:.1} s)",
+                    if r.pass { "pass" } else { "FAIL" },
+                    r.scenario,
+                    r.requests,
+                    r.wall_seconds
+                );
+                for line in report::failures(&r) {
+                    eprintln!("  {line}");
+                }
+                reports.push(*r);
+            }
+            ScenarioOutcome::Invalid(e) => {
+                eprintln!("invalid scenario: {e}");
+                invalid += 1;
+            }
+            ScenarioOutcome::Error(e) => {
+                eprintln!("error: {e}");
+                errors += 1;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if !reports.is_empty() {
+        print!("{}", report::table(&reports));
+        println!("reports and timelines in {}", out.display());
+    }
+    Ok(if invalid > 0 {
+        ExitCode::from(2)
+    } else if errors > 0 || reports.iter().any(|r| !r.pass) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn up_command(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let scenario = match Scenario::load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("invalid scenario: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Stop on Ctrl-C or SIGTERM: handlers installed before anyone is told where to connect.
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let started = runner::start(&scenario).await.map_err(anyhow::Error::msg)?;
+    let url = started.url();
+    let model = scenario
+        .traffic
+        .model
+        .clone()
+        .or_else(|| {
+            scenario
+                .proxy
+                .get("routes")
+                .and_then(|r| r.as_array())
+                .and_then(|r| r.first())
+                .and_then(|r| r.get("model"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "MODEL".into());
+    println!("listening on {url}");
+    println!(
+        "scenario {:?}: {} mock(s), time scale {}",
+        scenario.name,
+        started.mocks.len(),
+        scenario.time_scale
+    );
+    for (name, mock) in &started.mocks {
+        println!(
+            "  mock {name}: {}  (stats: {}/_mock/stats)",
+            mock.url(),
+            mock.base_url()
+        );
+    }
+    println!(
+        "\ncurl {url}/chat/completions -H 'content-type: application/json' \\\n  -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+    );
+    println!(
+        "\nfrom openai import OpenAI\nclient = OpenAI(base_url=\"{url}\", api_key=\"unused\")\nprint(client.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"hi\"}}]).choices[0].message.content)"
+    );
+    println!("\nCtrl-C to stop.");
+    #[cfg(unix)]
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    started.proxy.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scenario made from a plain spillway config: each `mock:NAME` gets a default mock with
+/// Groq's free-plan limits.
+fn replay_scenario(
+    config: &PathBuf,
+    recording: PathBuf,
+    speed: f64,
+    clients: usize,
+    time_scale: f64,
+) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let proxy: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
+    let mut names: Vec<String> = text
+        .split("mock:")
+        .skip(1)
+        .map(|p| {
+            p.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    let mocks = names
+        .into_iter()
+        .map(|name| MockEntry {
+            limits: spillway_mock::spec::GROQ_PRODUCTION_MODELS
+                .iter()
+                .map(|m| (m.to_string(), spillway_mock::Limits::groq_free_tier(m)))
+                .collect(),
+            name,
+            keys: Vec::new(),
+            models: None,
+            faults: Default::default(),
+            dialect: None,
+            flex_capacity_exceeded: false,
+        })
+        .collect();
+    Ok(Scenario {
+        path: config.clone(),
+        name: format!("replay of {}", recording.display()),
+        description: None,
+        seed: 0,
+        time_scale,
+        mocks,
+        proxy,
+        traffic: toml::from_str::<traffic::Traffic>(&format!(
+            "clients = {clients}\nreplay = {:?}\nspeed = {speed}\n",
+            recording.display().to_string()
+        ))?,
+        expect: Default::default(),
+    })
+}
+
+async fn replay_command(
+    recording: PathBuf,
+    proxy_config: Option<PathBuf>,
+    speed: f64,
+    against: Option<String>,
+    clients: usize,
+    time_scale: f64,
+) -> anyhow::Result<ExitCode> {
+    let planned = traffic::from_recording(&recording, speed).map_err(anyhow::Error::msg)?;
+    let progress = progress_for(&recording.display().to_string());
+    let result = match against {
+        Some(url) => {
+            let clock = spillway_clock::Clock::real();
+            let clients_seen = runner::drive(
+                &url,
+                &clock,
+                &[planned],
+                clients,
+                Duration::from_secs(600),
+                &*progress,
+            )
+            .await;
+            runner::RunResult {
+                sim_seconds: clock.now().as_secs_f64(),
+                wall_seconds: clock.now().as_secs_f64(),
+                clients: clients_seen,
+                mocks: Vec::new(),
+                fallbacks: 0,
+                passes: 1,
+            }
+        }
+        None => {
+            let config = proxy_config.context("--proxy-config or --against is needed")?;
+            let scenario = replay_scenario(&config, recording.clone(), speed, clients, time_scale)?;
+            runner::run(&scenario, None, &*progress)
+                .await
+                .map_err(anyhow::Error::msg)?
+        }
+    };
+    let scenario = Scenario {
+        path: recording.clone(),
+        name: format!("replay of {}", recording.display()),
+        description: None,
+        seed: 0,
+        time_scale,
+        mocks: Vec::new(),
+        proxy: toml::Table::new(),
+        traffic: toml::from_str(&format!("replay = {:?}", recording.display().to_string()))?,
+        expect: Default::default(),
+    };
+    let r = report::build(&scenario, 0, &result, Vec::new());
+    print!("{}", report::table(std::slice::from_ref(&r)));
+    println!("{}", serde_json::to_string_pretty(&r)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     match args.command {
+        Command::Run {
+            paths,
+            out,
+            seed,
+            filter,
+            json,
+        } => run_command(paths, out, seed, filter, json).await,
+        Command::Up { scenario } => up_command(scenario).await,
+        Command::Replay {
+            recording,
+            proxy_config,
+            speed,
+            against,
+            clients,
+            time_scale,
+        } => replay_command(recording, proxy_config, speed, against, clients, time_scale).await,
         Command::Bench {
             duration,
             warmup,
@@ -119,17 +439,8 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", table(&rows));
             }
+            Ok(ExitCode::SUCCESS)
         }
-        Command::ServeMock => subjects::serve_mock().await.map_err(anyhow::Error::msg)?,
-        Command::ServeForwarder { upstream } => subjects::serve_forwarder(&upstream)
-            .await
-            .map_err(anyhow::Error::msg)?,
-        Command::ServeProxy {
-            upstream,
-            cache_dir,
-        } => subjects::serve_proxy(&upstream, &cache_dir)
-            .await
-            .map_err(anyhow::Error::msg)?,
         Command::Load {
             url,
             key,
@@ -174,7 +485,26 @@ async fn main() -> anyhow::Result<()> {
                     report.by_status
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ServeMock => {
+            subjects::serve_mock().await.map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ServeForwarder { upstream } => {
+            subjects::serve_forwarder(&upstream)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ServeProxy {
+            upstream,
+            cache_dir,
+        } => {
+            subjects::serve_proxy(&upstream, &cache_dir)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
-    Ok(())
 }

@@ -22,6 +22,7 @@ fn views(keys: &[KeyModelLimits], cost: Cost) -> Vec<TargetView<'_>> {
             .collect(),
         cost,
         probe_cap: 1,
+        calibrating: false,
         skip: false,
     }]
 }

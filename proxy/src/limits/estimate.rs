@@ -99,6 +99,11 @@ impl Correction {
         (estimate as f64 * self.ratio * 1.02).ceil() as u64
     }
 
+    /// True once the target has reported a prompt count.
+    pub fn calibrated(&self) -> bool {
+        self.samples > 0
+    }
+
     /// Learns from one answer: `estimate` was the uncorrected prompt estimate, `reported` the
     /// provider's `usage.prompt_tokens`.
     pub fn learn(&mut self, estimate: u64, reported: u64) {

@@ -27,6 +27,8 @@ pub struct TargetView<'a> {
     pub cost: Cost,
     /// Requests in flight per key while requests per minute are unknown (0: no cap).
     pub probe_cap: u32,
+    /// The target has not reported its token counts yet (see [`KeyModelLimits::readiness`]).
+    pub calibrating: bool,
     /// Skipped for this request (it already failed here, or the provider said it is too large).
     pub skip: bool,
 }
@@ -78,7 +80,9 @@ pub fn decide(now: u64, targets: &[TargetView<'_>], deadline: u64) -> Decision {
             if key.disabled {
                 continue;
             }
-            let readiness = key.limits.readiness(now, &target.cost, target.probe_cap);
+            let readiness =
+                key.limits
+                    .readiness(now, &target.cost, target.probe_cap, target.calibrating);
             if let Readiness::TooLarge(kind) = readiness {
                 too_large.get_or_insert(kind);
                 continue;
@@ -159,6 +163,7 @@ mod tests {
             keys,
             cost: Cost::request(10, 10),
             probe_cap: 1,
+            calibrating: false,
             skip: false,
         }
     }

@@ -222,8 +222,10 @@ impl KeyModelLimits {
     }
 
     /// When this key could send `cost` (call [`Self::expire`] first). `probe_cap` limits requests
-    /// in flight while requests per minute are unknown (0: no cap).
-    pub fn readiness(&self, now: u64, cost: &Cost, probe_cap: u32) -> Readiness {
+    /// in flight while requests per minute are unknown (0: no cap). `calibrating`: the target
+    /// has not yet reported how it counts tokens, so while a token limit is known one request at
+    /// a time goes, and its `usage` calibrates the estimate before the next.
+    pub fn readiness(&self, now: u64, cost: &Cost, probe_cap: u32, calibrating: bool) -> Readiness {
         let known = self.known();
         let mut at = self.blocked_until.max(now);
         for (kind, limit) in known.iter() {
@@ -242,6 +244,10 @@ impl KeyModelLimits {
             && known.get(Kind::RequestsPerMinute).is_none()
             && self.in_flight >= probe_cap
         {
+            return Readiness::WhenSettled;
+        }
+        let counts_tokens = known.iter().any(|(kind, _)| !kind.counts_requests());
+        if calibrating && counts_tokens && self.in_flight >= 1 {
             return Readiness::WhenSettled;
         }
         Readiness::Now
@@ -409,9 +415,9 @@ mod tests {
         let one = Cost::request(10, 10);
         k.reserve(0, one);
         k.reserve(10 * S, one);
-        assert_eq!(k.readiness(20 * S, &one, 1), Readiness::At(60 * S));
+        assert_eq!(k.readiness(20 * S, &one, 1, false), Readiness::At(60 * S));
         k.expire(60 * S);
-        assert_eq!(k.readiness(60 * S, &one, 1), Readiness::Now);
+        assert_eq!(k.readiness(60 * S, &one, 1, false), Readiness::Now);
     }
 
     #[test]
@@ -435,14 +441,14 @@ mod tests {
         k.confirm(&mut r, 2 * S);
         k.settle(r, Some(one));
         k.expire(60 * S);
-        assert_eq!(k.readiness(60 * S, &one, 1), Readiness::At(62 * S));
+        assert_eq!(k.readiness(60 * S, &one, 1, false), Readiness::At(62 * S));
     }
 
     #[test]
     fn too_large_for_a_limit_is_never_ready() {
         let k = KeyModelLimits::new(Limits::default().with(Kind::TokensPerMinute, 100));
         assert_eq!(
-            k.readiness(0, &Cost::request(90, 20), 1),
+            k.readiness(0, &Cost::request(90, 20), 1, false),
             Readiness::TooLarge(Kind::TokensPerMinute)
         );
     }
@@ -452,16 +458,44 @@ mod tests {
         let mut k = KeyModelLimits::new(Limits::default());
         let c = Cost::request(1, 1);
         let r = k.reserve(0, c);
-        assert_eq!(k.readiness(0, &c, 1), Readiness::WhenSettled);
-        assert_eq!(k.readiness(0, &c, 0), Readiness::Now, "cap 0: no probing");
+        assert_eq!(k.readiness(0, &c, 1, false), Readiness::WhenSettled);
+        assert_eq!(
+            k.readiness(0, &c, 0, false),
+            Readiness::Now,
+            "cap 0: no probing"
+        );
         k.settle(r, Some(c));
-        assert_eq!(k.readiness(0, &c, 1), Readiness::Now);
+        assert_eq!(k.readiness(0, &c, 1, false), Readiness::Now);
         k.learn(Kind::RequestsPerMinute, 30);
         k.reserve(0, c);
         assert_eq!(
-            k.readiness(0, &c, 1),
+            k.readiness(0, &c, 1, false),
             Readiness::Now,
             "known limits pace instead"
+        );
+    }
+
+    #[test]
+    fn an_uncalibrated_target_with_token_limits_sends_one_at_a_time() {
+        let mut k = KeyModelLimits::new(rpm(30).with(Kind::TokensPerMinute, 10_000));
+        let c = Cost::request(100, 100);
+        assert_eq!(k.readiness(0, &c, 1, true), Readiness::Now);
+        let r = k.reserve(0, c);
+        assert_eq!(k.readiness(0, &c, 1, true), Readiness::WhenSettled);
+        assert_eq!(
+            k.readiness(0, &c, 1, false),
+            Readiness::Now,
+            "calibrated: pace freely"
+        );
+        k.settle(r, Some(c));
+        assert_eq!(k.readiness(0, &c, 1, true), Readiness::Now);
+        let only_requests = KeyModelLimits::new(rpm(30));
+        let mut busy = only_requests.clone();
+        busy.reserve(0, c);
+        assert_eq!(
+            busy.readiness(0, &c, 1, true),
+            Readiness::Now,
+            "no token limit: nothing to calibrate"
         );
     }
 
@@ -483,9 +517,9 @@ mod tests {
         assert_eq!(k.known().get(Kind::TokensPerMinute), Some(1000));
         assert_eq!(k.remaining(Kind::TokensPerMinute), Some(400));
         let big = Cost::request(300, 300);
-        assert_eq!(k.readiness(S, &big, 0), Readiness::At(20 * S));
+        assert_eq!(k.readiness(S, &big, 0, false), Readiness::At(20 * S));
         k.expire(20 * S);
-        assert_eq!(k.readiness(20 * S, &big, 0), Readiness::Now);
+        assert_eq!(k.readiness(20 * S, &big, 0, false), Readiness::Now);
     }
 
     #[test]
@@ -493,9 +527,12 @@ mod tests {
         let mut k = KeyModelLimits::new(rpm(10));
         k.block(5 * S, Some(Kind::RequestsPerMinute));
         assert_eq!(
-            k.readiness(S, &Cost::request(1, 1), 1),
+            k.readiness(S, &Cost::request(1, 1), 1, false),
             Readiness::At(5 * S)
         );
-        assert_eq!(k.readiness(5 * S, &Cost::request(1, 1), 1), Readiness::Now);
+        assert_eq!(
+            k.readiness(5 * S, &Cost::request(1, 1), 1, false),
+            Readiness::Now
+        );
     }
 }

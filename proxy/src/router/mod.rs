@@ -296,6 +296,7 @@ impl Router {
                             .collect(),
                         cost: Cost::request(target.correction.apply(prompt), job.max_output),
                         probe_cap: provider.unknown_limits_in_flight,
+                        calibrating: !target.correction.calibrated(),
                         skip,
                     }
                 })

@@ -1,0 +1,426 @@
+//! Running a scenario: its mocks and a spillway proxy start in this process on port 0, on one
+//! scaled clock; the traffic is driven through the proxy by `clients` concurrent clients; what
+//! the clients saw and what every mock key received are collected for the report.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use spillway_clock::Clock;
+use spillway_mock::{JournalEntry, MockProvider, Stats};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::scenario::Scenario;
+use crate::traffic::{self, Planned};
+
+/// What one client request saw.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClientRecord {
+    /// Pass number, from 1.
+    pub pass: usize,
+    /// Position in its pass.
+    pub index: usize,
+    /// When it was sent (simulated seconds from the start of the run).
+    pub sent: f64,
+    /// Time to its complete answer (simulated seconds).
+    pub latency: f64,
+    /// HTTP status; 0 when no response came.
+    pub status: u16,
+    /// Provider that answered.
+    pub provider: Option<String>,
+    /// Key alias that answered.
+    pub key: Option<String>,
+    /// `x-spillway-cache`.
+    pub cache: Option<String>,
+    /// `x-spillway-attempts`.
+    pub attempts: u32,
+    /// `retry-after` on a 429 (seconds).
+    pub retry_after: Option<f64>,
+    /// `x-should-retry`.
+    pub should_retry: Option<bool>,
+    /// Asked for a stream.
+    pub stream: bool,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+}
+
+/// What one mock saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct MockOutcome {
+    /// The mock's name.
+    pub name: String,
+    /// Its counters and peaks.
+    pub stats: Stats,
+    /// Every request it received.
+    pub journal: Vec<JournalEntry>,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// Every client request, in send order.
+    pub clients: Vec<ClientRecord>,
+    /// Every mock.
+    pub mocks: Vec<MockOutcome>,
+    /// Fallbacks the proxy counted.
+    pub fallbacks: u64,
+    /// Passes driven.
+    pub passes: usize,
+    /// Simulated seconds the run took.
+    pub sim_seconds: f64,
+    /// Wall-clock seconds the run took.
+    pub wall_seconds: f64,
+}
+
+/// A proxy serving in this process.
+pub struct ProxyHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub state: Arc<spillway::AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl ProxyHandle {
+    /// Stops it, letting in-flight requests finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A scenario's mocks and proxy, running.
+pub struct Started {
+    /// The shared clock.
+    pub clock: Clock,
+    /// The mocks, by name.
+    pub mocks: Vec<(String, MockProvider)>,
+    /// The proxy.
+    pub proxy: ProxyHandle,
+    _cache_dir: Option<tempfile::TempDir>,
+}
+
+impl Started {
+    /// The proxy's `http://ADDR/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.proxy.addr)
+    }
+}
+
+/// The scenario's proxy config with `mock:` references resolved, and the environment that
+/// holds the mock keys.
+pub fn proxy_config(
+    scenario: &Scenario,
+    mocks: &[(String, MockProvider)],
+    cache_dir: Option<&std::path::Path>,
+) -> (String, HashMap<String, String>) {
+    let mut table = scenario.proxy.clone();
+    let mut env = HashMap::new();
+    let by_name: HashMap<&str, &MockProvider> =
+        mocks.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    let entries: HashMap<&str, &crate::scenario::MockEntry> = scenario
+        .mocks
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    if let Some(toml::Value::Array(providers)) = table.get_mut("providers") {
+        for provider in providers.iter_mut() {
+            let Some(p) = provider.as_table_mut() else {
+                continue;
+            };
+            if let Some(toml::Value::String(url)) = p.get("base_url")
+                && let Some(name) = url.strip_prefix("mock:")
+                && let Some(mock) = by_name.get(name)
+            {
+                p.insert("base_url".into(), toml::Value::String(mock.url()));
+            }
+            if let Some(toml::Value::Array(keys)) = p.get("keys") {
+                let mut resolved = Vec::new();
+                for key in keys {
+                    match key.as_str().and_then(|k| k.strip_prefix("mock:")) {
+                        Some(name) => {
+                            for (i, k) in entries
+                                .get(name)
+                                .map(|e| e.key_names())
+                                .unwrap_or_default()
+                                .into_iter()
+                                .enumerate()
+                            {
+                                let var = format!(
+                                    "SPILLWAY_HARNESS_{}_{i}",
+                                    name.to_uppercase().replace('-', "_")
+                                );
+                                env.insert(var.clone(), k);
+                                resolved.push(toml::Value::String(format!("env:{var}")));
+                            }
+                        }
+                        None => resolved.push(key.clone()),
+                    }
+                }
+                p.insert("keys".into(), toml::Value::Array(resolved));
+            }
+        }
+    }
+    let server = table
+        .entry("server")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(server) = server.as_table_mut() {
+        server.insert("time_scale".into(), toml::Value::Float(scenario.time_scale));
+        server.insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+    }
+    let cache = table
+        .entry("cache")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let (Some(cache), Some(dir)) = (cache.as_table_mut(), cache_dir)
+        && !cache.contains_key("path")
+    {
+        cache.insert(
+            "path".into(),
+            toml::Value::String(dir.join("cache").display().to_string()),
+        );
+    }
+    (toml::to_string(&table).unwrap_or_default(), env)
+}
+
+/// Starts a scenario's mocks and proxy on one clock.
+pub async fn start(scenario: &Scenario) -> Result<Started, String> {
+    let clock = Clock::scaled(scenario.time_scale).map_err(|e| e.to_string())?;
+    let mut mocks = Vec::new();
+    for entry in &scenario.mocks {
+        let mut spec = entry.spec();
+        spec.faults.seed ^= scenario.seed;
+        let mock = MockProvider::builder()
+            .spec(spec)
+            .clock(clock.clone())
+            .try_start()
+            .await
+            .map_err(|e| format!("mock {}: {e}", entry.name))?;
+        mocks.push((entry.name.clone(), mock));
+    }
+    let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let (text, env) = proxy_config(scenario, &mocks, Some(cache_dir.path()));
+    let origin = format!("{} [proxy]", scenario.path.display());
+    let config = spillway::config::parse(&text, &origin, &env).map_err(|e| e.to_string())?;
+    let state = spillway::AppState::new(config, clock.clone())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(spillway::run(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    Ok(Started {
+        clock,
+        mocks,
+        proxy: ProxyHandle {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        },
+        _cache_dir: Some(cache_dir),
+    })
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Sends one planned request and records what came back (times from `epoch`).
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    clock: &Clock,
+    epoch: Duration,
+    planned: &Planned,
+    timeout: Duration,
+) -> ClientRecord {
+    let started = clock.now();
+    let path = if planned.endpoint == "embeddings" {
+        "embeddings"
+    } else {
+        "chat/completions"
+    };
+    let mut record = ClientRecord {
+        sent: started.saturating_sub(epoch).as_secs_f64(),
+        stream: planned.stream,
+        ..ClientRecord::default()
+    };
+    let outcome = client
+        .post(format!("{base}/{path}"))
+        .json(&planned.body)
+        .timeout(clock.to_wall(timeout))
+        .send()
+        .await;
+    match outcome {
+        Ok(resp) => {
+            record.status = resp.status().as_u16();
+            record.provider = header(&resp, "x-spillway-provider").filter(|p| !p.is_empty());
+            record.key = header(&resp, "x-spillway-key").filter(|k| !k.is_empty());
+            record.cache = header(&resp, "x-spillway-cache");
+            record.attempts = header(&resp, "x-spillway-attempts")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            record.retry_after = header(&resp, "retry-after-ms")
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|ms| ms / 1000.0)
+                .or_else(|| header(&resp, "retry-after").and_then(|v| v.parse().ok()));
+            record.should_retry = header(&resp, "x-should-retry").map(|v| v == "true");
+            match resp.text().await {
+                Ok(body) => {
+                    if planned.stream && record.status == 200 && !body.ends_with("data: [DONE]\n\n")
+                    {
+                        record.error = Some("the stream did not end with [DONE]".into());
+                    }
+                }
+                Err(e) => record.error = Some(format!("reading the answer: {e}")),
+            }
+        }
+        Err(e) => {
+            record.error = Some(if e.is_timeout() {
+                "no answer within the client timeout".into()
+            } else {
+                format!("request failed: {e}")
+            });
+        }
+    }
+    record.latency = (clock.now() - started).as_secs_f64();
+    record
+}
+
+/// The passes of a scenario's traffic.
+pub fn plan(scenario: &Scenario, seed: u64) -> Result<Vec<Vec<Planned>>, String> {
+    let pass = match &scenario.traffic.replay {
+        Some(path) => traffic::from_recording(path, scenario.traffic.speed.unwrap_or(1.0))?,
+        None => traffic::synthetic(&scenario.traffic, seed),
+    };
+    Ok(vec![pass; scenario.traffic.repeat])
+}
+
+/// Drives `passes` through the proxy at `base` with at most `clients` requests in flight;
+/// `progress` is called after each answer with (done, total). Times in the records count from
+/// the first pass's start.
+pub async fn drive(
+    base: &str,
+    clock: &Clock,
+    passes: &[Vec<Planned>],
+    clients: usize,
+    timeout: Duration,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<ClientRecord> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("an HTTP client builds");
+    let total: usize = passes.iter().map(Vec::len).sum();
+    let slots = Arc::new(Semaphore::new(clients.max(1)));
+    let mut records = Vec::with_capacity(total);
+    let mut done = 0;
+    let epoch = clock.now();
+    for (p, pass) in passes.iter().enumerate() {
+        let origin = clock.now();
+        let mut tasks = Vec::with_capacity(pass.len());
+        for (i, planned) in pass.iter().enumerate() {
+            clock
+                .sleep_until(origin + Duration::from_secs_f64(planned.at.max(0.0)))
+                .await;
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore stays open");
+            let (client, base, clock, planned) = (
+                client.clone(),
+                base.to_string(),
+                clock.clone(),
+                planned.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut r = send(&client, &base, &clock, epoch, &planned, timeout).await;
+                drop(permit);
+                r.pass = p + 1;
+                r.index = i;
+                r
+            }));
+        }
+        for task in tasks {
+            if let Ok(r) = task.await {
+                records.push(r);
+            }
+            done += 1;
+            progress(done, total);
+        }
+    }
+    records
+}
+
+/// Runs a scenario (with `seed` instead of its own when given).
+pub async fn run(
+    scenario: &Scenario,
+    seed: Option<u64>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<RunResult, String> {
+    let seed = seed.unwrap_or(scenario.seed);
+    let passes = plan(scenario, seed)?;
+    let wall = Clock::real();
+    let started = start(scenario).await?;
+    let url = started.url();
+    let t0 = started.clock.now();
+    let clients = drive(
+        &url,
+        &started.clock,
+        &passes,
+        scenario.traffic.clients,
+        scenario.traffic.client_timeout(),
+        progress,
+    )
+    .await;
+    let sim_seconds = (started.clock.now() - t0).as_secs_f64();
+    let fallbacks = started.proxy.state.metrics.fallbacks();
+    // Journal times count from the traffic's start too (mocks and proxy start a little before).
+    let shift = t0.as_secs_f64();
+    let mocks = started
+        .mocks
+        .iter()
+        .map(|(name, m)| MockOutcome {
+            name: name.clone(),
+            stats: m.stats(),
+            journal: m
+                .journal()
+                .into_iter()
+                .map(|mut e| {
+                    e.at -= shift;
+                    e
+                })
+                .collect(),
+        })
+        .collect();
+    let Started {
+        proxy,
+        mocks: running,
+        ..
+    } = started;
+    proxy.stop().await;
+    for (_, m) in running {
+        m.shutdown().await;
+    }
+    Ok(RunResult {
+        clients,
+        mocks,
+        fallbacks,
+        passes: passes.len(),
+        sim_seconds,
+        wall_seconds: wall.now().as_secs_f64(),
+    })
+}
