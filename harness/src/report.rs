@@ -175,6 +175,7 @@ pub fn timeline(title: &str, r: &RunResult) -> Timeline {
             match e.status {
                 200 => s.admitted.push(e.at),
                 429 => s.rejected.push(e.at),
+                0 | 500..=599 => s.failed.push(e.at),
                 _ => {}
             }
         }

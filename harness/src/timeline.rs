@@ -17,6 +17,8 @@ pub struct KeySeries {
     pub admitted: Vec<f64>,
     /// Simulated times at which this key answered 429.
     pub rejected: Vec<f64>,
+    /// Simulated times at which this key failed (5xx, reset, hang): drawn as dark "!".
+    pub failed: Vec<f64>,
     /// Requests-per-minute limit of this key, if any (drawn as a dashed line).
     pub rpm_limit: Option<u64>,
 }
@@ -88,6 +90,7 @@ const X_TICK: &str = r##"font-size="10" text-anchor="middle" fill="#555""##;
 const NOTE: &str = r##"font-size="13" text-anchor="middle" fill="#888""##;
 const CROSS: &str = r##"font-size="13" text-anchor="middle" dominant-baseline="central""##;
 const REJECT: &str = r##"class="reject" fill="#d62728""##;
+const FAILURE: &str = r##"class="failure" fill="#333333" font-weight="bold""##;
 const GRID: &str = r##"stroke="#e4e4e4""##;
 const AXES: &str = r##"fill="none" stroke="#888""##;
 const HALO: &str = r#"stroke="white" stroke-width="3" paint-order="stroke""#;
@@ -217,6 +220,10 @@ fn draw_rate_panel(out: &mut String, tl: &Timeline, colors: &[&str], duration: f
             let y = frame.y(trailing_count(&admitted[i], t) as f64);
             text(out, (frame.x(t), y), &format!("{REJECT} {CROSS}"), "×");
         }
+        for t in valid_times(&s.failed, duration) {
+            let y = frame.y(trailing_count(&admitted[i], t) as f64);
+            text(out, (frame.x(t), y), &format!("{FAILURE} {CROSS}"), "!");
+        }
     }
     draw_limit_labels(out, &tl.series, colors, &frame);
 }
@@ -327,6 +334,13 @@ fn draw_legend(out: &mut String, series: &[KeySeries], colors: &[&str]) {
     text(out, (label_x, y + 26.0), LABEL, "429 from this key");
     swatch_line(out, y + 38.0, r##"stroke="#555" stroke-dasharray="6 4""##);
     text(out, (label_x, y + 42.0), LABEL, "key's RPM limit");
+    text(
+        out,
+        (LEGEND_X + 10.0, y + 58.0),
+        &format!("{FAILURE} {CROSS}"),
+        "!",
+    );
+    text(out, (label_x, y + 58.0), LABEL, "5xx / reset from this key");
     let mut y = CLIENT_TOP - 10.0;
     text(out, (LEGEND_X, y), HEADING, "Client requests");
     for (name, color) in OUTCOMES {
@@ -501,6 +515,7 @@ mod tests {
                     provider: "groq".into(),
                     admitted: admitted.clone(),
                     rejected: vec![40.0, 41.5, 90.0],
+                    failed: vec![120.0, 121.0],
                     rpm_limit: Some(30),
                 },
                 KeySeries {
@@ -523,6 +538,8 @@ mod tests {
         assert!(svg.contains("cerebras/ck1 · llama3.1-8b"));
         assert!(svg.contains("limit 30"));
         assert_eq!(svg.matches(REJECT).count(), tl.series[0].rejected.len());
+        // One marker per failure plus the legend's sample.
+        assert_eq!(svg.matches(FAILURE).count(), tl.series[0].failed.len() + 1);
         assert!(svg.matches("×</text>").count() > tl.series[0].rejected.len());
         assert!(svg.contains(&format!("fill=\"{ORANGE}\"")));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
