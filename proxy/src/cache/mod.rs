@@ -7,6 +7,7 @@
 pub mod cassette;
 pub mod convert;
 pub mod entry;
+pub mod filter;
 pub mod flight;
 pub mod key;
 pub mod policy;
@@ -39,22 +40,32 @@ pub struct Cache {
     store: Option<Arc<dyn CacheStore>>,
     writer: Option<writer::Writer>,
     /// Flights in progress.
-    pub flights: Flights,
-    hot: Option<moka::sync::Cache<CacheKey, Arc<Stored>>>,
+    pub flights: Arc<Flights>,
+    hot: Option<HotEntries>,
     clock: Clock,
 }
 
-/// A bounded, byte-weighted map of decoded entries.
-fn hot_cache(bytes: u64) -> Option<moka::sync::Cache<CacheKey, Arc<Stored>>> {
+/// Weighs a decoded entry by its bytes (plus a fixed overhead).
+#[derive(Clone, Copy, Debug)]
+struct EntryBytes;
+
+impl quick_cache::Weighter<CacheKey, Arc<Stored>> for EntryBytes {
+    fn weight(&self, _: &CacheKey, s: &Arc<Stored>) -> u64 {
+        let body = s.body.as_ref().map_or(0, |b| b.get().len());
+        let chunks: usize = s.chunks.iter().flatten().map(|c| c.get().len()).sum();
+        (256 + body + chunks) as u64
+    }
+}
+
+/// Decoded entries kept in memory: lock-sharded, no background work, byte-weighted.
+type HotEntries = quick_cache::sync::Cache<CacheKey, Arc<Stored>, EntryBytes>;
+
+/// A bounded, byte-weighted map of decoded entries (`None` when `bytes` is 0).
+fn hot_cache(bytes: u64) -> Option<HotEntries> {
     (bytes > 0).then(|| {
-        moka::sync::Cache::builder()
-            .max_capacity(bytes)
-            .weigher(|_, s: &Arc<Stored>| {
-                let body = s.body.as_ref().map_or(0, |b| b.get().len());
-                let chunks: usize = s.chunks.iter().flatten().map(|c| c.get().len()).sum();
-                u32::try_from(256 + body + chunks).unwrap_or(u32::MAX)
-            })
-            .build()
+        // Sized for answers of about 2 KB; the weight bound is what holds.
+        let items = usize::try_from(bytes / 2048).unwrap_or(usize::MAX).max(16);
+        HotEntries::with_weighter(items, bytes, EntryBytes)
     })
 }
 
@@ -98,7 +109,7 @@ impl Cache {
             config,
             store,
             writer,
-            flights: Flights::default(),
+            flights: Arc::default(),
             clock,
         })
     }
@@ -110,7 +121,7 @@ impl Cache {
             hot: hot_cache(config.hot_memory),
             config,
             store: Some(store),
-            flights: Flights::default(),
+            flights: Arc::default(),
             clock,
         }
     }
@@ -147,7 +158,7 @@ impl Cache {
             if !self.expired(&stored) {
                 return Some(stored);
             }
-            hot.invalidate(key);
+            hot.remove(key);
         }
         let stored = Arc::new(self.lookup_stored(key)?);
         if let Some(hot) = &self.hot {
@@ -195,18 +206,25 @@ impl Cache {
         }
     }
 
-    /// Queues an answer for the writer; the receiver completes once it is stored (`None`:
-    /// not stored, the writer is behind).
+    /// Queues an answer for the writer, which calls `after` once it is stored; when it cannot
+    /// be queued (no writer, or the writer is behind), `after` runs now.
     pub fn save_later(
         &self,
         key: CacheKey,
         stored: Stored,
         request: Vec<u8>,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        after: writer::AfterStore,
+    ) {
         if let Some(hot) = &self.hot {
-            hot.invalidate(&key);
+            hot.remove(&key);
         }
-        self.writer.as_ref()?.put(key, stored, request)
+        let queued = match &self.writer {
+            Some(w) => w.put(key, stored, request, after),
+            None => Err(after),
+        };
+        if let Err(after) = queued {
+            after();
+        }
     }
 
     /// Writes dropped because the writer was behind.
@@ -218,7 +236,7 @@ impl Cache {
     /// store under `max_size`.
     pub fn save(&self, key: &CacheKey, stored: &Stored, request: &[u8]) {
         if let Some(hot) = &self.hot {
-            hot.invalidate(key);
+            hot.remove(key);
         }
         let Some(store) = &self.store else {
             return;
@@ -231,7 +249,7 @@ impl Cache {
         if let Some(max) = self.config.max_size
             && store.bytes() > max
         {
-            match store.shrink_to(max) {
+            match store.shrink_to(max - max / 10) {
                 Ok(n) if n > 0 => {
                     tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
                 }
@@ -289,7 +307,7 @@ impl Cache {
         };
         let mut removed = 0;
         if let Some(hot) = &self.hot {
-            hot.invalidate_all();
+            hot.clear();
         }
         for key in candidates {
             let matches = match namespace {

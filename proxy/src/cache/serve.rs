@@ -148,7 +148,16 @@ pub async fn handle(
     });
     let (flight, leader) = cache.flights.join(key);
     let status = if leader {
-        tokio::spawn(fly(state.clone(), job, flight.clone(), key, save));
+        let call = fly(state.clone(), job, flight.clone(), key, save);
+        if want_stream {
+            // A stream is relayed while it arrives: the call runs beside the response.
+            tokio::spawn(call);
+        } else {
+            // A plain answer: the leader makes the call itself, sparing a hand-over between
+            // tasks (and threads) per request; if its client goes away first, the call goes on
+            // in a task of its own for the others.
+            Detached::new(call).run().await;
+        }
         CacheStatus::Miss
     } else {
         CacheStatus::Coalesced
@@ -157,6 +166,33 @@ pub async fn handle(
     let mut response = render_flight(flight, want_stream, include_usage).await?;
     mark(&mut response, status, Some(&key));
     Ok(response)
+}
+
+/// A future that is driven in place, and moved to a task of its own if it is dropped before it
+/// finishes.
+struct Detached(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl Detached {
+    fn new(call: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Detached(Some(Box::pin(call)))
+    }
+
+    async fn run(mut self) {
+        if let Some(call) = self.0.as_mut() {
+            call.await;
+            self.0 = None;
+        }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(call);
+        }
+    }
 }
 
 /// What a flight's answer is stored as.
@@ -193,12 +229,18 @@ async fn fly(
                 _ => None,
             }
         };
-        // The writer thread stores it; the flight lands once it is stored, so identical
-        // requests meanwhile join the (complete) flight instead of missing.
-        if let Some(stored) = stored
-            && let Some(done) = state.cache.save_later(key, stored, save.request)
-        {
-            let _ = done.await;
+        // The writer thread stores it and then lands the flight, so identical requests
+        // meanwhile join the (complete) flight instead of missing; this task is done.
+        if let Some(stored) = stored {
+            let flights = state.cache.flights.clone();
+            let landing = flight.clone();
+            state.cache.save_later(
+                key,
+                stored,
+                save.request,
+                Box::new(move || flights.land(&key, &landing)),
+            );
+            return;
         }
     }
     state.cache.flights.land(&key, &flight);

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -16,12 +17,15 @@ use crate::cache::store::CacheStore;
 /// Writes that may wait for the writer.
 pub const QUEUE: usize = 4096;
 
+/// What to do once an answer is stored (or could not be).
+pub type AfterStore = Box<dyn FnOnce() + Send>;
+
 enum Job {
     Put {
         key: CacheKey,
         stored: Box<Stored>,
         request: Vec<u8>,
-        done: oneshot::Sender<()>,
+        after: AfterStore,
     },
     Flush(Ack),
 }
@@ -52,52 +56,69 @@ impl std::fmt::Debug for Job {
 /// Puts between two upkeep passes.
 const MAINTAIN_EVERY: u64 = 2048;
 
+/// How long the writer rests after emptying its queue before it waits again. While it rests,
+/// senders queue without waking it (no system call per answer), so under load the writer takes
+/// answers in batches; an idle proxy pays one wake-up per answer, as before.
+const REST: Duration = Duration::from_millis(1);
+
 fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
     let mut puts: u64 = 0;
     while let Ok(job) = rx.recv() {
-        if matches!(job, Job::Put { .. }) {
-            puts += 1;
+        handle(job, &*store, max_size, &mut puts);
+        loop {
+            match rx.try_recv() {
+                Ok(job) => handle(job, &*store, max_size, &mut puts),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        // A pause in real time between batches, not a wait in the proxy's (possibly
+        // simulated) time.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(REST);
+    }
+}
+
+fn handle(job: Job, store: &dyn CacheStore, max_size: Option<u64>, puts: &mut u64) {
+    match job {
+        Job::Put {
+            key,
+            stored,
+            request,
+            after,
+        } => {
+            *puts += 1;
             if puts.is_multiple_of(MAINTAIN_EVERY)
                 && let Err(e) = store.maintain()
             {
                 tracing::warn!(error = %e, "cache upkeep failed");
             }
-        }
-        match job {
-            Job::Put {
-                key,
-                stored,
-                request,
-                done,
-            } => {
-                let record = entry::encode(&stored, &request);
-                if let Err(e) = store.put(&key, stored.created, &record) {
-                    tracing::warn!(key = %key, error = %e, "could not store a cache entry");
-                } else if let Some(max) = max_size
-                    && store.bytes() > max
-                {
-                    match store.shrink_to(max) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(
-                            evicted = n,
-                            "cache over max_size: oldest entries evicted"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
+            let record = entry::encode(&stored, &request);
+            if let Err(e) = store.put(&key, stored.created, &record) {
+                tracing::warn!(key = %key, error = %e, "could not store a cache entry");
+            } else if let Some(max) = max_size
+                && store.bytes() > max
+            {
+                match store.shrink_to(max - max / 10) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
                     }
+                    Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
                 }
-                let _ = done.send(());
             }
-            Job::Flush(done) => {
-                if let Err(e) = store.flush() {
-                    tracing::warn!(error = %e, "cache flush failed");
+            after();
+        }
+        Job::Flush(done) => {
+            if let Err(e) = store.flush() {
+                tracing::warn!(error = %e, "cache flush failed");
+            }
+            match done {
+                Ack::Async(tx) => {
+                    let _ = tx.send(());
                 }
-                match done {
-                    Ack::Async(tx) => {
-                        let _ = tx.send(());
-                    }
-                    Ack::Blocking(tx) => {
-                        let _ = tx.send(());
-                    }
+                Ack::Blocking(tx) => {
+                    let _ = tx.send(());
                 }
             }
         }
@@ -118,25 +139,31 @@ impl Writer {
         })
     }
 
-    /// Queues an answer; the receiver completes once it is stored. `None` when the queue is
-    /// full and the write was dropped.
+    /// Queues an answer; the writer calls `after` once it is stored (or failed to be). When
+    /// the queue is full the write is dropped and `after` is handed back.
     pub fn put(
         &self,
         key: CacheKey,
         stored: Stored,
         request: Vec<u8>,
-    ) -> Option<oneshot::Receiver<()>> {
-        let (done, stored_rx) = oneshot::channel();
+        after: AfterStore,
+    ) -> Result<(), AfterStore> {
         let job = Job::Put {
             key,
             stored: Box::new(stored),
             request,
-            done,
+            after,
         };
-        let tx = self.tx.as_ref()?;
+        let give_back = |job: Job| match job {
+            Job::Put { after, .. } => after,
+            Job::Flush(_) => Box::new(|| {}),
+        };
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(give_back(job));
+        };
         match tx.try_send(job) {
-            Ok(()) => Some(stored_rx),
-            Err(TrySendError::Full(_)) => {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
@@ -144,9 +171,9 @@ impl Writer {
                         "cache writes cannot keep up; answers not stored"
                     );
                 }
-                None
+                Err(give_back(job))
             }
-            Err(TrySendError::Disconnected(_)) => None,
+            Err(TrySendError::Disconnected(job)) => Err(give_back(job)),
         }
     }
 

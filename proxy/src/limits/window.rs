@@ -203,6 +203,11 @@ impl KeyModelLimits {
         }
     }
 
+    /// Whether any limit in force counts tokens (then requests need a prompt estimate).
+    pub fn counts_tokens(&self) -> bool {
+        self.known().iter().any(|(kind, _)| !kind.counts_requests())
+    }
+
     /// Forgets what has left the windows at `now`.
     pub fn expire(&mut self, now: u64) {
         self.minute.expire(now);

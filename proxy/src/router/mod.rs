@@ -116,7 +116,8 @@ pub struct Ticket {
     target: usize,
     key: usize,
     reservation: Reservation,
-    prompt_estimate: u64,
+    /// The local prompt count, when the decision needed one.
+    prompt_estimate: Option<u64>,
     probe: bool,
     open: bool,
 }
@@ -156,6 +157,8 @@ impl Drop for Ticket {
 
 enum Step {
     Go(Ticket),
+    /// A target of the chain counts tokens: count the prompt's (outside the lock) and ask again.
+    NeedPrompt,
     Wait(Option<u64>),
     Done(ProxyError),
 }
@@ -266,7 +269,16 @@ impl Router {
     }
 
     /// Decides under the lock, and reserves the chosen key at once.
-    fn step(self: &Arc<Self>, job: &Job, prompt: u64, skip: &[bool], deadline: u64) -> Step {
+    /// `prompt`: the request's local prompt count, once counted; it is only counted when a
+    /// target of the chain limits tokens (configured or learned), as tokenizing costs more
+    /// than the rest of a decision.
+    fn step(
+        self: &Arc<Self>,
+        job: &Job,
+        prompt_estimate: Option<u64>,
+        skip: &[bool],
+        deadline: u64,
+    ) -> Step {
         let route = &self.config.routes[job.route];
         let chain = &self.chains[job.route];
         let mut st = self.lock();
@@ -276,6 +288,16 @@ impl Router {
                 key.expire(now);
             }
         }
+        let counts_tokens = chain.iter().any(|&id| {
+            st.targets[id]
+                .keys
+                .iter()
+                .any(KeyModelLimits::counts_tokens)
+        });
+        if counts_tokens && prompt_estimate.is_none() {
+            return Step::NeedPrompt;
+        }
+        let prompt = prompt_estimate.unwrap_or(0);
         let decision = {
             let views: Vec<TargetView<'_>> = chain
                 .iter()
@@ -315,7 +337,7 @@ impl Router {
                     target: id,
                     key,
                     reservation,
-                    prompt_estimate: prompt,
+                    prompt_estimate,
                     probe,
                     open: true,
                 })
@@ -341,14 +363,16 @@ impl Router {
         target: usize,
         key: usize,
         reservation: Reservation,
-        prompt_estimate: u64,
+        prompt_estimate: Option<u64>,
         usage: Option<(u64, u64)>,
     ) {
         let mut st = self.lock();
         let t = &mut st.targets[target];
         let actual = match usage {
             Some((prompt, completion)) => {
-                t.correction.learn(prompt_estimate, prompt);
+                if let Some(estimate) = prompt_estimate {
+                    t.correction.learn(estimate, prompt);
+                }
                 Cost::request(prompt, completion)
             }
             None => reservation.cost,
@@ -460,13 +484,14 @@ impl Router {
         let mut failures: Vec<String> = Vec::new();
         let mut attempts = 0u32;
         let max_attempts = self.max_attempts[job.route];
-        let prompt = job.prompt_tokens();
+        let mut prompt = None;
         let mut wait_recorded = false;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.step(job, prompt, &skip, deadline) {
+                Step::NeedPrompt => prompt = Some(job.prompt_tokens()),
                 Step::Done(err) => {
                     if !wait_recorded {
                         self.metrics.queue_wait(self.clock.now() - started);
