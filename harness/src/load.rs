@@ -33,6 +33,40 @@ pub struct LoadSpec {
     pub warmup: Duration,
     /// Stop after this many measured requests, if reached before `duration`.
     pub max_requests: Option<u64>,
+    /// What every 200 answer's body must look like to count as correct.
+    pub check: BodyCheck,
+}
+
+/// A cheap check of each answer's body, so a subject that answers fast but wrongly is caught
+/// without the load generator parsing JSON on every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyCheck {
+    /// Accept any body.
+    #[default]
+    Any,
+    /// A chat completion: the body holds `"choices"` and `"content"`.
+    Chat,
+    /// A chat-completion stream: the body holds a `chat.completion.chunk` and ends with
+    /// `data: [DONE]`.
+    Stream,
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl BodyCheck {
+    /// Whether `body` passes.
+    pub fn passes(self, body: &[u8]) -> bool {
+        match self {
+            BodyCheck::Any => true,
+            BodyCheck::Chat => contains(body, b"\"choices\"") && contains(body, b"\"content\""),
+            BodyCheck::Stream => {
+                let trimmed = body.trim_ascii_end();
+                trimmed.ends_with(b"data: [DONE]") && contains(body, b"chat.completion.chunk")
+            }
+        }
+    }
 }
 
 /// What a load run measured.
@@ -42,6 +76,8 @@ pub struct LoadReport {
     pub requests: u64,
     /// Requests that failed at the connection level.
     pub errors: u64,
+    /// 200 answers whose body failed the check.
+    pub invalid: u64,
     /// Answers by status.
     pub by_status: BTreeMap<u16, u64>,
     /// Measured wall time, in seconds.
@@ -79,6 +115,7 @@ struct Worker {
     by_status: BTreeMap<u16, u64>,
     requests: u64,
     errors: u64,
+    invalid: u64,
 }
 
 fn authority(url: &Uri) -> Result<String, LoadError> {
@@ -130,6 +167,7 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                 by_status: BTreeMap::new(),
                 requests: 0,
                 errors: 0,
+                invalid: 0,
             };
             let mut sender: Option<Sender> = None;
             loop {
@@ -169,15 +207,20 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                 let outcome = match s.send_request(req).await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
-                        resp.into_body().collect().await.map(|_| status).ok()
+                        resp.into_body()
+                            .collect()
+                            .await
+                            .map(|b| (status, status != 200 || spec.check.passes(&b.to_bytes())))
+                            .ok()
                     }
                     Err(_) => None,
                 };
                 let ended = clock.now();
                 let counted = started >= measure_from && ended <= stop_at;
                 match outcome {
-                    Some(status) => {
+                    Some((status, valid)) => {
                         if counted {
+                            w.invalid += u64::from(!valid);
                             let us = (ended - started).as_micros().max(1) as u64;
                             let _ = w.histogram.record(us.min(60_000_000));
                             *w.by_status.entry(status).or_insert(0) += 1;
@@ -202,6 +245,7 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
             let _ = histogram.add(&w.histogram);
             report.requests += w.requests;
             report.errors += w.errors;
+            report.invalid += w.invalid;
             for (status, n) in w.by_status {
                 *report.by_status.entry(status).or_insert(0) += n;
             }
@@ -220,20 +264,32 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
 /// `count` chat-completions bodies for load runs, each with a different prompt of about
 /// `prompt_bytes` bytes starting with `tag` (so separate runs can be kept from sharing prompts).
 pub fn chat_bodies(model: &str, count: usize, prompt_bytes: usize, tag: &str) -> Vec<Bytes> {
+    bodies(model, count, prompt_bytes, tag, false)
+}
+
+/// As [`chat_bodies`], with `"stream": true` when `stream`.
+pub fn bodies(
+    model: &str,
+    count: usize,
+    prompt_bytes: usize,
+    tag: &str,
+    stream: bool,
+) -> Vec<Bytes> {
     let filler = "lorem ipsum ".repeat(prompt_bytes / 12 + 1);
     let filler = &filler[..prompt_bytes.min(filler.len())];
     (0..count.max(1))
         .map(|i| {
             let prompt = format!("{tag}request {i}: {filler}");
-            Bytes::from(
-                serde_json::json!({
-                    "model": model,
-                    "messages": [{"role": "user", "content": prompt}],
-                    "max_tokens": 64,
-                    "temperature": 0,
-                })
-                .to_string(),
-            )
+            let mut body = serde_json::json!({
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 64,
+                "temperature": 0,
+            });
+            if stream {
+                body["stream"] = serde_json::Value::Bool(true);
+            }
+            Bytes::from(body.to_string())
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
-use spillway_harness::bench::{BenchSpec, run_bench, table};
+use spillway_harness::bench::{self, BenchSpec, run_bench};
 use spillway_harness::load::{LoadSpec, chat_bodies, run_load};
 use spillway_harness::scenario::{MockEntry, Scenario};
 use spillway_harness::{ScenarioOutcome, report, run_scenario, runner, subjects, traffic};
@@ -71,8 +71,9 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
     },
-    /// Measure spillway against going direct to the mock and a bare forwarder, in one run: the
-    /// same request mix, closed loop, subjects in turn, medians of `--repeat` runs.
+    /// Measure spillway against going direct to the mock, a bare forwarder and installed peers,
+    /// in one run: the same request mix, closed loop, subjects taking turns, medians of
+    /// `--repeat` runs; then a memory soak. Exit 1 when any subject answered wrongly.
     Bench {
         /// Measured time per run.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -86,7 +87,23 @@ enum Command {
         /// Runs per subject and level.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// Print the rows as JSON instead of a table.
+        /// Peers to measure too, comma-separated (known: litellm); one that cannot be installed
+        /// or started is skipped with a message.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Where the peers' scripts are.
+        #[arg(long, default_value = "bench/peers")]
+        peers_dir: PathBuf,
+        /// Longest a peer may take to install (first run) and start.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        peer_start: Duration,
+        /// Requests per memory-soak stage (three stages through a fresh spillway; 0: no soak).
+        #[arg(long, default_value_t = 100_000)]
+        soak: u64,
+        /// Where to write bench.json, bench.md and bench.svg.
+        #[arg(long, default_value = "out/bench")]
+        out: PathBuf,
+        /// Print the report as JSON instead of Markdown.
         #[arg(long)]
         json: bool,
     },
@@ -227,6 +244,15 @@ async fn run_command(
     })
 }
 
+/// Prints a line to stdout, ignoring a closed pipe: `up` keeps serving when its reader has gone
+/// (`spillway-harness up ... | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 async fn up_command(path: PathBuf) -> anyhow::Result<ExitCode> {
     let scenario = match Scenario::load(&path) {
         Ok(s) => s,
@@ -257,27 +283,27 @@ async fn up_command(path: PathBuf) -> anyhow::Result<ExitCode> {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "MODEL".into());
-    println!("listening on {url}");
-    println!(
+    say!("listening on {url}");
+    say!(
         "scenario {:?}: {} mock(s), time scale {}",
         scenario.name,
         started.mocks.len(),
         scenario.time_scale
     );
     for (name, mock) in &started.mocks {
-        println!(
+        say!(
             "  mock {name}: {}  (stats: {}/_mock/stats)",
             mock.url(),
             mock.base_url()
         );
     }
-    println!(
+    say!(
         "\ncurl {url}/chat/completions -H 'content-type: application/json' \\\n  -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
     );
-    println!(
+    say!(
         "\nfrom openai import OpenAI\nclient = OpenAI(base_url=\"{url}\", api_key=\"unused\")\nprint(client.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"hi\"}}]).choices[0].message.content)"
     );
-    println!("\nCtrl-C to stop.");
+    say!("\nCtrl-C to stop.");
     #[cfg(unix)]
     tokio::select! {
         _ = interrupt.recv() => {}
@@ -424,22 +450,67 @@ async fn main() -> anyhow::Result<ExitCode> {
             warmup,
             concurrency,
             repeat,
+            peers,
+            peers_dir,
+            peer_start,
+            soak,
+            out,
             json,
         } => {
+            if let Some(unknown) = peers
+                .iter()
+                .find(|p| !subjects::PEERS.contains(&p.as_str()))
+            {
+                eprintln!(
+                    "unknown peer {unknown:?} (known: {})",
+                    subjects::PEERS.join(", ")
+                );
+                return Ok(ExitCode::from(2));
+            }
+            if concurrency.contains(&0) || repeat == 0 {
+                eprintln!("--concurrency levels and --repeat must be at least 1");
+                return Ok(ExitCode::from(2));
+            }
             let spec = BenchSpec {
                 duration,
                 warmup,
+                soak_concurrency: concurrency.iter().copied().max().unwrap_or(64),
                 concurrency,
                 repeat,
                 exe: std::env::current_exe().context("cannot find the harness executable")?,
+                peers,
+                peers_dir,
+                peer_start,
+                soak,
             };
-            let rows = run_bench(&spec).await.map_err(anyhow::Error::msg)?;
+            let report = run_bench(&spec).await.map_err(anyhow::Error::msg)?;
+            let md = bench::table::markdown(&report);
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            std::fs::write(
+                out.join("bench.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            std::fs::write(out.join("bench.md"), &md)?;
+            std::fs::write(
+                out.join("bench.svg"),
+                bench::chart::render_svg(
+                    &report.rows,
+                    "spillway-harness bench: requests per second",
+                ),
+            )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", table(&rows));
+                print!("{md}");
+                println!("\nbench.json, bench.md and bench.svg in {}", out.display());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if report.all_correct() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("some subject answered wrongly: see the probes and the failures above");
+                ExitCode::from(1)
+            })
         }
         Command::Load {
             url,
@@ -469,6 +540,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 duration,
                 warmup,
                 max_requests: None,
+                check: spillway_harness::load::BodyCheck::Chat,
             };
             let report = run_load(spec).await?;
             if json {

@@ -25,7 +25,7 @@ pub struct Subject {
     pub name: String,
     /// `http://ADDR`.
     pub base_url: String,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Subject {
@@ -36,12 +36,26 @@ impl Subject {
         args: &[String],
         env: &[(&str, &str)],
     ) -> Result<Subject, String> {
+        Subject::spawn_within(name, exe, args, env, Duration::from_secs(60))
+    }
+
+    /// Starts `exe args...` in its own process group, waits at most `within` for `listening on
+    /// http://ADDR`; on failure, the error names the subject (its stderr is passed through).
+    pub fn spawn_within(
+        name: &str,
+        exe: &PathBuf,
+        args: &[String],
+        env: &[(&str, &str)],
+        within: Duration,
+    ) -> Result<Subject, String> {
         let mut command = Command::new(exe);
         command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null());
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -73,36 +87,149 @@ impl Subject {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        match rx.recv_timeout(within) {
             Ok(Some(base_url)) => Ok(Subject {
                 name: name.to_string(),
                 base_url,
-                child,
+                child: Some(child),
             }),
-            _ => {
-                let _ = child.kill();
+            Ok(None) => {
+                let status = child.wait().ok();
+                stop_group(child);
                 Err(format!(
-                    "{name} did not print `listening on http://ADDR` within 60 s"
+                    "{name} exited ({}) before printing `listening on http://ADDR`",
+                    status.map_or_else(|| "unknown status".into(), |s| s.to_string())
+                ))
+            }
+            Err(_) => {
+                stop_group(child);
+                Err(format!(
+                    "{name} did not print `listening on http://ADDR` within {}",
+                    humantime::format_duration(within)
                 ))
             }
         }
     }
 
-    /// Resident memory of the process, in KiB (Linux).
+    /// Resident memory of the process and every process it started, in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        let pids = process_tree(self.child.as_ref()?.id());
+        let total: u64 = pids.iter().filter_map(|pid| rss_of(*pid)).sum();
+        (total > 0).then_some(total)
+    }
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `root` and its descendants, from `/proc/*/stat` (empty elsewhere than Linux).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // The command name may hold spaces and parentheses: the fields resume after the
+            // last `)`; the parent is the second of them.
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                && let Some((_, rest)) = stat.rsplit_once(')')
+                && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+            {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Stops a subject's whole process group (a peer's script and the server it started): SIGTERM,
+/// then SIGKILL when it has not exited within two seconds.
+fn stop_group(mut child: Child) {
+    let group = format!("-{}", child.id());
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    if signal("-TERM").is_err() {
+        let _ = child.kill();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = child.wait();
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(Duration::from_secs(2)).is_err() {
+        let _ = signal("-KILL");
+        let _ = rx.recv_timeout(Duration::from_secs(2));
     }
 }
 
 impl Drop for Subject {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.take() {
+            stop_group(child);
+        }
     }
+}
+
+/// The peers `bench --peers` knows: name → script under `bench/peers/`.
+pub const PEERS: &[&str] = &["litellm"];
+
+/// Starts peer `name` with `bench/peers/NAME.sh serve MOCK_URL` from `peers_dir`, allowing
+/// `within` for a first-run install; an error says why it was skipped.
+pub fn spawn_peer(
+    name: &str,
+    peers_dir: &std::path::Path,
+    mock_url: &str,
+    within: Duration,
+    env: &[(&str, &str)],
+) -> Result<Subject, String> {
+    if !PEERS.contains(&name) {
+        return Err(format!(
+            "unknown peer {name:?} (known: {})",
+            PEERS.join(", ")
+        ));
+    }
+    let script = peers_dir.join(format!("{name}.sh"));
+    if !script.is_file() {
+        return Err(format!("{} not found", script.display()));
+    }
+    Subject::spawn_within(
+        name,
+        &PathBuf::from("bash"),
+        &[
+            script.display().to_string(),
+            "serve".into(),
+            mock_url.to_string(),
+        ],
+        env,
+        within,
+    )
 }
 
 fn print_listening(addr: std::net::SocketAddr) {

@@ -1,6 +1,14 @@
 //! `spillway-harness bench`: the same request mix, closed loop, through each subject in turn
-//! (A B A B... so machine drift cancels), at each concurrency; medians reported as a table
-//! with ratios against going direct to the mock.
+//! (A B C A B C... so machine drift cancels), at each concurrency; medians reported with
+//! ratios against going direct to the mock and against a bare forwarder, then a memory soak.
+//!
+//! - [`probe`]: one request per subject, checked against the mock's own answer;
+//! - [`table`]: the Markdown tables, the targets and the machine's description;
+//! - [`chart`]: the SVG bar chart.
+
+pub mod chart;
+pub mod probe;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,8 +18,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use crate::load::{LoadReport, LoadSpec, chat_bodies, run_load};
-use crate::subjects::{BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, Subject};
+use crate::load::{BodyCheck, LoadReport, LoadSpec, bodies, run_load};
+use crate::subjects::{BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, Subject, spawn_peer};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -26,13 +34,25 @@ pub struct BenchSpec {
     pub repeat: usize,
     /// The harness executable (re-executed to serve subjects).
     pub exe: PathBuf,
+    /// Peers to measure beside spillway (`litellm`).
+    pub peers: Vec<String>,
+    /// Where the peers' scripts are (`bench/peers`).
+    pub peers_dir: PathBuf,
+    /// Longest a peer may take to install and start.
+    pub peer_start: Duration,
+    /// Requests per memory-soak stage (three stages; 0: no soak).
+    pub soak: u64,
+    /// Concurrency of the soak.
+    pub soak_concurrency: usize,
 }
 
 /// One subject's median figures at one concurrency.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// Subject name.
+    /// Subject name (`spillway miss`).
     pub subject: String,
+    /// `chat` or `stream`.
+    pub kind: String,
     /// Concurrency.
     pub concurrency: usize,
     /// Median requests per second.
@@ -43,12 +63,113 @@ pub struct Row {
     pub p99_us: u64,
     /// Median p99.9, µs.
     pub p999_us: u64,
-    /// Non-200 answers and errors over all runs.
+    /// Requests measured over all runs.
+    pub requests: u64,
+    /// Non-200 answers and connection errors over all runs.
     pub failures: u64,
-    /// Resident memory after the runs, KiB.
+    /// 200 answers whose body was not a chat completion (or stream) over all runs.
+    pub invalid: u64,
+    /// Resident memory of the subject's process (and its children) after the runs, KiB.
     pub rss_kib: Option<u64>,
     /// Every run.
     pub runs: Vec<LoadReport>,
+}
+
+/// The memory soak: spillway on its cache-miss path (every answer stored), RSS after each stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Soak {
+    /// Requests per stage.
+    pub requests_per_stage: u64,
+    /// Concurrency.
+    pub concurrency: usize,
+    /// RSS after each stage, KiB.
+    pub rss_kib: Vec<u64>,
+    /// Requests measured per stage.
+    pub requests: Vec<u64>,
+    /// Non-200 answers, errors and invalid bodies over all stages.
+    pub failures: u64,
+}
+
+/// A peer that was asked for and not measured, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The peer.
+    pub peer: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything a bench run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The machine it ran on.
+    pub machine: table::Machine,
+    /// Measured seconds per run.
+    pub duration_s: f64,
+    /// Warm-up seconds per run.
+    pub warmup_s: f64,
+    /// Runs per subject and level.
+    pub repeat: usize,
+    /// Each subject's answer to one request, checked against the mock's.
+    pub probes: Vec<probe::Probe>,
+    /// Rows, by concurrency then subject.
+    pub rows: Vec<Row>,
+    /// The memory soak, if run.
+    pub soak: Option<Soak>,
+    /// Peers asked for but not measured.
+    pub skipped: Vec<Skipped>,
+    /// The targets, met or not.
+    pub targets: Vec<table::TargetCheck>,
+}
+
+impl BenchReport {
+    /// Whether every subject answered every request correctly.
+    pub fn all_correct(&self) -> bool {
+        self.probes.iter().all(|p| p.ok)
+            && self.rows.iter().all(|r| r.failures == 0 && r.invalid == 0)
+            && self.soak.as_ref().is_none_or(|s| s.failures == 0)
+    }
+}
+
+/// One measured path: a subject, a URL, a request mix.
+struct Target {
+    name: String,
+    subject: usize,
+    url: http::Uri,
+    model: &'static str,
+    key: String,
+    stream: bool,
+    /// Distinct prompts: many (every request a cache miss) or few (after the first pass,
+    /// every request a cache hit).
+    distinct: usize,
+}
+
+impl Target {
+    fn kind(&self) -> &'static str {
+        if self.stream { "stream" } else { "chat" }
+    }
+
+    fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        Ok(vec![
+            (
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_str(&format!("Bearer {}", self.key))
+                    .map_err(|e| e.to_string())?,
+            ),
+            (
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            ),
+        ])
+    }
+
+    fn check(&self) -> BodyCheck {
+        if self.stream {
+            BodyCheck::Stream
+        } else {
+            BodyCheck::Chat
+        }
+    }
 }
 
 fn median_u64(mut v: Vec<u64>) -> u64 {
@@ -61,21 +182,23 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-struct Target {
-    name: String,
-    url: http::Uri,
-    model: &'static str,
-    subject: usize,
-    /// Distinct prompts per run: many (every request a cache miss) or few (after the warm-up,
-    /// every request a cache hit).
-    distinct: usize,
+fn uri(s: String) -> Result<http::Uri, String> {
+    s.parse().map_err(|e| format!("{s}: {e}"))
 }
 
-/// Runs the benchmark: starts the mock and the proxy, measures, returns rows per concurrency.
-pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
-    let mock = Subject::spawn("mock", &spec.exe, &["serve-mock".into()], &[])?;
-    let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let proxy = Subject::spawn(
+/// A random-enough key for a peer that insists on one (LiteLLM's master key).
+fn peer_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("sk-bench-{:016x}{:016x}", random(), random())
+}
+
+fn spawn_proxy(spec: &BenchSpec, mock: &Subject, dir: &std::path::Path) -> Result<Subject, String> {
+    Subject::spawn(
         "spillway",
         &spec.exe,
         &[
@@ -83,10 +206,18 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
             "--upstream".into(),
             mock.base_url.clone(),
             "--cache-dir".into(),
-            cache_dir.path().join("cache").display().to_string(),
+            dir.join("cache").display().to_string(),
         ],
         &[],
-    )?;
+    )
+}
+
+/// Runs the benchmark: starts the mock, the forwarder, spillway and the peers; probes each;
+/// measures; soaks; evaluates the targets.
+pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
+    let mock = Subject::spawn("mock", &spec.exe, &["serve-mock".into()], &[])?;
+    let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let proxy = spawn_proxy(spec, &mock, cache_dir.path())?;
     let forwarder = Subject::spawn(
         "forwarder",
         &spec.exe,
@@ -97,83 +228,130 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
         ],
         &[],
     )?;
-    let subjects = [&mock, &proxy, &forwarder];
-    let targets = [
-        Target {
-            name: "direct (mock)".into(),
-            url: format!("{}/openai/v1/chat/completions", mock.base_url)
-                .parse()
-                .map_err(|e| format!("{e}"))?,
-            model: BENCH_MODEL,
-            subject: 0,
-            distinct: 50_000,
-        },
-        Target {
-            name: "bare forwarder".into(),
-            url: format!("{}/openai/v1/chat/completions", forwarder.base_url)
-                .parse()
-                .map_err(|e| format!("{e}"))?,
-            model: BENCH_MODEL,
-            subject: 2,
-            distinct: 50_000,
-        },
-        Target {
-            name: "spillway (miss)".into(),
-            url: format!("{}/v1/chat/completions", proxy.base_url)
-                .parse()
-                .map_err(|e| format!("{e}"))?,
-            model: BENCH_ROUTE,
-            subject: 1,
-            distinct: 50_000,
-        },
-        Target {
-            name: "spillway (hit)".into(),
-            url: format!("{}/v1/chat/completions", proxy.base_url)
-                .parse()
-                .map_err(|e| format!("{e}"))?,
-            model: BENCH_ROUTE,
-            subject: 1,
-            distinct: 100,
-        },
+    let mut subjects = vec![mock, proxy, forwarder];
+    let mut skipped = Vec::new();
+    let mut peer_targets = Vec::new();
+    for peer in &spec.peers {
+        let key = peer_key();
+        eprintln!("starting peer {peer} (a first run installs it)");
+        let started = {
+            let (name, dir, mock_url, within) = (
+                peer.clone(),
+                spec.peers_dir.clone(),
+                subjects[0].base_url.clone(),
+                spec.peer_start,
+            );
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || {
+                spawn_peer(
+                    &name,
+                    &dir,
+                    &mock_url,
+                    within,
+                    &[("LITELLM_MASTER_KEY", &key)],
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        match started {
+            Ok(subject) => {
+                peer_targets.push(Target {
+                    name: peer.clone(),
+                    subject: subjects.len(),
+                    url: uri(format!("{}/v1/chat/completions", subject.base_url))?,
+                    model: BENCH_ROUTE,
+                    key,
+                    stream: false,
+                    distinct: 50_000,
+                });
+                subjects.push(subject);
+            }
+            Err(reason) => {
+                eprintln!("skipping peer {peer}: {reason}");
+                skipped.push(Skipped {
+                    peer: peer.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    let (mock, proxy, forwarder) = (&subjects[0], &subjects[1], &subjects[2]);
+    let direct_url = format!("{}/openai/v1/chat/completions", mock.base_url);
+    let forwarder_url = format!("{}/openai/v1/chat/completions", forwarder.base_url);
+    let proxy_url = format!("{}/v1/chat/completions", proxy.base_url);
+    let target =
+        |name: &str, subject, url: &str, model, stream, distinct| -> Result<Target, String> {
+            Ok(Target {
+                name: name.into(),
+                subject,
+                url: uri(url.to_string())?,
+                model,
+                key: BENCH_KEY.into(),
+                stream,
+                distinct,
+            })
+        };
+    let mut targets = vec![
+        target("direct", 0, &direct_url, BENCH_MODEL, false, 50_000)?,
+        target("forwarder", 2, &forwarder_url, BENCH_MODEL, false, 50_000)?,
+        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, false, 50_000)?,
+        target("spillway hit", 1, &proxy_url, BENCH_ROUTE, false, 100)?,
     ];
-    let headers = vec![
-        (
-            HeaderName::from_static("authorization"),
-            HeaderValue::from_str(&format!("Bearer {BENCH_KEY}")).map_err(|e| e.to_string())?,
-        ),
-        (
-            HeaderName::from_static("content-type"),
-            HeaderValue::from_static("application/json"),
-        ),
-    ];
+    targets.extend(peer_targets);
+    targets.extend([
+        target("direct", 0, &direct_url, BENCH_MODEL, true, 50_000)?,
+        target("forwarder", 2, &forwarder_url, BENCH_MODEL, true, 50_000)?,
+        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, true, 50_000)?,
+    ]);
+
+    let mut probes = Vec::new();
+    let reference = probe::reference(&direct_url, BENCH_KEY, BENCH_MODEL).await?;
+    for t in &targets {
+        let p = probe::probe(
+            &t.name,
+            t.kind(),
+            &t.url.to_string(),
+            &t.key,
+            t.model,
+            t.stream,
+            &reference,
+        )
+        .await;
+        if !p.ok {
+            eprintln!("{} ({}) answered wrongly: {}", t.name, t.kind(), p.detail);
+        }
+        probes.push(p);
+    }
+
     let mut rows = Vec::new();
     for &concurrency in &spec.concurrency {
         let mut runs: BTreeMap<usize, Vec<LoadReport>> = BTreeMap::new();
         for rep in 0..spec.repeat.max(1) {
-            for (i, target) in targets.iter().enumerate() {
-                // Distinct prompts per run, so a cache in front never answers.
-                // Hit runs reuse one small prompt set, warmed during the warm-up.
-                let tag = if target.distinct < 1000 {
+            for (i, t) in targets.iter().enumerate() {
+                // Distinct prompts per run, so a cache in front never answers; hit runs reuse
+                // one small prompt set, stored during the first warm-up.
+                let tag = if t.distinct < 1000 {
                     "hits ".to_string()
                 } else {
-                    format!("c{concurrency} r{rep} s{i} ")
+                    format!("c{concurrency} r{rep} t{i} ")
                 };
-                let bodies = chat_bodies(target.model, target.distinct, 200, &tag);
                 let report = run_load(LoadSpec {
-                    url: target.url.clone(),
-                    headers: headers.clone(),
-                    bodies: Arc::new(bodies),
+                    url: t.url.clone(),
+                    headers: t.headers()?,
+                    bodies: Arc::new(bodies(t.model, t.distinct, 200, &tag, t.stream)),
                     concurrency,
                     duration: spec.duration,
                     warmup: spec.warmup,
                     max_requests: None,
+                    check: t.check(),
                 })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{}: {e}", t.name))?;
                 eprintln!(
-                    "  c={concurrency:<3} run {} {:<16} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs",
+                    "  c={concurrency:<3} run {} {:<22} {:>9.0} req/s  p50 {:>7} µs  p99 {:>7} µs",
                     rep + 1,
-                    target.name,
+                    format!("{} ({})", t.name, t.kind()),
                     report.rps,
                     report.p50_us,
                     report.p99_us
@@ -181,7 +359,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
                 runs.entry(i).or_default().push(report);
             }
         }
-        for (i, target) in targets.iter().enumerate() {
+        for (i, t) in targets.iter().enumerate() {
             let reports = runs.remove(&i).unwrap_or_default();
             let failures = reports
                 .iter()
@@ -195,51 +373,104 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<Vec<Row>, String> {
                 })
                 .sum();
             rows.push(Row {
-                subject: target.name.clone(),
+                subject: t.name.clone(),
+                kind: t.kind().into(),
                 concurrency,
                 rps: median_f64(reports.iter().map(|r| r.rps).collect()),
                 p50_us: median_u64(reports.iter().map(|r| r.p50_us).collect()),
                 p99_us: median_u64(reports.iter().map(|r| r.p99_us).collect()),
                 p999_us: median_u64(reports.iter().map(|r| r.p999_us).collect()),
+                requests: reports.iter().map(|r| r.requests).sum(),
                 failures,
-                rss_kib: subjects[target.subject].rss_kib(),
+                invalid: reports.iter().map(|r| r.invalid).sum(),
+                rss_kib: subjects[t.subject].rss_kib(),
                 runs: reports,
             });
         }
     }
-    Ok(rows)
+    // The soak gets a fresh spillway, so what it measures is its own 3 × N requests.
+    drop(subjects.drain(1..));
+    let soak = if spec.soak > 0 {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let proxy = spawn_proxy(spec, &subjects[0], dir.path())?;
+        Some(run_soak(spec, &proxy).await?)
+    } else {
+        None
+    };
+    let mut report = BenchReport {
+        machine: table::Machine::read(),
+        duration_s: spec.duration.as_secs_f64(),
+        warmup_s: spec.warmup.as_secs_f64(),
+        repeat: spec.repeat.max(1),
+        probes,
+        rows,
+        soak,
+        skipped,
+        targets: Vec::new(),
+    };
+    report.targets = table::evaluate(&report, &spec.peers);
+    Ok(report)
 }
 
-/// The rows as a Markdown table, with ratios against the direct row of each concurrency.
-pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| concurrency | subject | requests/s | p50 | p99 | p99.9 | RSS | throughput vs direct | p50 added |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for row in rows {
-        let direct = rows
-            .iter()
-            .find(|r| r.concurrency == row.concurrency && r.subject.starts_with("direct"));
-        let (ratio, added) = match direct {
-            Some(d) if d.rps > 0.0 => (
-                format!("{:.2}×", row.rps / d.rps),
-                format!("{:+} µs", row.p50_us as i64 - d.p50_us as i64),
-            ),
-            _ => ("-".into(), "-".into()),
-        };
-        out.push_str(&format!(
-            "| {} | {} | {:.0} | {} µs | {} µs | {} µs | {} | {} | {} |\n",
-            row.concurrency,
-            row.subject,
-            row.rps,
-            row.p50_us,
-            row.p99_us,
-            row.p999_us,
-            row.rss_kib
-                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-                .unwrap_or_else(|| "-".into()),
-            ratio,
-            added
-        ));
+async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
+    let url = uri(format!("{}/v1/chat/completions", proxy.base_url))?;
+    let target = Target {
+        name: "spillway miss".into(),
+        subject: 0,
+        url: url.clone(),
+        model: BENCH_ROUTE,
+        key: BENCH_KEY.into(),
+        stream: false,
+        distinct: spec.soak as usize,
+    };
+    let mut soak = Soak {
+        requests_per_stage: spec.soak,
+        concurrency: spec.soak_concurrency,
+        rss_kib: Vec::new(),
+        requests: Vec::new(),
+        failures: 0,
+    };
+    for stage in 0..3 {
+        let report = run_load(LoadSpec {
+            url: url.clone(),
+            headers: target.headers()?,
+            bodies: Arc::new(bodies(
+                BENCH_ROUTE,
+                target.distinct,
+                200,
+                &format!("soak {stage} "),
+                false,
+            )),
+            concurrency: spec.soak_concurrency,
+            // Bounded in time as well as count.
+            duration: Duration::from_secs(600),
+            warmup: Duration::ZERO,
+            max_requests: Some(spec.soak),
+            check: BodyCheck::Chat,
+        })
+        .await
+        .map_err(|e| format!("soak: {e}"))?;
+        // Let the cache's writer drain before reading memory.
+        spillway_clock::Clock::real()
+            .sleep(Duration::from_secs(1))
+            .await;
+        let rss = proxy.rss_kib().unwrap_or(0);
+        eprintln!(
+            "  soak stage {}: {} requests, RSS {:.1} MiB",
+            stage + 1,
+            report.requests,
+            rss as f64 / 1024.0
+        );
+        soak.failures += report.errors
+            + report.invalid
+            + report
+                .by_status
+                .iter()
+                .filter(|(s, _)| **s != 200)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+        soak.requests.push(report.requests);
+        soak.rss_kib.push(rss);
     }
-    out
+    Ok(soak)
 }

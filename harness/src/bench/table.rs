@@ -1,0 +1,361 @@
+//! What a bench run means to a reader: a Markdown table per concurrency with ratios against
+//! going direct and against the bare forwarder, the targets (met, missed, or not measured), the
+//! memory soak, and the machine it ran on.
+
+use serde::Serialize;
+
+use super::{BenchReport, Row};
+
+/// The machine a bench ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Logical CPUs available to the process.
+    pub cpus: usize,
+    /// Total memory, MiB.
+    pub memory_mib: u64,
+    /// Operating system.
+    pub os: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads it from `/proc` and `/etc/os-release` (fields unknown elsewhere).
+    pub fn read() -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let field = |text: &str, key: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once([':', '='])?;
+                    (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+                })
+                .unwrap_or_else(|| "unknown".into())
+        };
+        let memory_kib: u64 = field(&read("/proc/meminfo"), "MemTotal")
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        Machine {
+            cpu: field(&cpuinfo, "model name"),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_mib: memory_kib / 1024,
+            os: field(&read("/etc/os-release"), "PRETTY_NAME"),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        }
+    }
+}
+
+/// One target of the benchmark, checked against a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    /// What is measured.
+    pub name: String,
+    /// The target.
+    pub expected: String,
+    /// What this run measured.
+    pub actual: String,
+    /// Met, missed, or not measured (`None`: a subject or level was not in the run).
+    pub met: Option<bool>,
+}
+
+fn find<'a>(rows: &'a [Row], subject: &str, kind: &str, concurrency: usize) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.subject == subject && r.kind == kind && r.concurrency == concurrency)
+}
+
+fn not_measured(name: String, expected: String, why: &str) -> TargetCheck {
+    TargetCheck {
+        name,
+        expected,
+        actual: why.into(),
+        met: None,
+    }
+}
+
+/// 50 MB, the memory target, in KiB.
+const MEMORY_TARGET_KIB: u64 = 50_000_000 / 1024;
+
+/// Checks the issue's targets against a run; `peers` are the peers that were asked for.
+pub fn evaluate(report: &BenchReport, peers: &[String]) -> Vec<TargetCheck> {
+    let rows = &report.rows;
+    let mut out = Vec::new();
+    let levels: Vec<usize> = {
+        let mut l: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
+        l.dedup();
+        l
+    };
+    // Cache-miss path against the floor.
+    let name = "spillway miss p50 at concurrency 1".to_string();
+    let expected = "≤ 1.10× the forwarder's".to_string();
+    out.push(
+        match (
+            find(rows, "spillway miss", "chat", 1),
+            find(rows, "forwarder", "chat", 1),
+        ) {
+            (Some(s), Some(f)) if f.p50_us > 0 => {
+                let ratio = s.p50_us as f64 / f.p50_us as f64;
+                TargetCheck {
+                    name,
+                    expected,
+                    actual: format!("{ratio:.2}× ({} µs vs {} µs)", s.p50_us, f.p50_us),
+                    met: Some(ratio <= 1.10),
+                }
+            }
+            _ => not_measured(name, expected, "concurrency 1 not in this run"),
+        },
+    );
+    let name = "spillway miss throughput at concurrency 64".to_string();
+    let expected = "≥ 0.90× the forwarder's".to_string();
+    out.push(
+        match (
+            find(rows, "spillway miss", "chat", 64),
+            find(rows, "forwarder", "chat", 64),
+        ) {
+            (Some(s), Some(f)) if f.rps > 0.0 => {
+                let ratio = s.rps / f.rps;
+                TargetCheck {
+                    name,
+                    expected,
+                    actual: format!("{ratio:.2}× ({:.0} vs {:.0} req/s)", s.rps, f.rps),
+                    met: Some(ratio >= 0.90),
+                }
+            }
+            _ => not_measured(name, expected, "concurrency 64 not in this run"),
+        },
+    );
+    // Against LiteLLM.
+    let litellm_asked = peers.iter().any(|p| p == "litellm");
+    for c in [16, 64] {
+        let name = format!("spillway miss throughput vs LiteLLM at concurrency {c}");
+        let expected = "≥ 10×".to_string();
+        out.push(
+            match (
+                find(rows, "spillway miss", "chat", c),
+                find(rows, "litellm", "chat", c),
+            ) {
+                (Some(s), Some(l)) if l.rps > 0.0 => {
+                    let ratio = s.rps / l.rps;
+                    TargetCheck {
+                        name,
+                        expected,
+                        actual: format!("{ratio:.1}× ({:.0} vs {:.0} req/s)", s.rps, l.rps),
+                        met: Some(ratio >= 10.0),
+                    }
+                }
+                _ if !litellm_asked => not_measured(name, expected, "run with --peers litellm"),
+                _ => not_measured(name, expected, "LiteLLM or this level not measured"),
+            },
+        );
+    }
+    let name = "spillway miss p99 vs LiteLLM, every level".to_string();
+    let expected = "lower".to_string();
+    let pairs: Vec<(usize, u64, u64)> = levels
+        .iter()
+        .filter_map(|&c| {
+            Some((
+                c,
+                find(rows, "spillway miss", "chat", c)?.p99_us,
+                find(rows, "litellm", "chat", c)?.p99_us,
+            ))
+        })
+        .collect();
+    out.push(if pairs.is_empty() {
+        not_measured(
+            name,
+            expected,
+            if litellm_asked {
+                "LiteLLM not measured"
+            } else {
+                "run with --peers litellm"
+            },
+        )
+    } else {
+        TargetCheck {
+            name,
+            expected,
+            actual: pairs
+                .iter()
+                .map(|(c, s, l)| format!("c={c}: {s} vs {l} µs"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            met: Some(pairs.iter().all(|(_, s, l)| s < l)),
+        }
+    });
+    // Hits against the cheapest upstream.
+    let name = "spillway hit throughput, every level".to_string();
+    let expected = "≥ 1.00× direct (the mock's own)".to_string();
+    let pairs: Vec<(usize, f64, f64)> = levels
+        .iter()
+        .filter_map(|&c| {
+            Some((
+                c,
+                find(rows, "spillway hit", "chat", c)?.rps,
+                find(rows, "direct", "chat", c)?.rps,
+            ))
+        })
+        .collect();
+    out.push(if pairs.is_empty() {
+        not_measured(name, expected, "no levels")
+    } else {
+        TargetCheck {
+            name,
+            expected,
+            actual: pairs
+                .iter()
+                .map(|(c, h, d)| format!("c={c}: {:.2}×", h / d.max(1e-9)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            met: Some(pairs.iter().all(|(_, h, d)| h >= d)),
+        }
+    });
+    // Memory.
+    let name = "spillway RSS after the first soak stage".to_string();
+    let expected = "< 50 MB".to_string();
+    match &report.soak {
+        Some(s) if s.rss_kib.len() == 3 => {
+            out.push(TargetCheck {
+                name: format!(
+                    "spillway RSS after {} requests (every one a stored miss)",
+                    s.requests_per_stage
+                ),
+                expected,
+                actual: format!("{:.1} MB", s.rss_kib[0] as f64 * 1024.0 / 1e6),
+                met: Some(s.rss_kib[0] < MEMORY_TARGET_KIB),
+            });
+            let growth = s.rss_kib[2] as f64 - s.rss_kib[1] as f64;
+            out.push(TargetCheck {
+                name: "spillway RSS growth from the second soak stage to the third".into(),
+                expected: "none (≤ 2% of the second)".into(),
+                actual: format!(
+                    "{:+.1} MB ({:.1} → {:.1} MB)",
+                    growth * 1024.0 / 1e6,
+                    s.rss_kib[1] as f64 * 1024.0 / 1e6,
+                    s.rss_kib[2] as f64 * 1024.0 / 1e6
+                ),
+                met: Some(growth <= 0.02 * s.rss_kib[1] as f64),
+            });
+        }
+        _ => out.push(not_measured(name, expected, "no soak (--soak 0)")),
+    }
+    out
+}
+
+/// A latency for a table cell.
+pub fn micros(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// One Markdown table per concurrency: requests/s, p50, p99, p99.9, RSS, throughput against
+/// direct and the forwarder of the same kind, p50 against the forwarder.
+pub fn tables(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let mut levels: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
+    levels.dedup();
+    for c in levels {
+        out.push_str(&format!(
+            "\n#### concurrency {c}\n\n| subject | requests/s | p50 | p99 | p99.9 | RSS | req/s vs direct | req/s vs forwarder | p50 vs forwarder |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        ));
+        for r in rows.iter().filter(|r| r.concurrency == c) {
+            let direct = find(rows, "direct", &r.kind, c);
+            let forwarder = find(rows, "forwarder", &r.kind, c);
+            let subject = if r.kind == "stream" {
+                format!("{} (stream)", r.subject)
+            } else {
+                r.subject.clone()
+            };
+            let bad = r.failures + r.invalid;
+            out.push_str(&format!(
+                "| {}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                subject,
+                if bad > 0 {
+                    format!(" ⚠ {bad} wrong")
+                } else {
+                    String::new()
+                },
+                r.rps,
+                micros(r.p50_us),
+                micros(r.p99_us),
+                micros(r.p999_us),
+                r.rss_kib
+                    .map(|k| format!("{:.0} MB", k as f64 * 1024.0 / 1e6))
+                    .unwrap_or_else(|| "-".into()),
+                ratio(r.rps, direct.map(|d| d.rps)),
+                ratio(r.rps, forwarder.map(|f| f.rps)),
+                ratio(r.p50_us as f64, forwarder.map(|f| f.p50_us as f64)),
+            ));
+        }
+    }
+    out
+}
+
+/// The whole report as Markdown: machine, tables, targets, soak, skipped peers, wrong answers.
+pub fn markdown(report: &BenchReport) -> String {
+    let m = &report.machine;
+    let mut out = format!(
+        "Machine: {} ({} logical CPUs), {} MiB, {}, kernel {}. Each figure is the median of {} runs of {} s (after {} s of warm-up) per subject and level; subjects take turns run by run.\n",
+        m.cpu,
+        m.cpus,
+        m.memory_mib,
+        m.os,
+        m.kernel,
+        report.repeat,
+        report.duration_s,
+        report.warmup_s
+    );
+    out.push_str(&tables(&report.rows));
+    out.push_str("\n#### targets\n\n| target | expected | this run | |\n|---|---|---|---|\n");
+    for t in &report.targets {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            t.name,
+            t.expected,
+            t.actual,
+            match t.met {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "not measured",
+            }
+        ));
+    }
+    if let Some(s) = &report.soak {
+        out.push_str(&format!(
+            "\nMemory soak: a fresh spillway, {} stages of {} distinct requests at concurrency {} (every answer stored in the cache); RSS after each stage: {}.\n",
+            s.rss_kib.len(),
+            s.requests_per_stage,
+            s.concurrency,
+            s.rss_kib
+                .iter()
+                .map(|k| format!("{:.1} MB", *k as f64 * 1024.0 / 1e6))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for s in &report.skipped {
+        out.push_str(&format!(
+            "\nPeer {} was not measured: {}\n",
+            s.peer, s.reason
+        ));
+    }
+    for p in report.probes.iter().filter(|p| !p.ok) {
+        out.push_str(&format!(
+            "\n{} ({}) answered the probe wrongly: {}\n",
+            p.subject, p.kind, p.detail
+        ));
+    }
+    out
+}
