@@ -31,7 +31,7 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// How long to send before measuring (connections and caches warm up).
     pub warmup: Duration,
-    /// Stop after this many measured requests, if reached before `duration`.
+    /// Send at most this many requests after the warm-up (stopping early if `duration` ends first).
     pub max_requests: Option<u64>,
     /// What every 200 answer's body must look like to count as correct.
     pub check: BodyCheck,
@@ -152,14 +152,14 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     let measure_from = clock.now() + spec.warmup;
     let stop_at = measure_from + spec.duration;
     let counter = Arc::new(AtomicU64::new(0));
-    let measured = Arc::new(AtomicU64::new(0));
+    let slots = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(spec.concurrency);
     for _ in 0..spec.concurrency.max(1) {
         let spec = spec.clone();
         let addr = addr.clone();
         let clock = clock.clone();
         let counter = counter.clone();
-        let measured = measured.clone();
+        let slots = slots.clone();
         tasks.push(tokio::spawn(async move {
             let mut w = Worker {
                 histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -172,11 +172,7 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
             let mut sender: Option<Sender> = None;
             loop {
                 let now = clock.now();
-                if now >= stop_at
-                    || spec
-                        .max_requests
-                        .is_some_and(|m| measured.load(Ordering::Relaxed) >= m)
-                {
+                if now >= stop_at {
                     break;
                 }
                 let s = match sender.as_mut() {
@@ -190,6 +186,14 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                         }
                     },
                 };
+                // A measured request takes one of `max_requests` slots before it is sent, so
+                // exactly that many are measured however many workers run.
+                if let Some(max) = spec.max_requests
+                    && clock.now() >= measure_from
+                    && slots.fetch_add(1, Ordering::Relaxed) >= max
+                {
+                    break;
+                }
                 let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
                 let (method, body) = match spec.bodies.get(n % spec.bodies.len().max(1)) {
                     Some(b) => (Method::POST, b.clone()),
@@ -225,7 +229,6 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                             let _ = w.histogram.record(us.min(60_000_000));
                             *w.by_status.entry(status).or_insert(0) += 1;
                             w.requests += 1;
-                            measured.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     None => {
@@ -277,19 +280,66 @@ pub fn bodies(
 ) -> Vec<Bytes> {
     let filler = "lorem ipsum ".repeat(prompt_bytes / 12 + 1);
     let filler = &filler[..prompt_bytes.min(filler.len())];
+    // The JSON around the request number is escaped once; each body is then one `format!`
+    // (tens of thousands of bodies per run are made in milliseconds, even in a debug build).
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
+    let model = quoted(model);
+    let tag = quoted(tag);
+    let tag = &tag[1..tag.len() - 1];
+    let stream = if stream { ",\"stream\":true" } else { "" };
     (0..count.max(1))
         .map(|i| {
-            let prompt = format!("{tag}request {i}: {filler}");
-            let mut body = serde_json::json!({
-                "model": model,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": 64,
-                "temperature": 0,
-            });
-            if stream {
-                body["stream"] = serde_json::Value::Bool(true);
-            }
-            Bytes::from(body.to_string())
+            Bytes::from(format!(
+                "{{\"model\":{model},\"messages\":[{{\"role\":\"user\",\"content\":\"{tag}request {i}: {filler}\"}}],\"max_tokens\":64,\"temperature\":0{stream}}}"
+            ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_checks_tell_answers_from_impostors() {
+        let chat = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}"#;
+        let error = br#"{"error":{"message":"Rate limit reached","type":"requests"}}"#;
+        let stream =
+            b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\ndata: [DONE]\n\n";
+        let cut = b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n";
+        assert!(BodyCheck::Chat.passes(chat));
+        assert!(!BodyCheck::Chat.passes(error));
+        assert!(!BodyCheck::Chat.passes(b""));
+        assert!(BodyCheck::Stream.passes(stream));
+        assert!(!BodyCheck::Stream.passes(cut));
+        assert!(!BodyCheck::Stream.passes(chat));
+        assert!(BodyCheck::Any.passes(error));
+    }
+
+    #[test]
+    fn bodies_are_distinct_tagged_and_stream_when_asked() {
+        let plain = bodies("m", 3, 50, "t1 ", false);
+        assert_eq!(plain.len(), 3);
+        assert_ne!(plain[0], plain[1]);
+        let v: serde_json::Value = serde_json::from_slice(&plain[2]).unwrap();
+        assert_eq!(v["model"], "m");
+        assert!(
+            v["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("t1 request 2: ")
+        );
+        assert!(v.get("stream").is_none());
+        let streamed = bodies("m", 1, 50, "", true);
+        let v: serde_json::Value = serde_json::from_slice(&streamed[0]).unwrap();
+        assert_eq!(v["stream"], true);
+        let odd = bodies("m\"x", 1, 12, "a\"b\\ ", false);
+        let v: serde_json::Value = serde_json::from_slice(&odd[0]).unwrap();
+        assert_eq!(v["model"], "m\"x");
+        assert_eq!(
+            v["messages"][0]["content"],
+            "a\"b\\ request 0: lorem ipsum "
+        );
+        assert_eq!(v["max_tokens"], 64);
+    }
 }
