@@ -131,6 +131,12 @@ enum Command {
         /// Number of distinct prompts cycled through (1: every request identical).
         #[arg(long, default_value_t = 1000)]
         distinct: usize,
+        /// Stop after this many requests past the warm-up, if `--duration` has not ended first.
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Text every prompt starts with (runs with different prefixes share no prompt).
+        #[arg(long, default_value = "")]
+        prefix: String,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -520,6 +526,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             duration,
             warmup,
             distinct,
+            requests,
+            prefix,
             json,
         } => {
             let spec = LoadSpec {
@@ -535,11 +543,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                         HeaderValue::from_static("application/json"),
                     ),
                 ],
-                bodies: Arc::new(chat_bodies(&model, distinct, 200, "")),
+                bodies: Arc::new(chat_bodies(&model, distinct, 200, &prefix)),
                 concurrency,
                 duration,
                 warmup,
-                max_requests: None,
+                max_requests: requests,
                 check: spillway_harness::load::BodyCheck::Chat,
             };
             let report = run_load(spec).await?;

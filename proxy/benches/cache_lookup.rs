@@ -1,6 +1,7 @@
 //! Cache lookup latency with a large store: fills a fresh sled store with N entries (default
 //! 1,000,000; `SPILLWAY_BENCH_ENTRIES` to change), then times random lookups through the same
-//! path a hit takes (read, checksum, decode). Not a timed test: run it with
+//! path a hit takes (read, checksum, decode), and prints the process's resident memory.
+//! `SPILLWAY_BENCH_INDEX_MEMORY` (MiB) sets the store's index cache. Not a timed test: run it with
 //!
 //!     cargo bench -p spillway --bench cache_lookup
 
@@ -28,11 +29,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let defaults = CacheConfig::default();
+    let index_memory = std::env::var("SPILLWAY_BENCH_INDEX_MEMORY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(defaults.index_memory, |mib| mib << 20);
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = Cache::open(
         CacheConfig {
             path: dir.path().join("cache"),
-            ..CacheConfig::default()
+            index_memory,
+            ..defaults
         },
         Clock::real(),
     )
@@ -92,5 +99,17 @@ fn main() {
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.value_at_quantile(0.999) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
+    );
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "index_memory {} MiB; resident memory {rss}",
+        index_memory >> 20
     );
 }

@@ -316,7 +316,8 @@ fn describe(config: &config::Config) -> String {
 }
 
 /// mimalloc: the proxy allocates per request in many threads; glibc's arenas showed up in
-/// profiles.
+/// profiles. Build with `--no-default-features` for the system allocator (heap profilers).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

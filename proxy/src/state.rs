@@ -41,7 +41,16 @@ impl AppState {
         let router = Arc::new(Router::new(config.clone(), clock.clone(), metrics.clone())?);
         let cache =
             Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);
-        crate::limits::estimate::warm_up();
+        // The tokenizer takes ~35 MB; load it now only when a configured limit counts tokens
+        // (limits learned from headers later load it on first need).
+        let counts_tokens = config.providers.iter().any(|p| {
+            p.limits
+                .values()
+                .any(|l| l.iter().any(|(kind, _)| !kind.counts_requests()))
+        });
+        if counts_tokens {
+            crate::limits::estimate::warm_up();
+        }
         let recorder = match &config.server.record {
             Some(path) => Some(Arc::new(
                 Recorder::open(path, config.server.record_bodies, clock.now())

@@ -151,11 +151,14 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The whole body, in an allocation of its own: a one-chunk body is otherwise a slice of the
+/// connection's read buffer (8 KiB or more), which the cache's writer queue and in-flight
+/// requests would keep alive for a few hundred bytes of answer.
 async fn read_bounded(body: Incoming, limit: usize) -> Result<Bytes, String> {
     Limited::new(body, limit)
         .collect()
         .await
-        .map(|c| c.to_bytes())
+        .map(|c| Bytes::copy_from_slice(&c.to_bytes()))
         .map_err(|e| describe(&*e))
 }
 
