@@ -163,6 +163,16 @@ async fn a_hit_survives_a_restart_with_the_provider_gone() {
     let miss = send(&first, &body, &[]).await;
     assert_eq!(header(&miss, "x-spillway-cache"), "miss");
     let original = miss.text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", first.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spillway_cache_writes_dropped_total 0\n"),
+        "{metrics}"
+    );
     first.shutdown().await;
     mock.shutdown().await;
 

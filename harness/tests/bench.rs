@@ -96,6 +96,12 @@ fn every_subject_answers_correctly_and_the_soak_runs_three_stages() {
             assert_eq!(row["failures"], 0, "{row}");
             assert_eq!(row["invalid"], 0, "{row}");
             assert!(row["rss_kib"].as_u64().unwrap() > 0, "{row}");
+            // spillway's rows say how many answers its cache could not store.
+            assert_eq!(
+                row["unstored"].is_u64(),
+                subject.starts_with("spillway"),
+                "{row}"
+            );
         }
     }
     assert!(report["skipped"].as_array().unwrap().is_empty());
@@ -107,6 +113,7 @@ fn every_subject_answers_correctly_and_the_soak_runs_three_stages() {
         "{soak}"
     );
     assert_eq!(soak["failures"], 0, "{soak}");
+    assert!(soak["unstored"].is_u64(), "{soak}");
     assert!(
         soak["rss_kib"]
             .as_array()

@@ -107,6 +107,7 @@ mod tests {
             failures: 0,
             invalid: 0,
             rss_kib: Some(1024),
+            unstored: None,
             runs: Vec::new(),
         }
     }

@@ -71,6 +71,9 @@ pub struct Row {
     pub invalid: u64,
     /// Resident memory of the subject's process (and its children) after the runs, KiB.
     pub rss_kib: Option<u64>,
+    /// For spillway: answers its cache did not store during these runs because the writer was
+    /// behind (`spillway_cache_writes_dropped_total`).
+    pub unstored: Option<u64>,
     /// Every run.
     pub runs: Vec<LoadReport>,
 }
@@ -88,6 +91,8 @@ pub struct Soak {
     pub requests: Vec<u64>,
     /// Non-200 answers, errors and invalid bodies over all stages.
     pub failures: u64,
+    /// Answers not stored because the cache writer was behind, over all stages.
+    pub unstored: Option<u64>,
 }
 
 /// A peer that was asked for and not measured, and why.
@@ -195,6 +200,19 @@ fn peer_key() -> String {
             .finish()
     };
     format!("sk-bench-{:016x}{:016x}", random(), random())
+}
+
+/// spillway's count of answers its cache did not store (the writer was behind).
+async fn dropped_writes(base_url: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{base_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("spillway_cache_writes_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn spawn_proxy(spec: &BenchSpec, mock: &Subject, dir: &std::path::Path) -> Result<Subject, String> {
@@ -327,6 +345,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
     let mut rows = Vec::new();
     for &concurrency in &spec.concurrency {
         let mut runs: BTreeMap<usize, Vec<LoadReport>> = BTreeMap::new();
+        let mut unstored: BTreeMap<usize, Option<u64>> = BTreeMap::new();
         for rep in 0..spec.repeat.max(1) {
             for (i, t) in targets.iter().enumerate() {
                 // Distinct prompts per run, so a cache in front never answers; hit runs reuse
@@ -335,6 +354,12 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                     "hits ".to_string()
                 } else {
                     format!("c{concurrency} r{rep} t{i} ")
+                };
+                let is_spillway = t.subject == 1;
+                let dropped_before = if is_spillway {
+                    dropped_writes(&subjects[1].base_url).await
+                } else {
+                    None
                 };
                 let report = run_load(LoadSpec {
                     url: t.url.clone(),
@@ -356,6 +381,14 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                     report.p50_us,
                     report.p99_us
                 );
+                if is_spillway {
+                    let after = dropped_writes(&subjects[1].base_url).await;
+                    let slot = unstored.entry(i).or_insert(Some(0));
+                    *slot = match (*slot, dropped_before, after) {
+                        (Some(sum), Some(b), Some(a)) => Some(sum + a.saturating_sub(b)),
+                        _ => None,
+                    };
+                }
                 runs.entry(i).or_default().push(report);
             }
         }
@@ -384,6 +417,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                 failures,
                 invalid: reports.iter().map(|r| r.invalid).sum(),
                 rss_kib: subjects[t.subject].rss_kib(),
+                unstored: unstored.remove(&i).flatten(),
                 runs: reports,
             });
         }
@@ -429,7 +463,9 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
         rss_kib: Vec::new(),
         requests: Vec::new(),
         failures: 0,
+        unstored: None,
     };
+    let dropped_before = dropped_writes(&proxy.base_url).await;
     for stage in 0..3 {
         let report = run_load(LoadSpec {
             url: url.clone(),
@@ -471,6 +507,9 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
                 .sum::<u64>();
         soak.requests.push(report.requests);
         soak.rss_kib.push(rss);
+    }
+    if let (Some(before), Some(after)) = (dropped_before, dropped_writes(&proxy.base_url).await) {
+        soak.unstored = Some(after.saturating_sub(before));
     }
     Ok(soak)
 }

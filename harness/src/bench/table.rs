@@ -332,12 +332,31 @@ pub fn markdown(report: &BenchReport) -> String {
             }
         ));
     }
+    let behind: Vec<String> = report
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let n = r.unstored.filter(|n| *n > 0)?;
+            let kind = if r.kind == "stream" { " (stream)" } else { "" };
+            Some(format!(
+                "{}{kind} at concurrency {}: {n} of {} answers",
+                r.subject, r.concurrency, r.requests
+            ))
+        })
+        .collect();
+    if !behind.is_empty() {
+        out.push_str(&format!(
+            "\nNot stored by spillway's cache because its writer was behind (the answers were served; counted by `spillway_cache_writes_dropped_total`, including warm-up): {}.\n",
+            behind.join("; ")
+        ));
+    }
     if let Some(s) = &report.soak {
         out.push_str(&format!(
-            "\nMemory soak: a fresh spillway, {} stages of {} distinct requests at concurrency {} (every answer stored in the cache); RSS after each stage: {}.\n",
+            "\nMemory soak: a fresh spillway, {} stages of {} distinct requests at concurrency {} (every answer sent to the cache; {} not stored because the writer was behind); RSS after each stage: {}.\n",
             s.rss_kib.len(),
             s.requests_per_stage,
             s.concurrency,
+            s.unstored.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
             s.rss_kib
                 .iter()
                 .map(|k| format!("{:.1} MB", *k as f64 * 1024.0 / 1e6))

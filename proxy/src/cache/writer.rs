@@ -56,14 +56,40 @@ impl std::fmt::Debug for Job {
 /// Puts between two upkeep passes.
 const MAINTAIN_EVERY: u64 = 2048;
 
-/// How long the writer rests after emptying its queue before it waits again. While it rests,
+/// How long the writer rests after emptying its queue before it looks again. While it rests,
 /// senders queue without waking it (no system call per answer), so under load the writer takes
-/// answers in batches; an idle proxy pays one wake-up per answer, as before.
+/// answers in batches.
 const REST: Duration = Duration::from_millis(1);
+
+/// Empty rests in a row after which the writer blocks until the next answer (about 50 ms
+/// without traffic): an idle proxy does not poll, a busy one is never woken per answer.
+const RESTS_BEFORE_BLOCKING: u32 = 50;
 
 fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
     let mut puts: u64 = 0;
-    while let Ok(job) = rx.recv() {
+    let mut empty_rests = 0;
+    loop {
+        let job = if empty_rests >= RESTS_BEFORE_BLOCKING {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        };
+        let Some(job) = job else {
+            empty_rests += 1;
+            // A pause in real time between batches, not a wait in the proxy's (possibly
+            // simulated) time.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(REST);
+            continue;
+        };
+        empty_rests = 0;
         handle(job, &*store, max_size, &mut puts);
         loop {
             match rx.try_recv() {
@@ -72,10 +98,6 @@ fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        // A pause in real time between batches, not a wait in the proxy's (possibly
-        // simulated) time.
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(REST);
     }
 }
 

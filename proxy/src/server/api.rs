@@ -385,6 +385,12 @@ pub async fn healthz() -> Response {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state.router.headroom());
+    let mut text = state.metrics.render(&state.router.headroom());
+    text.push_str(&format!(
+        "# HELP spillway_cache_writes_dropped_total Answers not stored because the cache writer was behind.\n\
+         # TYPE spillway_cache_writes_dropped_total counter\n\
+         spillway_cache_writes_dropped_total {}\n",
+        state.cache.dropped_writes()
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
