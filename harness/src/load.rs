@@ -76,6 +76,8 @@ pub struct LoadReport {
     pub requests: u64,
     /// Requests that failed at the connection level.
     pub errors: u64,
+    /// What the first of those errors was.
+    pub first_error: Option<String>,
     /// 200 answers whose body failed the check.
     pub invalid: u64,
     /// Answers by status.
@@ -115,7 +117,20 @@ struct Worker {
     by_status: BTreeMap<u16, u64>,
     requests: u64,
     errors: u64,
+    first_error: Option<String>,
     invalid: u64,
+}
+
+/// An error and its sources, on one line.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn authority(url: &Uri) -> Result<String, LoadError> {
@@ -167,6 +182,7 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                 by_status: BTreeMap::new(),
                 requests: 0,
                 errors: 0,
+                first_error: None,
                 invalid: 0,
             };
             let mut sender: Option<Sender> = None;
@@ -208,21 +224,27 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                 }
                 let req = req.body(Full::new(body)).expect("a valid request");
                 let started = clock.now();
-                let outcome = match s.send_request(req).await {
+                // hyper's connection may still be finishing the previous answer (the end of a
+                // chunked body); sending before it is ready fails with "connection was not ready".
+                let outcome = match s.ready().await {
+                    Ok(()) => s.send_request(req).await,
+                    Err(e) => Err(e),
+                };
+                let outcome = match outcome {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         resp.into_body()
                             .collect()
                             .await
                             .map(|b| (status, status != 200 || spec.check.passes(&b.to_bytes())))
-                            .ok()
+                            .map_err(|e| format!("reading the answer: {}", describe(&e)))
                     }
-                    Err(_) => None,
+                    Err(e) => Err(format!("sending: {}", describe(&e))),
                 };
                 let ended = clock.now();
                 let counted = started >= measure_from && ended <= stop_at;
                 match outcome {
-                    Some((status, valid)) => {
+                    Ok((status, valid)) => {
                         if counted {
                             w.invalid += u64::from(!valid);
                             let us = (ended - started).as_micros().max(1) as u64;
@@ -231,8 +253,11 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                             w.requests += 1;
                         }
                     }
-                    None => {
-                        w.errors += u64::from(counted);
+                    Err(e) => {
+                        if counted {
+                            w.errors += 1;
+                            w.first_error.get_or_insert(e);
+                        }
                         sender = None;
                     }
                 }
@@ -248,6 +273,9 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
             let _ = histogram.add(&w.histogram);
             report.requests += w.requests;
             report.errors += w.errors;
+            if report.first_error.is_none() {
+                report.first_error = w.first_error;
+            }
             report.invalid += w.invalid;
             for (status, n) in w.by_status {
                 *report.by_status.entry(status).or_insert(0) += n;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
 use spillway_harness::bench::{self, BenchSpec, run_bench};
-use spillway_harness::load::{LoadSpec, chat_bodies, run_load};
+use spillway_harness::load::{LoadSpec, bodies, run_load};
 use spillway_harness::scenario::{MockEntry, Scenario};
 use spillway_harness::{ScenarioOutcome, report, run_scenario, runner, subjects, traffic};
 
@@ -137,6 +137,9 @@ enum Command {
         /// Text every prompt starts with (runs with different prefixes share no prompt).
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Ask for streamed answers (each must end with `data: [DONE]`).
+        #[arg(long)]
+        stream: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -528,6 +531,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             distinct,
             requests,
             prefix,
+            stream,
             json,
         } => {
             let spec = LoadSpec {
@@ -543,12 +547,16 @@ async fn main() -> anyhow::Result<ExitCode> {
                         HeaderValue::from_static("application/json"),
                     ),
                 ],
-                bodies: Arc::new(chat_bodies(&model, distinct, 200, &prefix)),
+                bodies: Arc::new(bodies(&model, distinct, 200, &prefix, stream)),
                 concurrency,
                 duration,
                 warmup,
                 max_requests: requests,
-                check: spillway_harness::load::BodyCheck::Chat,
+                check: if stream {
+                    spillway_harness::load::BodyCheck::Stream
+                } else {
+                    spillway_harness::load::BodyCheck::Chat
+                },
             };
             let report = run_load(spec).await?;
             if json {
@@ -564,6 +572,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                     report.errors,
                     report.by_status
                 );
+                if report.invalid > 0 {
+                    println!(
+                        "{} answers with status 200 were not well-formed",
+                        report.invalid
+                    );
+                }
+                if let Some(e) = &report.first_error {
+                    println!("first error: {e}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -381,6 +381,9 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                     report.p50_us,
                     report.p99_us
                 );
+                if let Some(e) = &report.first_error {
+                    eprintln!("    {} failed requests; the first: {e}", report.errors);
+                }
                 if is_spillway {
                     let after = dropped_writes(&subjects[1].base_url).await;
                     let slot = unstored.entry(i).or_insert(Some(0));

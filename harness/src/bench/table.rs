@@ -332,6 +332,19 @@ pub fn markdown(report: &BenchReport) -> String {
             }
         ));
     }
+    for r in report.rows.iter().filter(|r| r.failures + r.invalid > 0) {
+        let kind = if r.kind == "stream" { " (stream)" } else { "" };
+        let first = r
+            .runs
+            .iter()
+            .find_map(|run| run.first_error.clone())
+            .map(|e| format!("; the first connection error: {e}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\n⚠ {}{kind} at concurrency {}: {} failed requests (errors or non-200) and {} malformed answers{first}.\n",
+            r.subject, r.concurrency, r.failures, r.invalid
+        ));
+    }
     let behind: Vec<String> = report
         .rows
         .iter()
