@@ -123,11 +123,13 @@ fn canonical_raw(value: &Value) -> Box<RawValue> {
         .expect("canonical JSON is JSON")
 }
 
-/// Writes every valid entry as a cassette line, in key order; returns how many.
+/// Writes every valid entry as a cassette line, in key order; returns how many. Answers still
+/// queued for the cache's writer are stored first, so everything answered so far is exported.
 pub fn export(cache: &Cache, out: &mut impl Write) -> Result<usize, CassetteError> {
     let Some(store) = cache.store() else {
         return Ok(0);
     };
+    cache.flush();
     let mut keys = store
         .keys()
         .map_err(|e| CassetteError::Store(e.to_string()))?;

@@ -159,6 +159,13 @@ pub async fn handle(
             Detached::new(call).run().await;
         }
         CacheStatus::Miss
+    } else if matches!(
+        flight.state().end,
+        Some(crate::cache::flight::End::Complete)
+    ) {
+        // The answer is whole and on its way into the store: nothing was waited for, so for
+        // this client it is a hit, however soon the writer gets to it.
+        CacheStatus::Hit
     } else {
         CacheStatus::Coalesced
     };
