@@ -151,67 +151,33 @@ pub fn evaluate(report: &BenchReport, peers: &[String]) -> Vec<TargetCheck> {
             },
         );
     }
-    let name = "spillway miss p99 vs LiteLLM, every level".to_string();
-    let expected = "lower".to_string();
-    let pairs: Vec<(usize, u64, u64)> = levels
-        .iter()
-        .filter_map(|&c| {
-            Some((
-                c,
-                find(rows, "spillway miss", "chat", c)?.p99_us,
-                find(rows, "litellm", "chat", c)?.p99_us,
-            ))
-        })
-        .collect();
-    out.push(if pairs.is_empty() {
-        not_measured(
-            name,
-            expected,
-            if litellm_asked {
-                "LiteLLM not measured"
-            } else {
-                "run with --peers litellm"
-            },
-        )
-    } else {
-        TargetCheck {
-            name,
-            expected,
-            actual: pairs
-                .iter()
-                .map(|(c, s, l)| format!("c={c}: {s} vs {l} µs"))
-                .collect::<Vec<_>>()
-                .join("; "),
-            met: Some(pairs.iter().all(|(_, s, l)| s < l)),
-        }
-    });
+    out.push(every_level(
+        "spillway miss p99 vs LiteLLM, every level",
+        "lower",
+        if litellm_asked {
+            "LiteLLM not measured"
+        } else {
+            "run with --peers litellm"
+        },
+        &levels,
+        |c| {
+            let s = find(rows, "spillway miss", "chat", c)?.p99_us;
+            let l = find(rows, "litellm", "chat", c)?.p99_us;
+            Some((format!("c={c}: {s} vs {l} µs"), s < l))
+        },
+    ));
     // Hits against the cheapest upstream.
-    let name = "spillway hit throughput, every level".to_string();
-    let expected = "≥ 1.00× direct (the mock's own)".to_string();
-    let pairs: Vec<(usize, f64, f64)> = levels
-        .iter()
-        .filter_map(|&c| {
-            Some((
-                c,
-                find(rows, "spillway hit", "chat", c)?.rps,
-                find(rows, "direct", "chat", c)?.rps,
-            ))
-        })
-        .collect();
-    out.push(if pairs.is_empty() {
-        not_measured(name, expected, "no levels")
-    } else {
-        TargetCheck {
-            name,
-            expected,
-            actual: pairs
-                .iter()
-                .map(|(c, h, d)| format!("c={c}: {:.2}×", h / d.max(1e-9)))
-                .collect::<Vec<_>>()
-                .join("; "),
-            met: Some(pairs.iter().all(|(_, h, d)| h >= d)),
-        }
-    });
+    out.push(every_level(
+        "spillway hit throughput, every level",
+        "≥ 1.00× direct (the mock's own)",
+        "no levels",
+        &levels,
+        |c| {
+            let h = find(rows, "spillway hit", "chat", c)?.rps;
+            let d = find(rows, "direct", "chat", c)?.rps;
+            Some((format!("c={c}: {:.2}×", h / d.max(1e-9)), h >= d))
+        },
+    ));
     // Memory.
     let name = "spillway RSS after the first soak stage".to_string();
     let expected = "< 50 MB".to_string();
@@ -242,6 +208,31 @@ pub fn evaluate(report: &BenchReport, peers: &[String]) -> Vec<TargetCheck> {
         _ => out.push(not_measured(name, expected, "no soak (--soak 0)")),
     }
     out
+}
+
+/// A target that must hold at every measured level: `check` gives each level's figure and
+/// verdict, or nothing when a side was not measured there.
+fn every_level(
+    name: &str,
+    expected: &str,
+    unmeasured: &str,
+    levels: &[usize],
+    check: impl Fn(usize) -> Option<(String, bool)>,
+) -> TargetCheck {
+    let checks: Vec<(String, bool)> = levels.iter().filter_map(|&c| check(c)).collect();
+    if checks.is_empty() {
+        return not_measured(name.to_string(), expected.to_string(), unmeasured);
+    }
+    TargetCheck {
+        name: name.to_string(),
+        expected: expected.to_string(),
+        actual: checks
+            .iter()
+            .map(|(figure, _)| figure.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        met: Some(checks.iter().all(|(_, met)| *met)),
+    }
 }
 
 /// A latency for a table cell.
@@ -390,4 +381,29 @@ pub fn markdown(report: &BenchReport) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_at_every_level_holds_only_if_it_holds_at_each() {
+        let check = |bad: usize| move |c: usize| (c != 4).then(|| (format!("c={c}"), c != bad));
+        let all = every_level("t", "e", "why", &[1, 4, 16], check(0));
+        assert_eq!((all.met, all.actual.as_str()), (Some(true), "c=1; c=16"));
+        let one_bad = every_level("t", "e", "why", &[1, 16], check(16));
+        assert_eq!(one_bad.met, Some(false));
+        let none = every_level("t", "e", "why", &[4], check(0));
+        assert_eq!(none.met, None);
+        assert!(none.actual.contains("why"), "{}", none.actual);
+    }
+
+    #[test]
+    fn latencies_switch_to_milliseconds_at_ten() {
+        assert_eq!(micros(9_999), "9999 µs");
+        assert_eq!(micros(12_345), "12.3 ms");
+        assert_eq!(ratio(3.0, Some(2.0)), "1.50×");
+        assert_eq!(ratio(3.0, None), "-");
+    }
 }
