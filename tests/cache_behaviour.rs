@@ -9,24 +9,10 @@ use spillway_clock::Clock;
 use spillway_mock::{Fault, FaultRule, Faults, Limits, MockProvider, Trigger};
 use spillway_tests::*;
 
-const MODEL: &str = "llama-3.1-8b-instant";
+const MODEL: &str = GROQ_MODEL;
 
 fn config(mock_url: &str, cache: &str) -> String {
-    format!(
-        r#"
-[[providers]]
-name = "groq"
-base_url = "{mock_url}"
-keys = ["env:K1"]
-
-[[routes]]
-model = "chat"
-targets = [{{ provider = "groq", model = "{MODEL}" }}]
-
-[cache]
-{cache}
-"#
-    )
+    groq_chat_config(mock_url, &format!("[cache]\n{cache}"))
 }
 
 fn cache_dir() -> (tempfile::TempDir, String) {
@@ -277,33 +263,27 @@ async fn replay_mode_serves_hits_and_explains_misses_without_any_provider() {
     );
 }
 
+/// Each question asked plain, then streamed (as another question); the answers' bodies.
+async fn ask_plain_and_streamed(proxy: &Proxy, questions: &[&str]) -> Vec<String> {
+    let mut answers = Vec::new();
+    for q in questions {
+        for body in [
+            deterministic(q),
+            streamed(deterministic(&format!("{q} streamed"))),
+        ] {
+            answers.push(send(proxy, &body, &[]).await.text().await.unwrap());
+        }
+    }
+    answers
+}
+
 #[tokio::test]
 async fn export_then_import_into_an_empty_store_replays_byte_for_byte() {
     let mock = MockProvider::builder().key("k1").start().await;
     let (_dir, path) = cache_dir();
     let first = Proxy::start(&config(&mock.url(), &path), &[("K1", "k1")], Clock::real()).await;
     let questions = ["alpha", "beta", "gamma"];
-    let mut originals = Vec::new();
-    for q in questions {
-        originals.push(
-            send(&first, &deterministic(q), &[])
-                .await
-                .text()
-                .await
-                .unwrap(),
-        );
-        originals.push(
-            send(
-                &first,
-                &streamed(deterministic(&format!("{q} streamed"))),
-                &[],
-            )
-            .await
-            .text()
-            .await
-            .unwrap(),
-        );
-    }
+    let originals = ask_plain_and_streamed(&first, &questions).await;
     let mut cassette = Vec::new();
     let exported =
         spillway::cache::cassette::export(&first.state.cache, &mut cassette).expect("exports");
@@ -329,27 +309,7 @@ async fn export_then_import_into_an_empty_store_replays_byte_for_byte() {
     let imported =
         spillway::cache::cassette::import(&replay.state.cache, &cassette[..]).expect("imports");
     assert_eq!(imported, 6);
-    let mut replayed = Vec::new();
-    for q in questions {
-        replayed.push(
-            send(&replay, &deterministic(q), &[])
-                .await
-                .text()
-                .await
-                .unwrap(),
-        );
-        replayed.push(
-            send(
-                &replay,
-                &streamed(deterministic(&format!("{q} streamed"))),
-                &[],
-            )
-            .await
-            .text()
-            .await
-            .unwrap(),
-        );
-    }
+    let replayed = ask_plain_and_streamed(&replay, &questions).await;
     assert_eq!(replayed, originals);
 }
 

@@ -98,6 +98,28 @@ impl Drop for Proxy {
     }
 }
 
+/// The model the tests' `groq` provider serves.
+pub const GROQ_MODEL: &str = "llama-3.1-8b-instant";
+
+/// A config with one provider, `groq` at `base_url` with the key in env `K1`, behind the route
+/// `chat`; `tables` (`[server]`, `[cache]`, ...) come after it.
+pub fn groq_chat_config(base_url: &str, tables: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "groq"
+base_url = "{base_url}"
+keys = ["env:K1"]
+
+[[routes]]
+model = "chat"
+targets = [{{ provider = "groq", model = "{GROQ_MODEL}" }}]
+
+{tables}
+"#
+    )
+}
+
 /// A client with a generous timeout (every test bounds its own waits).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -8,22 +8,9 @@ use spillway_tests::*;
 
 async fn setup() -> (MockProvider, Proxy) {
     let mock = MockProvider::builder().key("k1").start().await;
-    let config = format!(
-        r#"
-[server]
-client_keys = ["env:CLIENT"]
-max_body_bytes = 4096
-
-[[providers]]
-name = "groq"
-base_url = "{}"
-keys = ["env:K1"]
-
-[[routes]]
-model = "chat"
-targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
-"#,
-        mock.url()
+    let config = groq_chat_config(
+        &mock.url(),
+        "[server]\nclient_keys = [\"env:CLIENT\"]\nmax_body_bytes = 4096",
     );
     let proxy = Proxy::start(
         &config,

@@ -6,22 +6,10 @@ use spillway_clock::Clock;
 use spillway_mock::{Fault, FaultRule, Faults, MockProvider, Trigger};
 use spillway_tests::*;
 
-const MODEL: &str = "llama-3.1-8b-instant";
+const MODEL: &str = GROQ_MODEL;
 
 fn config(mock: &MockProvider) -> String {
-    format!(
-        r#"
-[[providers]]
-name = "groq"
-base_url = "{}"
-keys = ["env:K1"]
-
-[[routes]]
-model = "chat"
-targets = [{{ provider = "groq", model = "{MODEL}" }}]
-"#,
-        mock.url()
-    )
+    groq_chat_config(&mock.url(), "")
 }
 
 fn data_events(body: &str) -> Vec<String> {

@@ -7,23 +7,12 @@ use spillway_mock::MockProvider;
 use spillway_tests::*;
 
 fn config(mock: &MockProvider, record: &std::path::Path, bodies: bool) -> String {
-    format!(
-        r#"
-[server]
-record = {:?}
-record_bodies = {bodies}
-
-[[providers]]
-name = "groq"
-base_url = "{}"
-keys = ["env:K1"]
-
-[[routes]]
-model = "chat"
-targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
-"#,
-        record.display().to_string(),
-        mock.url()
+    groq_chat_config(
+        &mock.url(),
+        &format!(
+            "[server]\nrecord = {:?}\nrecord_bodies = {bodies}",
+            record.display().to_string()
+        ),
     )
 }
 

@@ -273,38 +273,17 @@ mod tests {
         assert_eq!(find_secret("gsk_short"), None);
     }
 
+    use crate::cache::policy::DEFAULT_HOT_MEMORY;
+
     #[test]
     fn export_refuses_an_entry_carrying_a_key_and_names_it() {
-        use crate::cache::policy::CacheConfig;
-        use spillway_clock::Clock;
         let dir = tempfile::tempdir().expect("temp dir");
-        let cache = Cache::open(
-            CacheConfig {
-                path: dir.path().join("cache"),
-                ..CacheConfig::default()
-            },
-            Clock::manual(),
-        )
-        .expect("opens");
+        let cache = crate::cache::testing::open(&dir, DEFAULT_HOT_MEMORY);
         let request: Map<String, Value> = serde_json::from_str(r#"{"model":"r"}"#).unwrap();
         let key = cache_key("chat", "r", "", &request);
-        let stored = Stored {
-            created: 0,
-            namespace: String::new(),
-            route: "r".into(),
-            endpoint: "chat".into(),
-            provider: None,
-            model: None,
-            status: 200,
-            headers: BTreeMap::new(),
-            body: Some(
-                RawValue::from_string(
-                    r#"{"content":"your key is gsk_abcdefghijklmnopqrstuvwxyz0123"}"#.into(),
-                )
-                .unwrap(),
-            ),
-            chunks: None,
-        };
+        let stored = crate::cache::testing::stored(
+            r#"{"content":"your key is gsk_abcdefghijklmnopqrstuvwxyz0123"}"#,
+        );
         cache.save(&key, &stored, br#"{"model":"r"}"#);
         let mut out = Vec::new();
         match export(&cache, &mut out) {
@@ -322,17 +301,8 @@ mod tests {
 
     #[test]
     fn import_refuses_a_line_whose_key_does_not_match_its_request() {
-        use crate::cache::policy::CacheConfig;
-        use spillway_clock::Clock;
         let dir = tempfile::tempdir().expect("temp dir");
-        let cache = Cache::open(
-            CacheConfig {
-                path: dir.path().join("cache"),
-                ..CacheConfig::default()
-            },
-            Clock::manual(),
-        )
-        .expect("opens");
+        let cache = crate::cache::testing::open(&dir, DEFAULT_HOT_MEMORY);
         let line = format!(
             r#"{{"key":"{}","namespace":"","route":"r","endpoint":"chat","created":0,"request":{{"model":"r"}},"response":{{"status":200,"headers":{{}},"body":{{}}}}}}"#,
             "0".repeat(64)

@@ -347,12 +347,13 @@ impl Cache {
     }
 }
 
+/// What the cache's unit tests share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn stored(body: &str) -> Stored {
+    /// A plain 200 answer on route `r` with `body`.
+    pub fn stored(body: &str) -> Stored {
         Stored {
             created: 0,
             namespace: String::new(),
@@ -361,20 +362,32 @@ mod tests {
             provider: None,
             model: None,
             status: 200,
-            headers: BTreeMap::new(),
+            headers: std::collections::BTreeMap::new(),
             body: Some(serde_json::value::RawValue::from_string(body.into()).expect("json")),
             chunks: None,
         }
     }
 
-    fn open(dir: &tempfile::TempDir) -> Cache {
-        // No hot copies: these tests look at what the store itself serves.
+    /// A cache in `dir` on a manual clock, with `hot_memory` bytes of hot entries.
+    pub fn open(dir: &tempfile::TempDir, hot_memory: u64) -> Cache {
         let config = CacheConfig {
             path: dir.path().join("cache"),
-            hot_memory: 0,
+            hot_memory,
             ..CacheConfig::default()
         };
         Cache::open(config, Clock::manual()).expect("opens")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use testing::stored;
+
+    fn open(dir: &tempfile::TempDir) -> Cache {
+        // No hot copies: these tests look at what the store itself serves.
+        testing::open(dir, 0)
     }
 
     #[test]
