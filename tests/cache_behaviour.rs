@@ -51,16 +51,7 @@ fn slow(latency_ms: u64) -> Faults {
 }
 
 fn sse_text(body: &str) -> String {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|e| *e != "[DONE]")
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
+    text_of(&data_events(body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

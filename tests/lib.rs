@@ -120,6 +120,28 @@ targets = [{{ provider = "groq", model = "{GROQ_MODEL}" }}]
     )
 }
 
+/// The `data:` payloads of a server-sent-events body, in order (`[DONE]` included).
+pub fn data_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The text a chat-completion stream's events spell out.
+pub fn text_of(events: &[String]) -> String {
+    events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// A client with a generous timeout (every test bounds its own waits).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -12,26 +12,6 @@ fn config(mock: &MockProvider) -> String {
     groq_chat_config(&mock.url(), "")
 }
 
-fn data_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
-}
-
-fn text_of(events: &[String]) -> String {
-    events
-        .iter()
-        .filter(|e| *e != "[DONE]")
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_stream_through_the_proxy_reassembles_to_the_direct_text() {
     let mock = MockProvider::builder().key("k1").start().await;

@@ -117,13 +117,7 @@ impl ValueLog {
             u32::try_from(record.len()).map_err(|_| std::io::Error::other("record too large"))?;
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if active.len >= SEGMENT_BYTES {
-            let id = active.id + 1;
-            let file = open_append(&segment_path(&self.dir, id))?;
-            self.segments
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, Arc::new(file.try_clone()?));
-            *active = Active { id, file, len: 0 };
+            self.start_segment(&mut active)?;
         }
         let offset = active.len;
         let mut frame = Vec::with_capacity(4 + record.len());
@@ -196,6 +190,11 @@ impl ValueLog {
     /// Starts a new active segment, so every older one can be rewritten and deleted.
     pub fn rotate(&self) -> std::io::Result<u32> {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        self.start_segment(&mut active)
+    }
+
+    /// Opens the segment after `active`'s, makes it readable and the one appended to.
+    fn start_segment(&self, active: &mut Active) -> std::io::Result<u32> {
         let id = active.id + 1;
         let file = open_append(&segment_path(&self.dir, id))?;
         self.segments
