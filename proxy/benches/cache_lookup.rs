@@ -1,7 +1,8 @@
 //! Cache lookup latency with a large store: fills a fresh sled store with N entries (default
 //! 1,000,000; `SPILLWAY_BENCH_ENTRIES` to change), then times random lookups through the same
 //! path a hit takes (read, checksum, decode), and prints the process's resident memory.
-//! `SPILLWAY_BENCH_INDEX_MEMORY` (MiB) sets the store's index cache. Not a timed test: run it with
+//! `SPILLWAY_BENCH_INDEX=sled` measures the sled index instead of the file index, and
+//! `SPILLWAY_BENCH_INDEX_MEMORY` (MiB) sets sled's page cache. Not a timed test: run it with
 //!
 //!     cargo bench -p spillway --bench cache_lookup
 
@@ -15,7 +16,7 @@ use spillway::Clock;
 use spillway::cache::Cache;
 use spillway::cache::entry::Stored;
 use spillway::cache::key::{CacheKey, cache_key};
-use spillway::cache::policy::CacheConfig;
+use spillway::cache::policy::{CacheConfig, IndexKind};
 
 fn request(i: u64) -> Map<String, Value> {
     serde_json::from_str(&format!(
@@ -34,10 +35,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(defaults.index_memory, |mib| mib << 20);
+    let index = std::env::var("SPILLWAY_BENCH_INDEX")
+        .ok()
+        .map_or(defaults.index, |v| {
+            IndexKind::parse(&v).expect("SPILLWAY_BENCH_INDEX is file or sled")
+        });
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = Cache::open(
         CacheConfig {
             path: dir.path().join("cache"),
+            index,
             index_memory,
             ..defaults
         },
@@ -108,8 +115,11 @@ fn main() {
                 .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    println!(
-        "index_memory {} MiB; resident memory {rss}",
-        index_memory >> 20
-    );
+    match index {
+        IndexKind::Sled => println!(
+            "sled index, index_memory {} MiB; resident memory {rss}",
+            index_memory >> 20
+        ),
+        IndexKind::File => println!("file index; resident memory {rss}"),
+    }
 }

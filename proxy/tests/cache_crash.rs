@@ -99,7 +99,7 @@ async fn a_store_killed_mid_write_never_serves_a_wrong_entry() {
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        // sled makes writes durable every 500 ms: kill before and after that, at random.
+        // Kill at a random moment between 0.1 and 1 s into the writing.
         let run_ms = 100 + (rng >> 33) % 900;
         tokio::time::sleep(Duration::from_millis(run_ms)).await;
         child.kill().expect("SIGKILL");

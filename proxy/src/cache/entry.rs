@@ -1,7 +1,7 @@
 //! A stored answer and its on-disk form: a format version, a blake3 checksum of everything
 //! after it, then the answer (read on every hit) and the canonical request (read only by tools
-//! and replay diagnostics), each lz4-compressed (JSON shrinks three- to fourfold, and sled's
-//! cost grows with value size). A record that fails any check is corrupt: never served
+//! and replay diagnostics), each lz4-compressed (JSON shrinks three- to fourfold, and so do
+//! the value log's writes and page-cache footprint). A record that fails any check is corrupt: never served
 //! (DESIGN.md invariant 6). The checksum is verified before anything is decompressed.
 
 use std::collections::BTreeMap;

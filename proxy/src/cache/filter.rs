@@ -1,6 +1,7 @@
 //! A Bloom filter over the stored keys, so a miss — the common case while a cache fills — is
-//! answered from memory instead of a walk down sled's tree (which, under concurrent inserts,
-//! also made readers help split nodes: 9% of the request path in a profile).
+//! answered from memory instead of an index lookup (with the sled index, a walk down its tree
+//! that, under concurrent inserts, also made readers help split nodes: 9% of the request path
+//! in a profile; with the file index, a positioned read).
 //!
 //! "No" is certain; "maybe" costs one index lookup. Removed keys stay set (a false "maybe"),
 //! which is harmless; the owner rebuilds the filter larger when more keys than it was sized for

@@ -1,18 +1,21 @@
 //! The content-addressed response cache in front of the router: a hit never touches a provider
 //! or its limits. [`key`] (canonical request → blake3), [`entry`] (checked records),
-//! [`store`] / [`sled_store`] / [`vlog`] (where they live), [`writer`] (storing off the request path), [`flight`] (single-flight), [`convert`]
+//! [`store`] / [`disk_store`] / [`index`] ([`slot_index`], [`sled_index`]) / [`vlog`] (where they live), [`writer`] (storing off the request path), [`flight`] (single-flight), [`convert`]
 //! (stream ↔ plain), [`serve`] (the request flow), [`cassette`] (export/import), [`policy`]
 //! (modes and per-request controls).
 
 pub mod cassette;
 pub mod convert;
+pub mod disk_store;
 pub mod entry;
 pub mod filter;
 pub mod flight;
+pub mod index;
 pub mod key;
 pub mod policy;
 pub mod serve;
-pub mod sled_store;
+pub mod sled_index;
+pub mod slot_index;
 pub mod store;
 pub mod vlog;
 pub mod writer;
@@ -91,8 +94,9 @@ impl Cache {
                         StoreError(format!("cannot create {}: {e}", parent.display()))
                     })?;
                 }
-                Some(Arc::new(sled_store::SledStore::open(
+                Some(Arc::new(disk_store::DiskStore::open(
                     &config.path,
+                    config.index,
                     config.index_memory,
                 )?))
             }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
+pub use crate::cache::index::IndexKind;
+
 /// How the store is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheMode {
@@ -85,7 +87,7 @@ impl CacheWhen {
 /// The `[cache]` section, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheConfig {
-    /// sled directory.
+    /// The store's directory.
     pub path: PathBuf,
     /// How the store is used.
     pub mode: CacheMode,
@@ -95,8 +97,11 @@ pub struct CacheConfig {
     pub ttl: Option<Duration>,
     /// Largest store size in bytes; the oldest entries are evicted first (none by default).
     pub max_size: Option<u64>,
-    /// Memory for the store's index cache (default 64 MB: lookups stay fast with a million
-    /// entries).
+    /// Which index the store keeps (default: the file index, whose memory does not grow with
+    /// the number of entries).
+    pub index: IndexKind,
+    /// Memory for the sled index's page cache (`index = "sled"` only; default 64 MB: lookups
+    /// stay fast with a million entries).
     pub index_memory: u64,
     /// Memory for decoded copies of the most used entries, served without touching the store
     /// (default 16 MB; 0 turns it off).
@@ -106,7 +111,7 @@ pub struct CacheConfig {
 /// Default memory for hot entries.
 pub const DEFAULT_HOT_MEMORY: u64 = 16 * 1024 * 1024;
 
-/// Default memory for the store's index cache.
+/// Default memory for the sled index's page cache.
 pub const DEFAULT_INDEX_MEMORY: u64 = 64 * 1024 * 1024;
 
 impl Default for CacheConfig {
@@ -117,6 +122,7 @@ impl Default for CacheConfig {
             when: CacheWhen::Deterministic,
             ttl: None,
             max_size: None,
+            index: IndexKind::default(),
             index_memory: DEFAULT_INDEX_MEMORY,
             hot_memory: DEFAULT_HOT_MEMORY,
         }

@@ -1,5 +1,5 @@
-//! Where entries live: a key → record map with a time index (for eviction and purges), behind
-//! a trait so another backend (Redis, for a fleet of proxies) can take sled's place.
+//! Where entries live: a key → record map with creation times (for eviction and purges), behind
+//! a trait so another backend (Redis, for a fleet of proxies) can take the disk store's place.
 
 use crate::cache::key::CacheKey;
 

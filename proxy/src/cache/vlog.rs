@@ -1,7 +1,7 @@
 //! The value log: cache records appended to segment files (`values-00000001.log`, ...), read
-//! back with positioned reads. sled keeps only a small index pointing into it, so lookups over
-//! millions of entries do not depend on sled caching large values in process memory: the OS
-//! page cache holds the records. Segments are immutable once full; space held by removed or
+//! back with positioned reads. The index keeps only a small entry pointing into it, so lookups
+//! over millions of entries never need large values in process memory: the OS page cache holds
+//! the records. Segments are immutable once full; space held by removed or
 //! replaced records is reclaimed by [`ValueLog::compact`]-style rewrites driven by the store.
 //!
 //! Each record is framed as `[u32 length][bytes]`; the record itself carries its checksum

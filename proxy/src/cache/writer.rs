@@ -1,5 +1,5 @@
 //! The cache's one writer: a thread that encodes and stores answers in order, behind a bounded
-//! queue. sled's writes are synchronous and CPU-heavy, so they stay off the async workers; and
+//! queue. Store writes are synchronous file I/O, so they stay off the async workers; and
 //! when answers arrive faster than they can be stored, writes are dropped (and counted) instead
 //! of queueing without bound — a cache may forget, it must not run out of memory.
 

@@ -28,7 +28,7 @@ pub struct RawConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
-    /// sled directory.
+    /// The store's directory.
     pub path: Option<String>,
     /// `read-write`, `read-only`, `replay` or `off`.
     pub mode: Option<String>,
@@ -39,7 +39,9 @@ pub struct RawCache {
     pub ttl: Option<Duration>,
     /// Largest store size: bytes, or a string with a unit (`"500MB"`, `"2GiB"`).
     pub max_size: Option<toml::Value>,
-    /// Memory for the store's index cache: bytes or with a unit.
+    /// `file` (default) or `sled`.
+    pub index: Option<String>,
+    /// Memory for the sled index's page cache: bytes or with a unit.
     pub index_memory: Option<toml::Value>,
     /// Memory for decoded hot entries: bytes or with a unit (0: off).
     pub hot_memory: Option<toml::Value>,

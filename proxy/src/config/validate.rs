@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::cache::policy::{CacheConfig, CacheMode, CacheWhen, parse_size};
+use crate::cache::policy::{CacheConfig, CacheMode, CacheWhen, IndexKind, parse_size};
 use crate::config::raw::{RawCache, RawConfig, RawLimits, RawProvider, RawRoute};
 use crate::config::secret::{ApiKey, Env};
 use crate::limits::headers::Dialect;
@@ -387,6 +387,15 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
             )
         })?),
     };
+    let index = match raw.index.as_deref() {
+        None => defaults.index,
+        Some(s) => IndexKind::parse(s).ok_or_else(|| {
+            err(
+                "index",
+                format!("expected \"file\" or \"sled\" (got \"{s}\")"),
+            )
+        })?,
+    };
     let index_memory = match &raw.index_memory {
         None => defaults.index_memory,
         Some(v) => parse_size(v).ok_or_else(|| {
@@ -417,6 +426,7 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         when,
         ttl: raw.ttl,
         max_size,
+        index,
         index_memory,
         hot_memory,
     })
