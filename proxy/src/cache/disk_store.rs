@@ -15,6 +15,11 @@ use crate::cache::key::CacheKey;
 use crate::cache::store::{CacheStore, StoreError};
 use crate::cache::vlog::ValueLog;
 
+/// Keys the key filter is sized for when it starts (2 MiB of bits), so the proxy's memory stays
+/// flat for the first million entries; past them it doubles (2 bytes per key). Unit tests start
+/// small to reach the growth quickly.
+const FILTER_KEYS_AT_START: usize = if cfg!(test) { 0 } else { 1 << 20 };
+
 /// Rewrite the value log once this much of it is dead (and more than is alive).
 const COMPACT_DEAD_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -47,7 +52,7 @@ impl DiskStore {
             ))
         })?;
         let mut live = 0;
-        let filter = KeyFilter::with_capacity(2 * index.len());
+        let filter = KeyFilter::with_capacity((2 * index.len()).max(FILTER_KEYS_AT_START));
         index.for_each(&mut |key, entry| {
             live += u64::from(entry.loc.len);
             filter.insert(&key);
