@@ -5,6 +5,7 @@
 //! purges find old entries by scanning the index (rare, on the writer thread) rather than
 //! keeping a second, time-ordered index on every write.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,7 +19,7 @@ use crate::cache::vlog::ValueLog;
 /// Keys the key filter is sized for when it starts (2 MiB of bits), so the proxy's memory stays
 /// flat for the first million entries; past them it doubles (2 bytes per key). Unit tests start
 /// small to reach the growth quickly.
-const FILTER_KEYS_AT_START: usize = if cfg!(test) { 0 } else { 1 << 20 };
+const FILTER_KEYS_AT_START: usize = if cfg!(test) { 1 << 10 } else { 1 << 20 };
 
 /// Rewrite the value log once this much of it is dead (and more than is alive).
 const COMPACT_DEAD_BYTES: u64 = 64 * 1024 * 1024;
@@ -32,6 +33,31 @@ pub struct DiskStore {
     writes: Mutex<()>,
     /// Every key in the index (and some removed since): a miss never touches the index.
     filter: RwLock<Arc<KeyFilter>>,
+    /// The directory's lock, held while the store is open.
+    _lock: File,
+}
+
+/// Takes the cache directory's lock (`lock`): one process at a time writes a store.
+fn lock_dir(path: &Path) -> Result<File, StoreError> {
+    let lock_path = path.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError(format!(
+            "the cache {} is in use by another process (stop it, or give this one its own \
+             [cache] path)",
+            path.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(StoreError(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -44,6 +70,7 @@ impl DiskStore {
     pub fn open(path: &Path, kind: IndexKind, index_memory: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        let lock = lock_dir(path)?;
         let index = open_index(path, kind, index_memory)?;
         let vlog = ValueLog::open(&path.join("values")).map_err(|e| {
             StoreError(format!(
@@ -63,6 +90,7 @@ impl DiskStore {
             live: AtomicU64::new(live),
             writes: Mutex::new(()),
             filter: RwLock::new(Arc::new(filter)),
+            _lock: lock,
         })
     }
 
@@ -268,6 +296,20 @@ mod tests {
             assert_eq!(store.get(&key(1)).unwrap().as_deref(), Some(&b"one"[..]));
             assert_eq!((store.len(), store.bytes()), (2, 7));
             assert_eq!(store.created_before(15).unwrap(), vec![key(1)]);
+        });
+    }
+
+    #[test]
+    fn one_process_at_a_time_opens_a_cache_directory() {
+        each_kind(|kind| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let first = DiskStore::open(dir.path(), kind, 1 << 20).expect("opens");
+            let e = DiskStore::open(dir.path(), kind, 1 << 20)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("in use by another process"), "{e}");
+            drop(first);
+            DiskStore::open(dir.path(), kind, 1 << 20).expect("opens once the first is closed");
         });
     }
 

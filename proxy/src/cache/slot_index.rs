@@ -190,6 +190,67 @@ impl Table {
         Ok(probe)
     }
 
+    /// Copies every valid entry into `fresh` (empty, with a multiple of this table's buckets);
+    /// returns how many. Works in steps of [`SCAN_BUCKETS`] buckets: an entry from old bucket `b`
+    /// has its new home in one of the buckets congruent to `b`, so each step fills those few
+    /// contiguous ranges in memory and writes each with one call. The rare entry whose place
+    /// falls outside them (it had overflowed, or its range is full to the end) is inserted
+    /// afterwards, by a probe of the file.
+    fn copy_into(&self, fresh: &Table) -> std::io::Result<u64> {
+        let factor = fresh.buckets / self.buckets;
+        let step = (SCAN_BUCKETS / factor).max(1);
+        let mut old = vec![0u8; PAGE * step as usize];
+        let mut new = vec![0u8; PAGE * (step * factor) as usize];
+        let mut later = Vec::new();
+        let mut live = 0;
+        let mut first = 0;
+        while first < self.buckets {
+            let n = step.min(self.buckets - first);
+            let old = &mut old[..PAGE * n as usize];
+            self.file.read_exact_at(old, bucket_offset(first))?;
+            new.fill(0);
+            for s in old.chunks_exact(SLOT) {
+                let Slot::Live(key, entry) = decode_slot(s, None) else {
+                    continue;
+                };
+                live += 1;
+                let target = home(&key, fresh.buckets);
+                let (range, at) = (target / self.buckets, target % self.buckets);
+                let placed = (first..first + n).contains(&at) && {
+                    let start = (range * n + at - first) as usize * PAGE;
+                    let end = ((range + 1) * n) as usize * PAGE;
+                    match new[start..end]
+                        .chunks_exact_mut(SLOT)
+                        .find(|s| word(s, 56) == EMPTY)
+                    {
+                        Some(free) => {
+                            free.copy_from_slice(&encode_slot(&key, entry, LIVE));
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if !placed {
+                    later.push((key, entry));
+                }
+            }
+            for range in 0..factor {
+                let pages = &new[(range * n) as usize * PAGE..((range + 1) * n) as usize * PAGE];
+                fresh
+                    .file
+                    .write_all_at(pages, bucket_offset(range * self.buckets + first))?;
+            }
+            first += n;
+        }
+        for (key, entry) in later {
+            match fresh.probe(&key)?.free {
+                Some((at, _)) => fresh.write_slot(at, &encode_slot(&key, entry, LIVE))?,
+                None => return Err(std::io::Error::other("no free slot in a fresh table")),
+            }
+        }
+        Ok(live)
+    }
+
     fn write_slot(&self, (bucket, i): (u64, u64), slot: &[u8; SLOT]) -> std::io::Result<()> {
         self.file
             .write_all_at(slot, bucket_offset(bucket) + i * SLOT as u64)
@@ -288,28 +349,12 @@ impl SlotIndex {
         }
         let tmp = self.path.with_extension("slots.tmp");
         let fresh = Table::create(&tmp, buckets)?;
-        let mut failed = None;
-        let moved = table.scan(&mut |key, entry| {
-            if failed.is_some() {
-                return;
-            }
-            let placed = fresh.probe(&key).and_then(|p| match p.free {
-                Some((at, _)) => fresh.write_slot(at, &encode_slot(&key, entry, LIVE)),
-                None => Err(std::io::Error::other("no free slot in a fresh table")),
-            });
-            failed = placed.err();
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        let live = table.copy_into(&fresh)?;
         fresh.file.sync_data()?;
         std::fs::rename(&tmp, &self.path)?;
         self.table.store(Arc::new(fresh));
-        *counts = Counts {
-            live: moved.live,
-            used: moved.live,
-        };
-        tracing::debug!(buckets, entries = moved.live, "cache index rebuilt");
+        *counts = Counts { live, used: live };
+        tracing::debug!(buckets, entries = live, "cache index rebuilt");
         Ok(())
     }
 }
@@ -421,6 +466,13 @@ mod tests {
         CacheKey(k)
     }
 
+    /// Keys whose home is the last bucket of any table, so their chain wraps around to bucket 0.
+    fn wrapping(i: u64) -> CacheKey {
+        let mut k = [0xff; 32];
+        k[..8].copy_from_slice(&i.to_le_bytes());
+        CacheKey(k)
+    }
+
     fn spread(i: u64) -> CacheKey {
         CacheKey(*blake3::hash(&i.to_le_bytes()).as_bytes())
     }
@@ -457,6 +509,36 @@ mod tests {
         assert!(
             (0..3 * n).all(|i| index.get(&spread(i)).unwrap().is_some() == (i >= n || i % 2 == 1))
         );
+    }
+
+    #[test]
+    fn rebuilds_move_overflowed_and_wrapped_chains() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = SlotIndex::open(&dir.path().join("index.slots")).expect("opens");
+        // Long chains from bucket 0 and from the last bucket (wrapping to 0), then enough
+        // spread keys for several rebuilds, with removals between them.
+        for i in 0..300 {
+            index.insert(&colliding(i), entry(i)).unwrap();
+            index.insert(&wrapping(i), entry(i + 1)).unwrap();
+        }
+        for i in 0..30_000 {
+            index.insert(&spread(i), entry(i)).unwrap();
+            if i % 3 == 0 {
+                index.remove(&spread(i / 2)).unwrap();
+            }
+        }
+        assert!(index.table.load().buckets >= 512, "it grew");
+        for i in 0..300 {
+            assert_eq!(index.get(&colliding(i)).unwrap(), Some(entry(i)));
+            assert_eq!(index.get(&wrapping(i)).unwrap(), Some(entry(i + 1)));
+        }
+        let removed: std::collections::HashSet<u64> =
+            (0..30_000).filter(|i| i % 3 == 0).map(|i| i / 2).collect();
+        for i in 0..30_000 {
+            let expected = (!removed.contains(&i)).then(|| entry(i));
+            assert_eq!(index.get(&spread(i)).unwrap(), expected, "key {i}");
+        }
+        assert_eq!(index.len(), 600 + 30_000 - removed.len());
     }
 
     #[test]
