@@ -318,7 +318,12 @@ impl SlotIndex {
                 ))
             })?
         } else {
-            Table::create(path, MIN_BUCKETS).map_err(io(path))?
+            // Made aside and renamed into place, like every rebuild: `index.slots` is
+            // either absent or whole, whenever the process stops.
+            let tmp = path.with_extension("slots.tmp");
+            let table = Table::create(&tmp, MIN_BUCKETS).map_err(io(path))?;
+            std::fs::rename(&tmp, path).map_err(io(path))?;
+            table
         };
         let counts = table.scan(&mut |_, _| {}).map_err(io(path))?;
         Ok(SlotIndex {
@@ -601,6 +606,20 @@ mod tests {
         // The slot is reused by the next insert of the key.
         index.insert(&spread(1), entry(2)).unwrap();
         assert_eq!(index.get(&spread(1)).unwrap(), Some(entry(2)));
+    }
+
+    #[test]
+    fn a_half_made_table_left_by_a_crash_is_ignored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("index.slots");
+        std::fs::write(path.with_extension("slots.tmp"), b"SPWSLOT1").unwrap();
+        let index = SlotIndex::open(&path).expect("opens afresh");
+        index.insert(&spread(1), entry(1)).unwrap();
+        drop(index);
+        assert_eq!(
+            SlotIndex::open(&path).unwrap().get(&spread(1)).unwrap(),
+            Some(entry(1))
+        );
     }
 
     #[test]
