@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use spillway::upstream::describe;
 use spillway_clock::Clock;
 use tokio::net::TcpStream;
 
@@ -119,18 +120,6 @@ struct Worker {
     errors: u64,
     first_error: Option<String>,
     invalid: u64,
-}
-
-/// An error and its sources, on one line.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn authority(url: &Uri) -> Result<String, LoadError> {

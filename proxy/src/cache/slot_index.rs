@@ -388,9 +388,9 @@ impl KeyIndex for SlotIndex {
         table.write_slot(at, &slot).map_err(io(&self.path))?;
         counts.live += 1;
         counts.used += u64::from(was_empty);
+        let grown = self.grow_if_full(&mut counts);
         self.live.store(counts.live, Ordering::Relaxed);
-        self.grow_if_full(&mut counts).map_err(io(&self.path))?;
-        self.live.store(counts.live, Ordering::Relaxed);
+        grown.map_err(io(&self.path))?;
         Ok(None)
     }
 

@@ -140,7 +140,8 @@ pub fn parse_answer(body: &[u8]) -> Result<Option<(u64, u64)>, serde_json::Error
         .and_then(|u| Some((u.prompt_tokens?, u.completion_tokens.unwrap_or(0)))))
 }
 
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, on one line (`outer: cause: root cause`).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
