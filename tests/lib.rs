@@ -71,6 +71,15 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
+    /// Tells the proxy to stop and hands back its serving task, which ends once in-flight
+    /// requests have finished.
+    pub fn begin_shutdown(&mut self) -> Option<tokio::task::JoinHandle<std::io::Result<()>>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take()
+    }
+
     /// Stops and waits for in-flight requests to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

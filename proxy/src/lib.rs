@@ -52,16 +52,11 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let cache = state.cache.clone();
     let recorder = state.recorder.clone();
     let metronome = tokio::spawn(metronome());
-    let served = axum::serve(listener, build_app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = build_app(state.clone());
+    let served = server::listen::serve(listener, state, app, shutdown).await;
     metronome.abort();
     // Upstream calls still in flight finish and are stored (bounded: a stuck provider must not
     // hold shutdown hostage).
