@@ -54,8 +54,8 @@ pub enum End {
 /// What a flight has so far.
 #[derive(Debug, Default)]
 pub struct FlightState {
-    /// Set when the answer starts.
-    pub head: Option<Head>,
+    /// Set when the answer starts (shared: every subscriber renders from it).
+    pub head: Option<Arc<Head>>,
     /// Stream event payloads, in order.
     pub events: Vec<String>,
     /// A plain answer's body.

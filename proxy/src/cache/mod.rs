@@ -210,12 +210,13 @@ impl Cache {
         }
     }
 
-    /// Queues an answer for the writer, which calls `after` once it is stored; when it cannot
-    /// be queued (no writer, or the writer is behind), `after` runs now.
+    /// Queues an answer for the writer, which builds it with `entry` and calls `after` once it
+    /// is stored; when it cannot be queued (no writer, or the writer is behind), `after` runs
+    /// now.
     pub fn save_later(
         &self,
         key: CacheKey,
-        stored: Stored,
+        entry: writer::MakeEntry,
         request: Vec<u8>,
         after: writer::AfterStore,
     ) {
@@ -223,7 +224,7 @@ impl Cache {
             hot.remove(&key);
         }
         let queued = match &self.writer {
-            Some(w) => w.put(key, stored, request, after),
+            Some(w) => w.put(key, entry, request, after),
             None => Err(after),
         };
         if let Err(after) = queued {

@@ -18,7 +18,7 @@ use crate::cache::convert::{
 };
 use crate::cache::entry::{Stored, keep_header};
 use crate::cache::flight::{End, ErrorReply, Flight, Head};
-use crate::cache::key::{CacheKey, cache_key, canonical_request};
+use crate::cache::key::{CacheKey, canonical_request, key_of_canonical};
 use crate::cache::policy::{CacheMode, Directive, request_controls};
 use crate::router::{Job, Served};
 use crate::server::api::{UsageNote, provenance, respond};
@@ -112,7 +112,8 @@ pub async fn handle(
     let route = state.config.routes[job.route].model.clone();
     let namespace = namespace(state, &job, headers)?;
     let endpoint = job.endpoint.name();
-    let key = cache_key(endpoint, &route, &namespace, &job.body);
+    let canonical = canonical_request(&job.body);
+    let key = key_of_canonical(endpoint, &route, &namespace, &canonical);
     let want_stream = job.stream;
     let include_usage = wants_usage(&job.body);
 
@@ -127,8 +128,7 @@ pub async fn handle(
     if mode == CacheMode::Replay || controls.directive == Directive::OnlyIfCached {
         state.metrics.cache("miss");
         let closest = if mode == CacheMode::Replay {
-            let request: Value =
-                serde_json::from_slice(&canonical_request(&job.body)).unwrap_or(Value::Null);
+            let request: Value = serde_json::from_slice(&canonical).unwrap_or(Value::Null);
             cache.closest(&route, endpoint, &namespace, &request)
         } else {
             None
@@ -144,7 +144,7 @@ pub async fn handle(
         namespace,
         route,
         endpoint: endpoint.to_string(),
-        request: canonical_request(&job.body),
+        request: canonical,
     });
     let (flight, leader) = cache.flights.join(key);
     let status = if leader {
@@ -226,29 +226,35 @@ async fn fly(
             flight.update(|s| s.end = Some(End::Failed(reply)));
         }
     }
-    if let Some(save) = save {
-        let stored = {
-            let s = flight.state();
-            match (&s.end, &s.head) {
-                (Some(End::Complete), Some(head)) => {
-                    to_stored(&s, head, &save, state.cache.now_unix())
-                }
-                _ => None,
-            }
-        };
-        // The writer thread stores it and then lands the flight, so identical requests
-        // meanwhile join the (complete) flight instead of missing; this task is done.
-        if let Some(stored) = stored {
-            let flights = state.cache.flights.clone();
-            let landing = flight.clone();
-            state.cache.save_later(
-                key,
-                stored,
-                save.request,
-                Box::new(move || flights.land(&key, &landing)),
-            );
-            return;
-        }
+    let complete = matches!(flight.state().end, Some(End::Complete));
+    if let Some(save) = save
+        && complete
+    {
+        // The writer thread builds the entry and stores it, then lands the flight, so
+        // identical requests meanwhile join the (complete) flight instead of missing; this
+        // task is done, and its client's answer does not wait for the copying.
+        let Save {
+            namespace,
+            route,
+            endpoint,
+            request,
+        } = save;
+        let source = flight.clone();
+        let now = state.cache.now_unix();
+        let entry = Box::new(move || {
+            let s = source.state();
+            let head = s.head.as_ref()?;
+            to_stored(&s, head, namespace, route, endpoint, now)
+        });
+        let flights = state.cache.flights.clone();
+        let landing = flight;
+        state.cache.save_later(
+            key,
+            entry,
+            request,
+            Box::new(move || flights.land(&key, &landing)),
+        );
+        return;
     }
     state.cache.flights.land(&key, &flight);
 }
@@ -262,13 +268,13 @@ async fn publish(flight: &Flight, served: Served) {
         attempts,
         ticket,
     } = served;
-    let head = |stream: bool, headers: &HeaderMap| Head {
-        provider: provider.clone(),
-        model: model.clone(),
-        key_alias: key_alias.clone(),
+    let head = move |stream: bool, headers: HeaderMap| Head {
+        provider,
+        model,
+        key_alias,
         attempts,
         stream,
-        headers: headers.clone(),
+        headers,
     };
     match answer {
         Answer::Full {
@@ -276,7 +282,7 @@ async fn publish(flight: &Flight, served: Served) {
             body,
             usage,
         } => flight.update(|s| {
-            s.head = Some(head(false, &headers));
+            s.head = Some(Arc::new(head(false, headers)));
             s.body = Some(body);
             s.usage = usage;
             s.end = Some(End::Complete);
@@ -290,7 +296,7 @@ async fn publish(flight: &Flight, served: Served) {
             let mut events = Vec::new();
             watch.feed_events(&first, &mut events);
             flight.update(|s| {
-                s.head = Some(head(true, &headers));
+                s.head = Some(Arc::new(head(true, headers)));
                 s.events.append(&mut events);
             });
             let end = loop {
@@ -339,7 +345,9 @@ async fn error_reply(e: ProxyError) -> ErrorReply {
 fn to_stored(
     s: &crate::cache::flight::FlightState,
     head: &Head,
-    save: &Save,
+    namespace: String,
+    route: String,
+    endpoint: String,
     now: u64,
 ) -> Option<Stored> {
     let headers = head
@@ -361,9 +369,9 @@ fn to_stored(
     };
     Some(Stored {
         created: now,
-        namespace: save.namespace.clone(),
-        route: save.route.clone(),
-        endpoint: save.endpoint.clone(),
+        namespace,
+        route,
+        endpoint,
         provider: Some(head.provider.clone()),
         model: Some(head.model.clone()),
         status: 200,
@@ -457,7 +465,7 @@ async fn render_flight(
     include_usage: bool,
 ) -> Result<Response, ProxyError> {
     enum Start {
-        Head(Head),
+        Head(Arc<Head>),
         Failed(ErrorReply),
     }
     let start = flight

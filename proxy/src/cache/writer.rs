@@ -20,10 +20,14 @@ pub const QUEUE: usize = 4096;
 /// What to do once an answer is stored (or could not be).
 pub type AfterStore = Box<dyn FnOnce() + Send>;
 
+/// Builds the entry to store, on the writer thread (`None`: nothing to store). Building it
+/// there keeps the copying and checking out of the request's way.
+pub type MakeEntry = Box<dyn FnOnce() -> Option<Stored> + Send>;
+
 enum Job {
     Put {
         key: CacheKey,
-        stored: Box<Stored>,
+        entry: MakeEntry,
         request: Vec<u8>,
         after: AfterStore,
     },
@@ -105,7 +109,7 @@ fn handle(job: Job, store: &dyn CacheStore, max_size: Option<u64>, puts: &mut u6
     match job {
         Job::Put {
             key,
-            stored,
+            entry,
             request,
             after,
         } => {
@@ -115,18 +119,23 @@ fn handle(job: Job, store: &dyn CacheStore, max_size: Option<u64>, puts: &mut u6
             {
                 tracing::warn!(error = %e, "cache upkeep failed");
             }
-            let record = entry::encode(&stored, &request);
-            if let Err(e) = store.put(&key, stored.created, &record) {
-                tracing::warn!(key = %key, error = %e, "could not store a cache entry");
-            } else if let Some(max) = max_size
-                && store.bytes() > max
-            {
-                match store.shrink_to(max - max / 10) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
+            if let Some(stored) = entry() {
+                let record = entry::encode(&stored, &request);
+                if let Err(e) = store.put(&key, stored.created, &record) {
+                    tracing::warn!(key = %key, error = %e, "could not store a cache entry");
+                } else if let Some(max) = max_size
+                    && store.bytes() > max
+                {
+                    match store.shrink_to(max - max / 10) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::debug!(
+                                evicted = n,
+                                "cache over max_size: oldest entries evicted"
+                            )
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
                 }
             }
             after();
@@ -161,18 +170,19 @@ impl Writer {
         })
     }
 
-    /// Queues an answer; the writer calls `after` once it is stored (or failed to be). When
-    /// the queue is full the write is dropped and `after` is handed back.
+    /// Queues an answer, built by `entry` on the writer thread; the writer calls `after` once
+    /// it is stored (or failed to be, or there was nothing to store). When the queue is full
+    /// the write is dropped and `after` is handed back.
     pub fn put(
         &self,
         key: CacheKey,
-        stored: Stored,
+        entry: MakeEntry,
         request: Vec<u8>,
         after: AfterStore,
     ) -> Result<(), AfterStore> {
         let job = Job::Put {
             key,
-            stored: Box::new(stored),
+            entry,
             request,
             after,
         };
