@@ -13,7 +13,7 @@ async fn in_flight_requests_finish_and_new_connections_are_refused() {
     let mock = MockProvider::builder()
         .key("k1")
         .faults(Faults {
-            latency: Some(Duration::from_millis(800)),
+            latency: Some(Duration::from_millis(2_000)),
             ..Faults::none()
         })
         .start()
@@ -43,7 +43,7 @@ async fn in_flight_requests_finish_and_new_connections_are_refused() {
         let status = resp.status().as_u16();
         (status, resp.text().await.expect("the whole stream"))
     });
-    // Both requests are at the (slow) upstream when the stop comes.
+    // Both requests are at the (slow) upstream when the stop comes, with ~2 s to go.
     for _ in 0..1000 {
         if mock.stats().requests >= 2 {
             break;
