@@ -199,3 +199,108 @@ async fn models_lists_the_route_names_and_health_answers() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// Writes `sent` on a fresh connection to `proxy`, then reads until the proxy closes it or the
+/// answer declared by its `content-length` is whole (at most 10 s).
+async fn raw_exchange(proxy: &Proxy, sent: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    stream.write_all(sent).await.expect("write");
+    let mut got = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&got).to_lowercase();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let declared = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if declared.is_some_and(|n| body.len() >= n) {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+        .await
+        .expect("the proxy neither answered nor closed the connection within 10 s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_timed_out_and_a_slow_upstream_is_not() {
+    let mock = MockProvider::builder()
+        .key("k1")
+        .faults(spillway_mock::Faults {
+            latency: Some(std::time::Duration::from_millis(600)),
+            tokens_per_second: Some(20.0),
+            ..spillway_mock::Faults::none()
+        })
+        .start()
+        .await;
+    let config = groq_chat_config(
+        &mock.url(),
+        "[server]\nclient_keys = [\"env:CLIENT\"]\nclient_timeout = \"250ms\"",
+    );
+    let proxy = Proxy::start(
+        &config,
+        &[("K1", "k1"), ("CLIENT", "client-secret")],
+        Clock::real(),
+    )
+    .await;
+
+    // Headers that never end: the connection is closed, with nothing sent back.
+    let answer = raw_exchange(
+        &proxy,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: spillway\r\ncontent-type: applic",
+    )
+    .await;
+    assert_eq!(answer, "", "a half-sent header got an answer");
+
+    // A body that stops short of its declared length: 408 in OpenAI's format.
+    let partial = "POST /v1/chat/completions HTTP/1.1\r\nhost: spillway\r\n\
+                   authorization: Bearer client-secret\r\ncontent-type: application/json\r\n\
+                   content-length: 200\r\n\r\n{\"model\":\"chat\",";
+    let answer = raw_exchange(&proxy, partial.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split_once("\r\n\r\n").expect("a body").1)
+        .expect("OpenAI-format JSON");
+    assert_openai_error(&body);
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert_eq!(
+        mock.stats().requests,
+        0,
+        "a partial request reached the provider"
+    );
+
+    // The timeout is the client's to keep, not the upstream's: a plain answer and a stream that
+    // each take longer than it arrive whole.
+    let resp = client()
+        .post(format!("{}/chat/completions", proxy.url()))
+        .bearer_auth("client-secret")
+        .json(&chat_body("chat", "slow upstream", 8))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 200);
+    let mut streamed = chat_body("chat", "slow stream", 16);
+    streamed["stream"] = serde_json::json!(true);
+    let resp = client()
+        .post(format!("{}/chat/completions", proxy.url()))
+        .bearer_auth("client-secret")
+        .json(&streamed)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 200);
+    let events = data_events(&resp.text().await.expect("the whole stream"));
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(!text_of(&events).is_empty());
+}

@@ -162,6 +162,29 @@ max_wait = "30s"
     }
 
     #[test]
+    fn the_client_timeout_defaults_to_30s_and_must_be_positive() {
+        let config = parse(ISSUE_EXAMPLE, "spillway.toml", &env()).expect("valid");
+        assert_eq!(
+            config.server.client_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let with = |value: &str| {
+            ISSUE_EXAMPLE.replace(
+                "[server]\n",
+                &format!("[server]\nclient_timeout = \"{value}\"\n"),
+            )
+        };
+        let config = parse(&with("2s"), "spillway.toml", &env()).expect("valid");
+        assert_eq!(
+            config.server.client_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        let err = error_of(&with("0s"));
+        assert_eq!(err.field, "server.client_timeout");
+        assert!(err.message.contains("greater than 0"), "{err}");
+    }
+
+    #[test]
     fn without_client_keys_only_loopback_is_served() {
         let any: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("addr");
         let local: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");

@@ -58,6 +58,9 @@ pub struct RawServer {
     pub client_keys: Vec<String>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Longest a client may take to send a request's headers, or its body.
+    #[serde(default, with = "humantime_serde")]
+    pub client_timeout: Option<Duration>,
     /// Completion tokens assumed when a request names no `max_tokens`.
     pub default_max_tokens: Option<u64>,
     /// Clock seconds per wall second (tests and scenarios).

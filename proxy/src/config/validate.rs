@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub client_keys: Vec<ApiKey>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Longest a client may take to send a request's headers (an idle keep-alive connection
+    /// is closed after this long too), or its body (then 408).
+    pub client_timeout: Duration,
     /// Completion tokens assumed when a request names no `max_tokens`.
     pub default_max_tokens: u64,
     /// Clock seconds per wall second.
@@ -119,6 +122,8 @@ pub struct Route {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default body limit: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// `[server] client_timeout` when absent.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default completion allowance for requests without `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u64 = 1024;
 /// Default upstream timeout.
@@ -454,6 +459,13 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
     if max_body_bytes == 0 {
         return Err(c.err("server.max_body_bytes", "expected at least 1"));
     }
+    let client_timeout = raw.server.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT);
+    if client_timeout.is_zero() {
+        return Err(c.err(
+            "server.client_timeout",
+            "expected a duration greater than 0, such as \"30s\"",
+        ));
+    }
     if raw.providers.is_empty() {
         return Err(c.err("providers", "expected at least one [[providers]] entry"));
     }
@@ -492,6 +504,7 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
             listen,
             client_keys,
             max_body_bytes,
+            client_timeout,
             default_max_tokens: raw.server.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             time_scale,
             record: raw.server.record.as_ref().map(std::path::PathBuf::from),

@@ -27,9 +27,12 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ProxyError::BodyTooLarge { limit })
+    let after = state.config.server.client_timeout;
+    match tokio::time::timeout(after, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ProxyError::BodyTooLarge { limit }),
+        Err(_) => Err(ProxyError::ClientTimeout { after }),
+    }
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ProxyError> {

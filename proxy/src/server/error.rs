@@ -25,6 +25,12 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// The client did not send the whole body within `[server] client_timeout`.
+    #[error("The request body did not arrive within {:.1}s", .after.as_secs_f64())]
+    ClientTimeout {
+        /// The timeout.
+        after: Duration,
+    },
     /// Malformed JSON or a missing or mistyped field.
     #[error("{message}")]
     InvalidRequest {
@@ -181,6 +187,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } | ProxyError::TooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
+            ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnknownModel { .. } | ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -198,6 +205,7 @@ impl ProxyError {
         match self {
             ProxyError::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            ProxyError::ClientTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             ProxyError::InvalidRequest { .. } => ("invalid_request_error", None),
             ProxyError::UnknownModel { .. } => ("invalid_request_error", Some("model_not_found")),
             ProxyError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),

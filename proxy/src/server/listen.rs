@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{Method, Request};
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tower::ServiceExt;
 
@@ -74,7 +74,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true);
+    // A client gets `client_timeout` to send a request's headers; hyper starts that clock
+    // when the connection waits for a request, so an idle keep-alive connection closes then
+    // too. (The body's share is timed in the handler, which can answer 408.)
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.server.client_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
