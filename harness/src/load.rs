@@ -24,8 +24,8 @@ pub struct LoadSpec {
     pub url: Uri,
     /// Extra request headers (authorization, content type...).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Request bodies, sent in turn (empty: GET requests).
-    pub bodies: Arc<Vec<Bytes>>,
+    /// Request bodies.
+    pub bodies: Bodies,
     /// Concurrent connections, each with one request in flight.
     pub concurrency: usize,
     /// How long to measure.
@@ -36,6 +36,39 @@ pub struct LoadSpec {
     pub max_requests: Option<u64>,
     /// What every 200 answer's body must look like to count as correct.
     pub check: BodyCheck,
+}
+
+/// What a load run sends.
+#[derive(Clone, Debug)]
+pub enum Bodies {
+    /// These bodies in turn, starting again after the last (none: GET requests).
+    Cycle(Arc<Vec<Bytes>>),
+    /// A body of its own for every request: `head`, the request's number, `tail`. No two
+    /// requests of a run share a prompt, however many the run sends.
+    Numbered {
+        /// What comes before the number.
+        head: Bytes,
+        /// What comes after it.
+        tail: Bytes,
+    },
+}
+
+impl Bodies {
+    /// The `n`th request's body; `None` for a GET.
+    pub fn nth(&self, n: usize) -> Option<Bytes> {
+        match self {
+            Bodies::Cycle(all) if all.is_empty() => None,
+            Bodies::Cycle(all) => Some(all[n % all.len()].clone()),
+            Bodies::Numbered { head, tail } => {
+                let number = n.to_string();
+                let mut body = Vec::with_capacity(head.len() + number.len() + tail.len());
+                body.extend_from_slice(head);
+                body.extend_from_slice(number.as_bytes());
+                body.extend_from_slice(tail);
+                Some(Bytes::from(body))
+            }
+        }
+    }
 }
 
 /// A cheap check of each answer's body, so a subject that answers fast but wrongly is caught
@@ -200,8 +233,8 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                     break;
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
-                let (method, body) = match spec.bodies.get(n % spec.bodies.len().max(1)) {
-                    Some(b) => (Method::POST, b.clone()),
+                let (method, body) = match spec.bodies.nth(n) {
+                    Some(b) => (Method::POST, b),
                     None => (Method::GET, Bytes::new()),
                 };
                 let mut req = Request::builder()
@@ -295,22 +328,38 @@ pub fn bodies(
     tag: &str,
     stream: bool,
 ) -> Vec<Bytes> {
+    let (head, tail) = chat_template(model, prompt_bytes, tag, stream);
+    (0..count.max(1))
+        .map(|i| Bytes::from(format!("{head}{i}{tail}")))
+        .collect()
+}
+
+/// The same chat bodies as [`bodies`], but a new one for every request of a run, however long
+/// it is: for measuring a cache's miss path, where a repeated prompt would be a hit.
+pub fn numbered_bodies(model: &str, prompt_bytes: usize, tag: &str, stream: bool) -> Bodies {
+    let (head, tail) = chat_template(model, prompt_bytes, tag, stream);
+    Bodies::Numbered {
+        head: Bytes::from(head),
+        tail: Bytes::from(tail),
+    }
+}
+
+/// A chat body in two halves, to be joined around a request number: the JSON around the number
+/// is escaped once, so making a body costs one copy.
+fn chat_template(model: &str, prompt_bytes: usize, tag: &str, stream: bool) -> (String, String) {
     let filler = "lorem ipsum ".repeat(prompt_bytes / 12 + 1);
     let filler = &filler[..prompt_bytes.min(filler.len())];
-    // The JSON around the request number is escaped once; each body is then one `format!`
-    // (tens of thousands of bodies per run are made in milliseconds, even in a debug build).
     let quoted = |s: &str| serde_json::Value::from(s).to_string();
     let model = quoted(model);
     let tag = quoted(tag);
     let tag = &tag[1..tag.len() - 1];
     let stream = if stream { ",\"stream\":true" } else { "" };
-    (0..count.max(1))
-        .map(|i| {
-            Bytes::from(format!(
-                "{{\"model\":{model},\"messages\":[{{\"role\":\"user\",\"content\":\"{tag}request {i}: {filler}\"}}],\"max_tokens\":64,\"temperature\":0{stream}}}"
-            ))
-        })
-        .collect()
+    (
+        format!(
+            "{{\"model\":{model},\"messages\":[{{\"role\":\"user\",\"content\":\"{tag}request "
+        ),
+        format!(": {filler}\"}}],\"max_tokens\":64,\"temperature\":0{stream}}}"),
+    )
 }
 
 #[cfg(test)]
@@ -358,5 +407,28 @@ mod tests {
             "a\"b\\ request 0: lorem ipsum "
         );
         assert_eq!(v["max_tokens"], 64);
+    }
+
+    #[test]
+    fn numbered_bodies_never_repeat_and_match_the_cycled_ones() {
+        let numbered = numbered_bodies("m\"x", 30, "run 1 ", true);
+        let cycled = bodies("m\"x", 3, 30, "run 1 ", true);
+        for (i, body) in cycled.iter().enumerate() {
+            assert_eq!(numbered.nth(i).as_ref(), Some(body));
+        }
+        let seen: std::collections::HashSet<Bytes> =
+            (0..5_000).filter_map(|n| numbered.nth(n)).collect();
+        assert_eq!(seen.len(), 5_000, "a numbered body repeated");
+        let v: serde_json::Value = serde_json::from_slice(&numbered.nth(123_456).unwrap()).unwrap();
+        assert!(
+            v["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("run 1 request 123456: ")
+        );
+        assert_eq!(Bodies::Cycle(Arc::new(Vec::new())).nth(7), None);
+        let two = Bodies::Cycle(Arc::new(bodies("m", 2, 10, "", false)));
+        assert_eq!(two.nth(0), two.nth(2));
+        assert_ne!(two.nth(0), two.nth(1));
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
 use spillway_harness::bench::{self, BenchSpec, run_bench};
-use spillway_harness::load::{LoadSpec, bodies, run_load};
+use spillway_harness::load::{Bodies, LoadSpec, bodies, numbered_bodies, run_load};
 use spillway_harness::scenario::{MockEntry, Scenario};
 use spillway_harness::{ScenarioOutcome, report, run_scenario, runner, subjects, traffic};
 
@@ -128,7 +128,8 @@ enum Command {
         /// Unmeasured warm-up before it.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         warmup: Duration,
-        /// Number of distinct prompts cycled through (1: every request identical).
+        /// Number of distinct prompts cycled through (1: every request identical; 0: a new
+        /// prompt for every request, however many are sent).
         #[arg(long, default_value_t = 1000)]
         distinct: usize,
         /// Stop after this many requests past the warm-up, if `--duration` has not ended first.
@@ -547,7 +548,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                         HeaderValue::from_static("application/json"),
                     ),
                 ],
-                bodies: Arc::new(bodies(&model, distinct, 200, &prefix, stream)),
+                bodies: if distinct == 0 {
+                    numbered_bodies(&model, 200, &prefix, stream)
+                } else {
+                    Bodies::Cycle(Arc::new(bodies(&model, distinct, 200, &prefix, stream)))
+                },
                 concurrency,
                 duration,
                 warmup,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use crate::load::{BodyCheck, LoadReport, LoadSpec, bodies, run_load};
+use crate::load::{Bodies, BodyCheck, LoadReport, LoadSpec, bodies, numbered_bodies, run_load};
 use crate::subjects::{BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, Subject, spawn_peer};
 
 /// What to measure.
@@ -65,7 +65,8 @@ pub struct Row {
     pub p999_us: u64,
     /// Requests measured over all runs.
     pub requests: u64,
-    /// Non-200 answers and connection errors over all runs.
+    /// Non-200 answers, connection errors, and (spillway's miss rows) answers that came from the
+    /// cache, over all runs.
     pub failures: u64,
     /// 200 answers whose body was not a chat completion (or stream) over all runs.
     pub invalid: u64,
@@ -144,8 +145,8 @@ struct Target {
     model: &'static str,
     key: String,
     stream: bool,
-    /// Distinct prompts: many (every request a cache miss) or few (after the first pass,
-    /// every request a cache hit).
+    /// Distinct prompts: 0, a new one for every request (every request a cache miss), or a
+    /// few (after the first pass, every request a cache hit).
     distinct: usize,
 }
 
@@ -204,6 +205,23 @@ fn peer_key() -> String {
 
 /// spillway's count of answers its cache did not store (the writer was behind).
 async fn dropped_writes(base_url: &str) -> Option<u64> {
+    metric(base_url, "spillway_cache_writes_dropped_total ").await
+}
+
+/// Requests spillway answered from its cache (hits, and requests that joined an identical one in
+/// flight), from its metrics.
+async fn answered_from_cache(base_url: &str) -> Option<u64> {
+    let hit = metric(base_url, "spillway_cache_requests_total{outcome=\"hit\"} ").await;
+    let joined = metric(
+        base_url,
+        "spillway_cache_requests_total{outcome=\"coalesced\"} ",
+    )
+    .await;
+    Some(hit.unwrap_or(0) + joined.unwrap_or(0))
+}
+
+/// The value of the metric whose line starts with `prefix` (absent: never counted).
+async fn metric(base_url: &str, prefix: &str) -> Option<u64> {
     let text = reqwest::get(format!("{base_url}/metrics"))
         .await
         .ok()?
@@ -211,7 +229,7 @@ async fn dropped_writes(base_url: &str) -> Option<u64> {
         .await
         .ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("spillway_cache_writes_dropped_total "))
+        .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -281,7 +299,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                     model: BENCH_ROUTE,
                     key,
                     stream: false,
-                    distinct: 50_000,
+                    distinct: 0,
                 });
                 subjects.push(subject);
             }
@@ -311,16 +329,16 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
             })
         };
     let mut targets = vec![
-        target("direct", 0, &direct_url, BENCH_MODEL, false, 50_000)?,
-        target("forwarder", 2, &forwarder_url, BENCH_MODEL, false, 50_000)?,
-        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, false, 50_000)?,
+        target("direct", 0, &direct_url, BENCH_MODEL, false, 0)?,
+        target("forwarder", 2, &forwarder_url, BENCH_MODEL, false, 0)?,
+        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, false, 0)?,
         target("spillway hit", 1, &proxy_url, BENCH_ROUTE, false, 100)?,
     ];
     targets.extend(peer_targets);
     targets.extend([
-        target("direct", 0, &direct_url, BENCH_MODEL, true, 50_000)?,
-        target("forwarder", 2, &forwarder_url, BENCH_MODEL, true, 50_000)?,
-        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, true, 50_000)?,
+        target("direct", 0, &direct_url, BENCH_MODEL, true, 0)?,
+        target("forwarder", 2, &forwarder_url, BENCH_MODEL, true, 0)?,
+        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, true, 0)?,
     ]);
 
     let mut probes = Vec::new();
@@ -346,14 +364,20 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
     for &concurrency in &spec.concurrency {
         let mut runs: BTreeMap<usize, Vec<LoadReport>> = BTreeMap::new();
         let mut unstored: BTreeMap<usize, Option<u64>> = BTreeMap::new();
+        // Answers spillway gave from its cache during a miss run: each is a wrong measurement.
+        let mut cached_in_miss_runs: BTreeMap<usize, u64> = BTreeMap::new();
         for rep in 0..spec.repeat.max(1) {
             for (i, t) in targets.iter().enumerate() {
-                // Distinct prompts per run, so a cache in front never answers; hit runs reuse
-                // one small prompt set, stored during the first warm-up.
-                let tag = if t.distinct < 1000 {
-                    "hits ".to_string()
+                // Miss runs: a new prompt for every request, and a tag per run, so a cache in
+                // front never answers. Hit runs reuse one small prompt set, stored during the
+                // first warm-up.
+                let bodies = if t.distinct == 0 {
+                    let tag = format!("c{concurrency} r{rep} t{i} ");
+                    numbered_bodies(t.model, 200, &tag, t.stream)
                 } else {
-                    format!("c{concurrency} r{rep} t{i} ")
+                    Bodies::Cycle(Arc::new(bodies(
+                        t.model, t.distinct, 200, "hits ", t.stream,
+                    )))
                 };
                 let is_spillway = t.subject == 1;
                 let dropped_before = if is_spillway {
@@ -361,10 +385,16 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                 } else {
                     None
                 };
+                let miss_run = is_spillway && t.distinct == 0;
+                let cached_before = if miss_run {
+                    answered_from_cache(&subjects[1].base_url).await
+                } else {
+                    None
+                };
                 let report = run_load(LoadSpec {
                     url: t.url.clone(),
                     headers: t.headers()?,
-                    bodies: Arc::new(bodies(t.model, t.distinct, 200, &tag, t.stream)),
+                    bodies,
                     concurrency,
                     duration: spec.duration,
                     warmup: spec.warmup,
@@ -381,6 +411,16 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                     report.p50_us,
                     report.p99_us
                 );
+                if let Some(before) = cached_before
+                    && let Some(after) = answered_from_cache(&subjects[1].base_url).await
+                    && after > before
+                {
+                    eprintln!(
+                        "    {} answers of this miss run came from the cache",
+                        after - before
+                    );
+                    *cached_in_miss_runs.entry(i).or_insert(0) += after - before;
+                }
                 if let Some(e) = &report.first_error {
                     eprintln!("    {} failed requests; the first: {e}", report.errors);
                 }
@@ -407,7 +447,8 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
                             .map(|(_, n)| n)
                             .sum::<u64>()
                 })
-                .sum();
+                .sum::<u64>()
+                + cached_in_miss_runs.get(&i).copied().unwrap_or(0);
             rows.push(Row {
                 subject: t.name.clone(),
                 kind: t.kind().into(),
@@ -458,7 +499,7 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
         model: BENCH_ROUTE,
         key: BENCH_KEY.into(),
         stream: false,
-        distinct: spec.soak as usize,
+        distinct: 0,
     };
     let mut soak = Soak {
         requests_per_stage: spec.soak,
@@ -473,13 +514,7 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
         let report = run_load(LoadSpec {
             url: url.clone(),
             headers: target.headers()?,
-            bodies: Arc::new(bodies(
-                BENCH_ROUTE,
-                target.distinct,
-                200,
-                &format!("soak {stage} "),
-                false,
-            )),
+            bodies: numbered_bodies(BENCH_ROUTE, 200, &format!("soak {stage} "), false),
             concurrency: spec.soak_concurrency,
             // Bounded in time as well as count.
             duration: Duration::from_secs(600),
