@@ -239,7 +239,7 @@ async fn a_stalled_client_is_timed_out_and_a_slow_upstream_is_not() {
     let mock = MockProvider::builder()
         .key("k1")
         .faults(spillway_mock::Faults {
-            latency: Some(std::time::Duration::from_millis(600)),
+            latency: Some(std::time::Duration::from_millis(1_200)),
             tokens_per_second: Some(20.0),
             ..spillway_mock::Faults::none()
         })
@@ -247,7 +247,7 @@ async fn a_stalled_client_is_timed_out_and_a_slow_upstream_is_not() {
         .await;
     let config = groq_chat_config(
         &mock.url(),
-        "[server]\nclient_keys = [\"env:CLIENT\"]\nclient_timeout = \"250ms\"",
+        "[server]\nclient_keys = [\"env:CLIENT\"]\nclient_timeout = \"500ms\"",
     );
     let proxy = Proxy::start(
         &config,
