@@ -551,3 +551,61 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
     }
     Ok(soak)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::subjects::proxy_config;
+    use bytes::Bytes;
+
+    /// The miss-run check reads spillway's own cache counters: a repeated request shows up in
+    /// it, a new one does not.
+    #[tokio::test]
+    async fn answers_from_the_cache_are_read_from_spillways_metrics() {
+        let mock = spillway_mock::MockProvider::builder()
+            .key(BENCH_KEY)
+            .start()
+            .await;
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let env = HashMap::from([("BENCH_KEY".to_string(), BENCH_KEY.to_string())]);
+        let config = spillway::config::parse(
+            &proxy_config(&mock.base_url(), &dir.path().join("cache")),
+            "bench.toml",
+            &env,
+        )
+        .expect("the bench's config");
+        let state = spillway::AppState::new(config, spillway::Clock::real()).expect("proxy state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(spillway::run(listener, state, std::future::pending()));
+
+        let send = |body: Bytes| {
+            let url = format!("{base}/v1/chat/completions");
+            async move {
+                let resp = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("an answer");
+                assert_eq!(resp.status(), 200);
+            }
+        };
+        let numbered = numbered_bodies(BENCH_ROUTE, 50, "check ", false);
+        assert_eq!(answered_from_cache(&base).await, Some(0));
+        send(numbered.nth(0).expect("a body")).await;
+        send(numbered.nth(1).expect("a body")).await;
+        assert_eq!(answered_from_cache(&base).await, Some(0), "two new prompts");
+        send(numbered.nth(0).expect("a body")).await;
+        assert_eq!(
+            answered_from_cache(&base).await,
+            Some(1),
+            "one repeated prompt"
+        );
+    }
+}
