@@ -205,29 +205,36 @@ fn peer_key() -> String {
 
 /// spillway's count of answers its cache did not store (the writer was behind).
 async fn dropped_writes(base_url: &str) -> Option<u64> {
-    metric(base_url, "spillway_cache_writes_dropped_total ").await
+    metric(
+        &metrics(base_url).await?,
+        "spillway_cache_writes_dropped_total ",
+    )
 }
 
 /// Requests spillway answered from its cache (hits, and requests that joined an identical one in
 /// flight), from its metrics.
 async fn answered_from_cache(base_url: &str) -> Option<u64> {
-    let hit = metric(base_url, "spillway_cache_requests_total{outcome=\"hit\"} ").await;
+    let text = metrics(base_url).await?;
+    let hit = metric(&text, "spillway_cache_requests_total{outcome=\"hit\"} ");
     let joined = metric(
-        base_url,
+        &text,
         "spillway_cache_requests_total{outcome=\"coalesced\"} ",
-    )
-    .await;
+    );
     Some(hit.unwrap_or(0) + joined.unwrap_or(0))
 }
 
-/// The value of the metric whose line starts with `prefix` (absent: never counted).
-async fn metric(base_url: &str, prefix: &str) -> Option<u64> {
-    let text = reqwest::get(format!("{base_url}/metrics"))
+/// spillway's `/metrics` text.
+async fn metrics(base_url: &str) -> Option<String> {
+    reqwest::get(format!("{base_url}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The value of the metric whose line starts with `prefix` (absent: never counted).
+fn metric(text: &str, prefix: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
