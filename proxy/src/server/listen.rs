@@ -21,6 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tower::ServiceExt;
 
 use crate::server::api;
+use crate::server::self_wake::PollAgainOnSelfWake;
 use crate::state::AppState;
 
 /// The handler a request goes to without the router, if any.
@@ -102,9 +103,9 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        tokio::spawn(PollAgainOnSelfWake::new(async move {
             let _ = connection.await;
-        });
+        }));
     }
     drop(listener);
     graceful.shutdown().await;
