@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::cache::filter::KeyFilter;
 use crate::cache::index::{IndexEntry, IndexKind, KeyIndex, open_index};
 use crate::cache::key::CacheKey;
-use crate::cache::store::{CacheStore, StoreError};
+use crate::cache::store::{CacheStore, NewRecord, StoreError};
 use crate::cache::vlog::ValueLog;
 
 /// Keys the key filter is sized for when it starts (2 MiB of bits), so the proxy's memory stays
@@ -196,17 +196,34 @@ impl CacheStore for DiskStore {
     }
 
     fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
-        let loc = self.vlog.append(record).map_err(err)?;
+        self.put_all(&[NewRecord {
+            key,
+            created,
+            record,
+        }])
+    }
+
+    /// One append to the value log for all the records, then their index entries.
+    fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
+        let bytes: Vec<&[u8]> = records.iter().map(|r| r.record).collect();
+        let locations = self.vlog.append_all(&bytes).map_err(err)?;
         let _guard = self.lock();
-        // Into the filter first: a reader that finds the key in the index must not be told
-        // "certainly absent" by a filter that has not caught up.
-        self.filter().insert(key);
-        let old = self.index.insert(key, IndexEntry { created, loc })?;
-        self.live.fetch_add(u64::from(loc.len), Ordering::Relaxed);
-        // A replaced entry's size is retired here.
-        if let Some(old) = old {
-            self.live
-                .fetch_sub(u64::from(old.loc.len), Ordering::Relaxed);
+        let filter = self.filter();
+        for (new, loc) in records.iter().zip(locations) {
+            // Into the filter first: a reader that finds the key in the index must not be told
+            // "certainly absent" by a filter that has not caught up.
+            filter.insert(new.key);
+            let entry = IndexEntry {
+                created: new.created,
+                loc,
+            };
+            let old = self.index.insert(new.key, entry)?;
+            self.live.fetch_add(u64::from(loc.len), Ordering::Relaxed);
+            // A replaced entry's size is retired here.
+            if let Some(old) = old {
+                self.live
+                    .fetch_sub(u64::from(old.loc.len), Ordering::Relaxed);
+            }
         }
         Ok(())
     }

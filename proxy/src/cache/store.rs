@@ -8,12 +8,30 @@ use crate::cache::key::CacheKey;
 #[error("cache store: {0}")]
 pub struct StoreError(pub String);
 
+/// One record to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    /// Its key.
+    pub key: &'a CacheKey,
+    /// When it was created (unix seconds).
+    pub created: u64,
+    /// The encoded record.
+    pub record: &'a [u8],
+}
+
 /// A key → record store with creation times.
 pub trait CacheStore: Send + Sync + std::fmt::Debug {
     /// The record under `key`.
     fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `record` under `key`, created at `created` (unix seconds).
     fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError>;
+    /// Stores several records, as `put` would one by one, where the backend can with fewer
+    /// writes. On an error some of them may be stored and others not.
+    fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
+        records
+            .iter()
+            .try_for_each(|r| self.put(r.key, r.created, r.record))
+    }
     /// Removes `key`.
     fn remove(&self, key: &CacheKey) -> Result<(), StoreError>;
     /// Every key, in key order.

@@ -113,23 +113,39 @@ impl ValueLog {
 
     /// Appends a record; returns where it is.
     pub fn append(&self, record: &[u8]) -> std::io::Result<Location> {
-        let len =
-            u32::try_from(record.len()).map_err(|_| std::io::Error::other("record too large"))?;
+        Ok(self.append_all(&[record])?[0])
+    }
+
+    /// Appends records with one write; returns where each is, in order. When the write fails,
+    /// none of them is stored, and appends go on after whatever part of it reached the file.
+    pub fn append_all(&self, records: &[&[u8]]) -> std::io::Result<Vec<Location>> {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if active.len >= SEGMENT_BYTES {
             self.start_segment(&mut active)?;
         }
-        let offset = active.len;
-        let mut frame = Vec::with_capacity(4 + record.len());
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(record);
-        active.file.write_all(&frame)?;
-        active.len += frame.len() as u64;
-        Ok(Location {
-            segment: active.id,
-            offset,
-            len,
-        })
+        let size = records.iter().map(|r| 4 + r.len()).sum();
+        let mut frames = Vec::with_capacity(size);
+        let mut locations = Vec::with_capacity(records.len());
+        for record in records {
+            let len = u32::try_from(record.len())
+                .map_err(|_| std::io::Error::other("record too large"))?;
+            locations.push(Location {
+                segment: active.id,
+                offset: active.len + frames.len() as u64,
+                len,
+            });
+            frames.extend_from_slice(&len.to_le_bytes());
+            frames.extend_from_slice(record);
+        }
+        if let Err(e) = active.file.write_all(&frames) {
+            // Part of the frames may be in the file: the next append starts after them.
+            if let Ok(meta) = active.file.metadata() {
+                active.len = meta.len();
+            }
+            return Err(e);
+        }
+        active.len += frames.len() as u64;
+        Ok(locations)
     }
 
     /// Reads the record at `loc`; `Ok(None)` when its segment no longer exists.
@@ -242,6 +258,24 @@ mod tests {
             "appends continue where the segment ended"
         );
         assert_eq!(Location::decode(&c.encode()), Some(c));
+    }
+
+    #[test]
+    fn records_appended_together_read_back_one_by_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = ValueLog::open(dir.path()).expect("opens");
+        let first = log.append(b"before").unwrap();
+        let records: [&[u8]; 3] = [b"one", b"", b"three!"];
+        let locations = log.append_all(&records).unwrap();
+        assert_eq!(locations.len(), 3);
+        assert_eq!(locations[0].offset, 4 + 6);
+        for (loc, record) in locations.iter().zip(records) {
+            assert_eq!(log.read(*loc).unwrap().unwrap(), record);
+        }
+        let after = log.append(b"after").unwrap();
+        assert_eq!(after.offset, 4 + 6 + 4 + 3 + 4 + 4 + 6);
+        assert_eq!(log.read(first).unwrap().unwrap(), b"before");
+        assert!(log.append_all(&[]).unwrap().is_empty());
     }
 
     #[test]

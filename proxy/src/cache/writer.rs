@@ -1,5 +1,6 @@
 //! The cache's one writer: a thread that encodes and stores answers in order, behind a bounded
-//! queue. Store writes are synchronous file I/O, so they stay off the async workers; and
+//! queue, taking what has queued up in batches of up to [`MAX_BATCH`] (one value-log write per
+//! batch). Store writes are synchronous file I/O, so they stay off the async workers; and
 //! when answers arrive faster than they can be stored, writes are dropped (and counted) instead
 //! of queueing without bound — a cache may forget, it must not run out of memory.
 
@@ -12,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::cache::entry::{self, Stored};
 use crate::cache::key::CacheKey;
-use crate::cache::store::CacheStore;
+use crate::cache::store::{CacheStore, NewRecord};
 
 /// Writes that may wait for the writer.
 pub const QUEUE: usize = 4096;
@@ -60,6 +61,11 @@ impl std::fmt::Debug for Job {
 /// Puts between two upkeep passes.
 const MAINTAIN_EVERY: u64 = 2048;
 
+/// Answers stored with one write at most. Under load the writer finds many answers waiting
+/// after each rest; storing them together costs one system call for the value log instead of
+/// one per answer.
+pub const MAX_BATCH: usize = 64;
+
 /// How long the writer rests after emptying its queue before it looks again. While it rests,
 /// senders queue without waking it (no system call per answer), so under load the writer takes
 /// answers in batches. Each rest ends in a timer wake-up that takes a core from whatever runs
@@ -72,7 +78,13 @@ const REST: Duration = Duration::from_millis(4);
 const RESTS_BEFORE_BLOCKING: u32 = 12;
 
 fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
-    let mut puts: u64 = 0;
+    let mut batch = Batch {
+        store,
+        max_size,
+        puts: 0,
+        records: Vec::with_capacity(MAX_BATCH),
+        afters: Vec::with_capacity(MAX_BATCH),
+    };
     let mut empty_rests = 0;
     loop {
         let job = if empty_rests >= RESTS_BEFORE_BLOCKING {
@@ -96,64 +108,108 @@ fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
             continue;
         };
         empty_rests = 0;
-        handle(job, &*store, max_size, &mut puts);
+        batch.take(job);
         loop {
             match rx.try_recv() {
-                Ok(job) => handle(job, &*store, max_size, &mut puts),
+                Ok(job) => batch.take(job),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Disconnected) => {
+                    batch.commit();
+                    return;
+                }
             }
         }
+        batch.commit();
     }
 }
 
-fn handle(job: Job, store: &dyn CacheStore, max_size: Option<u64>, puts: &mut u64) {
-    match job {
-        Job::Put {
-            key,
-            entry,
-            request,
-            after,
-        } => {
-            *puts += 1;
-            if puts.is_multiple_of(MAINTAIN_EVERY)
-                && let Err(e) = store.maintain()
-            {
-                tracing::warn!(error = %e, "cache upkeep failed");
+/// Answers encoded and waiting to be stored together, and what to do once they are.
+struct Batch {
+    store: Arc<dyn CacheStore>,
+    max_size: Option<u64>,
+    /// Puts taken so far, for the upkeep passes.
+    puts: u64,
+    records: Vec<(CacheKey, u64, Vec<u8>)>,
+    afters: Vec<AfterStore>,
+}
+
+impl Batch {
+    fn take(&mut self, job: Job) {
+        match job {
+            Job::Put {
+                key,
+                entry,
+                request,
+                after,
+            } => {
+                self.puts += 1;
+                if self.puts.is_multiple_of(MAINTAIN_EVERY) {
+                    // Upkeep runs between writes: store what is waiting first.
+                    self.commit();
+                    if let Err(e) = self.store.maintain() {
+                        tracing::warn!(error = %e, "cache upkeep failed");
+                    }
+                }
+                if let Some(stored) = entry() {
+                    let record = entry::encode(&stored, &request);
+                    self.records.push((key, stored.created, record));
+                }
+                self.afters.push(after);
+                if self.afters.len() >= MAX_BATCH {
+                    self.commit();
+                }
             }
-            if let Some(stored) = entry() {
-                let record = entry::encode(&stored, &request);
-                if let Err(e) = store.put(&key, stored.created, &record) {
-                    tracing::warn!(key = %key, error = %e, "could not store a cache entry");
-                } else if let Some(max) = max_size
-                    && store.bytes() > max
-                {
-                    match store.shrink_to(max - max / 10) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::debug!(
-                                evicted = n,
-                                "cache over max_size: oldest entries evicted"
-                            )
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
+            Job::Flush(done) => {
+                self.commit();
+                if let Err(e) = self.store.flush() {
+                    tracing::warn!(error = %e, "cache flush failed");
+                }
+                match done {
+                    Ack::Async(tx) => {
+                        let _ = tx.send(());
+                    }
+                    Ack::Blocking(tx) => {
+                        let _ = tx.send(());
                     }
                 }
             }
-            after();
         }
-        Job::Flush(done) => {
-            if let Err(e) = store.flush() {
-                tracing::warn!(error = %e, "cache flush failed");
-            }
-            match done {
-                Ack::Async(tx) => {
-                    let _ = tx.send(());
+    }
+
+    /// Stores the waiting answers with one write, evicts if the cache outgrew its size, and
+    /// runs their `after`s (stored or not).
+    fn commit(&mut self) {
+        if !self.records.is_empty() {
+            let records: Vec<NewRecord<'_>> = self
+                .records
+                .iter()
+                .map(|(key, created, record)| NewRecord {
+                    key,
+                    created: *created,
+                    record,
+                })
+                .collect();
+            if let Err(e) = self.store.put_all(&records) {
+                tracing::warn!(
+                    entries = records.len(),
+                    error = %e,
+                    "could not store cache entries"
+                );
+            } else if let Some(max) = self.max_size
+                && self.store.bytes() > max
+            {
+                match self.store.shrink_to(max - max / 10) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
                 }
-                Ack::Blocking(tx) => {
-                    let _ = tx.send(());
-                }
             }
+            self.records.clear();
+        }
+        for after in self.afters.drain(..) {
+            after();
         }
     }
 }
@@ -249,5 +305,176 @@ impl Drop for Writer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::cache::disk_store::DiskStore;
+    use crate::cache::entry::decode;
+    use crate::cache::index::IndexKind;
+    use crate::cache::store::StoreError;
+    use crate::cache::testing::stored;
+
+    /// A disk store that records how many records each write carried.
+    #[derive(Debug)]
+    struct Recording {
+        inner: DiskStore,
+        writes: Mutex<Vec<usize>>,
+        flushes: AtomicUsize,
+    }
+
+    impl CacheStore for Recording {
+        fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
+            self.put_all(&[NewRecord {
+                key,
+                created,
+                record,
+            }])
+        }
+        fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
+            self.writes.lock().unwrap().push(records.len());
+            self.inner.put_all(records)
+        }
+        fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
+            self.inner.remove(key)
+        }
+        fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
+            self.inner.keys()
+        }
+        fn created_before(&self, before: u64) -> Result<Vec<CacheKey>, StoreError> {
+            self.inner.created_before(before)
+        }
+        fn shrink_to(&self, bytes: u64) -> Result<usize, StoreError> {
+            self.inner.shrink_to(bytes)
+        }
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn bytes(&self) -> u64 {
+            self.inner.bytes()
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            self.inner.flush()
+        }
+    }
+
+    fn batch(dir: &tempfile::TempDir) -> (Batch, Arc<Recording>) {
+        let inner = DiskStore::open(dir.path(), IndexKind::File, 1 << 20).expect("opens");
+        let recording = Arc::new(Recording {
+            inner,
+            writes: Mutex::new(Vec::new()),
+            flushes: AtomicUsize::new(0),
+        });
+        let batch = Batch {
+            store: recording.clone(),
+            max_size: None,
+            puts: 0,
+            records: Vec::new(),
+            afters: Vec::new(),
+        };
+        (batch, recording)
+    }
+
+    /// What a put of key `n` takes (nothing to store when `empty`), counting its `after` in
+    /// `done`.
+    fn parts(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> (CacheKey, MakeEntry, AfterStore) {
+        let done = done.clone();
+        (
+            CacheKey([n; 32]),
+            Box::new(move || (!empty).then(|| stored(&format!("{{\"n\":{n}}}")))),
+            Box::new(move || {
+                done.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+    }
+
+    fn put(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> Job {
+        let (key, entry, after) = parts(n, empty, done);
+        Job::Put {
+            key,
+            entry,
+            request: b"{}".to_vec(),
+            after,
+        }
+    }
+
+    #[test]
+    fn answers_taken_together_are_stored_with_one_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut batch, store) = batch(&dir);
+        let done = Arc::new(AtomicUsize::new(0));
+        for n in 0..5 {
+            batch.take(put(n, n == 3, &done));
+        }
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            0,
+            "nothing is done before it is stored"
+        );
+        assert!(store.get(&CacheKey([0; 32])).unwrap().is_none());
+        batch.commit();
+        assert_eq!(*store.writes.lock().unwrap(), vec![4]);
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            5,
+            "every after runs, stored or not"
+        );
+        for n in [0u8, 1, 2, 4] {
+            let record = store.get(&CacheKey([n; 32])).unwrap().expect("stored");
+            let body = decode(&record).expect("valid").body.expect("a body");
+            assert_eq!(body.get(), format!("{{\"n\":{n}}}"));
+        }
+        assert!(store.get(&CacheKey([3; 32])).unwrap().is_none());
+        batch.commit();
+        assert_eq!(
+            store.writes.lock().unwrap().len(),
+            1,
+            "an empty batch writes nothing"
+        );
+    }
+
+    #[test]
+    fn a_full_batch_is_stored_at_once_and_a_flush_stores_what_waits_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut batch, store) = batch(&dir);
+        let done = Arc::new(AtomicUsize::new(0));
+        for n in 0..(MAX_BATCH + 3) {
+            batch.take(put(n as u8, false, &done));
+        }
+        assert_eq!(*store.writes.lock().unwrap(), vec![MAX_BATCH]);
+        assert_eq!(done.load(Ordering::SeqCst), MAX_BATCH);
+        let (tx, rx) = sync_channel(1);
+        batch.take(Job::Flush(Ack::Blocking(tx)));
+        rx.recv().expect("flush acknowledged");
+        assert_eq!(*store.writes.lock().unwrap(), vec![MAX_BATCH, 3]);
+        assert_eq!(store.flushes.load(Ordering::SeqCst), 1);
+        assert_eq!(done.load(Ordering::SeqCst), MAX_BATCH + 3);
+    }
+
+    #[test]
+    fn the_thread_stores_everything_queued_before_it_stops() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, store) = batch(&dir);
+        let done = Arc::new(AtomicUsize::new(0));
+        let writer = Writer::spawn(store.clone(), None).expect("spawns");
+        for n in 0..200u8 {
+            let (key, entry, after) = parts(n, false, &done);
+            assert!(writer.put(key, entry, b"{}".to_vec(), after).is_ok());
+        }
+        drop(writer);
+        assert_eq!(done.load(Ordering::SeqCst), 200);
+        assert_eq!(store.len(), 200);
+        let writes = store.writes.lock().unwrap();
+        assert_eq!(writes.iter().sum::<usize>(), 200);
+        assert!(writes.iter().all(|n| *n <= MAX_BATCH));
     }
 }
