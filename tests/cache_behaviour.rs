@@ -130,6 +130,72 @@ async fn the_upstream_call_outlives_the_client_that_started_it() {
     assert_eq!(mock.stats().requests, 1);
 }
 
+/// A streamed call goes on when the client that started it leaves, before the first byte
+/// (`midway: false`) or after it: the answer still reaches a client that joined it and the cache.
+async fn a_streamed_call_outlives_its_client(midway: bool) {
+    let faults = if midway {
+        Faults {
+            tokens_per_second: Some(100.0),
+            ..Faults::none()
+        }
+    } else {
+        slow(600)
+    };
+    let mock = MockProvider::builder()
+        .key("k1")
+        .faults(faults)
+        .start()
+        .await;
+    let (_dir, path) = cache_dir();
+    let proxy = Proxy::start(&config(&mock.url(), &path), &[("K1", "k1")], Clock::real()).await;
+    let body = streamed(deterministic(&format!("leave early, midway: {midway}")));
+    if midway {
+        let mut leader = send(&proxy, &body, &[]).await;
+        assert_eq!(leader.status(), 200);
+        let first = leader.chunk().await.expect("a first chunk");
+        assert!(first.is_some_and(|c| c.starts_with(b"data: ")));
+        drop(leader);
+    } else {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(150))
+            .build()
+            .unwrap();
+        let gone = impatient
+            .post(format!("{}/chat/completions", proxy.url()))
+            .json(&body)
+            .send()
+            .await;
+        assert!(gone.is_err(), "the first client gave up");
+    }
+    let follower = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = send(&proxy, &body, &[]).await;
+        let status = header(&response, "x-spillway-cache");
+        (status, response.text().await.unwrap())
+    })
+    .await
+    .expect("the call went on without its client");
+    assert_eq!(follower.0, "coalesced");
+    assert!(follower.1.ends_with("data: [DONE]\n\n"), "{}", follower.1);
+    let hit = send(&proxy, &body, &[]).await;
+    assert_eq!(
+        header(&hit, "x-spillway-cache"),
+        "hit",
+        "the answer was stored"
+    );
+    assert_eq!(sse_text(&hit.text().await.unwrap()), sse_text(&follower.1));
+    assert_eq!(mock.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_call_outlives_a_client_that_leaves_before_the_first_byte() {
+    a_streamed_call_outlives_its_client(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_call_outlives_a_client_that_leaves_midway() {
+    a_streamed_call_outlives_its_client(true).await;
+}
+
 #[tokio::test]
 async fn a_hit_survives_a_restart_with_the_provider_gone() {
     let mock = MockProvider::builder().key("k1").start().await;

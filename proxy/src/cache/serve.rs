@@ -147,11 +147,14 @@ pub async fn handle(
         request: canonical,
     });
     let (flight, leader) = cache.flights.join(key);
+    let mut beside = None;
     let status = if leader {
         let call = fly(state.clone(), job, flight.clone(), key, save);
         if want_stream {
-            // A stream is relayed while it arrives: the call runs beside the response.
-            tokio::spawn(call);
+            // A stream is relayed while it arrives: the call is driven beside the response,
+            // in the same task (a task of its own would be handed to the other worker thread
+            // and wake this one for every event).
+            beside = Some(Detached::new(call));
         } else {
             // A plain answer: the leader makes the call itself, sparing a hand-over between
             // tasks (and threads) per request; if its client goes away first, the call goes on
@@ -170,7 +173,14 @@ pub async fn handle(
         CacheStatus::Coalesced
     };
     state.metrics.cache(status.name());
-    let mut response = render_flight(flight, want_stream, include_usage).await?;
+    let rendered = render_flight(flight, want_stream, include_usage);
+    let mut response = match beside {
+        Some(mut call) => call
+            .beside(rendered)
+            .await?
+            .map(|body| Body::new(DrivenBody { call, body })),
+        None => rendered.await?,
+    };
     mark(&mut response, status, Some(&key));
     Ok(response)
 }
@@ -189,6 +199,55 @@ impl Detached {
             call.await;
             self.0 = None;
         }
+    }
+
+    /// Polls the call, unless it has finished.
+    fn poll_call(&mut self, cx: &mut std::task::Context<'_>) {
+        if let Some(call) = self.0.as_mut()
+            && call.as_mut().poll(cx).is_ready()
+        {
+            self.0 = None;
+        }
+    }
+
+    /// Drives the call while `main` runs; returns what `main` returns (the call may go on).
+    async fn beside<T>(&mut self, main: impl std::future::Future<Output = T>) -> T {
+        let mut main = std::pin::pin!(main);
+        std::future::poll_fn(|cx| {
+            self.poll_call(cx);
+            main.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// A response body that drives a flight's call each time it is read: the client reading the
+/// stream is what moves the call on. If the body is dropped (the client went away) before the
+/// call finishes, the call goes on in a task of its own, for the cache and any other client.
+struct DrivenBody {
+    call: Detached,
+    body: Body,
+}
+
+impl hyper::body::Body for DrivenBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        this.call.poll_call(cx);
+        std::pin::Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
