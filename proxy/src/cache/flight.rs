@@ -1,7 +1,9 @@
 //! Single-flight: identical requests in flight at the same time cost one upstream call
-//! (DESIGN.md invariant 4). The call runs in its own task, not tied to any client's connection:
-//! if the first client goes away, the others still get the answer, and it is still stored.
-//! Subscribers read the answer as it arrives — a late joiner replays what came before.
+//! (DESIGN.md invariant 4). The first client's request drives the call itself (no hand-over
+//! between tasks and threads) until that client goes away or another client joins; then the
+//! call goes on in a task of its own, so it is never tied to one client's connection: the others
+//! still get the answer, and it is still stored. Subscribers read the answer as it arrives — a
+//! late joiner replays what came before.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,17 +68,48 @@ pub struct FlightState {
     pub end: Option<End>,
 }
 
+/// Moves a flight's call to a task of its own (see [`Flight::set_hand_over`]).
+pub type HandOver = Box<dyn FnOnce() + Send>;
+
 /// One upstream call and its subscribers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Flight {
     state: Mutex<FlightState>,
     changed: Notify,
+    hand_over: Mutex<Option<HandOver>>,
+}
+
+impl std::fmt::Debug for Flight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flight")
+            .field("state", &*self.state())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Flight {
     /// The state, locked.
     pub fn state(&self) -> MutexGuard<'_, FlightState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets what [`Flight::hand_over`] runs: the leader sets it while its own response drives
+    /// the call, so that a subscriber does not depend on that response being read.
+    pub fn set_hand_over(&self, hand_over: HandOver) {
+        *self.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(hand_over);
+    }
+
+    /// Moves the call to a task of its own, if the leader drives it (once; later calls do
+    /// nothing). Every subscriber but the leader calls this when it joins.
+    pub fn hand_over(&self) {
+        let hand_over = self
+            .hand_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hand_over) = hand_over {
+            hand_over();
+        }
     }
 
     /// Changes the state and wakes every subscriber.
@@ -173,6 +206,14 @@ mod tests {
         };
         a.update(|s| s.body = Some(Bytes::from_static(b"answer")));
         assert_eq!(waiter.await.expect("joined"), Bytes::from_static(b"answer"));
+        let handed = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = handed.clone();
+        a.set_hand_over(Box::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        b.hand_over();
+        b.hand_over();
+        assert_eq!(handed.load(std::sync::atomic::Ordering::SeqCst), 1, "once");
         flights.land(&key, &a);
         assert!(flights.join(key).1, "a new flight after landing");
     }

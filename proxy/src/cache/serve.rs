@@ -153,8 +153,8 @@ pub async fn handle(
         if want_stream {
             // A stream is relayed while it arrives: the call is driven beside the response,
             // in the same task (a task of its own would be handed to the other worker thread
-            // and wake this one for every event).
-            beside = Some(Detached::new(call));
+            // and wake this one for every event), until another client joins.
+            beside = Some(Driver::lead(&flight, call));
         } else {
             // A plain answer: the leader makes the call itself, sparing a hand-over between
             // tasks (and threads) per request; if its client goes away first, the call goes on
@@ -162,20 +162,21 @@ pub async fn handle(
             Detached::new(call).run().await;
         }
         CacheStatus::Miss
-    } else if matches!(
-        flight.state().end,
-        Some(crate::cache::flight::End::Complete)
-    ) {
-        // The answer is whole and on its way into the store: nothing was waited for, so for
-        // this client it is a hit, however soon the writer gets to it.
-        CacheStatus::Hit
     } else {
-        CacheStatus::Coalesced
+        // This client must not depend on the leader's client reading its stream.
+        flight.hand_over();
+        if matches!(flight.state().end, Some(End::Complete)) {
+            // The answer is whole and on its way into the store: nothing was waited for, so
+            // for this client it is a hit, however soon the writer gets to it.
+            CacheStatus::Hit
+        } else {
+            CacheStatus::Coalesced
+        }
     };
     state.metrics.cache(status.name());
     let rendered = render_flight(flight, want_stream, include_usage);
     let mut response = match beside {
-        Some(mut call) => call
+        Some(call) => call
             .beside(rendered)
             .await?
             .map(|body| Body::new(DrivenBody { call, body })),
@@ -200,18 +201,43 @@ impl Detached {
             self.0 = None;
         }
     }
+}
 
-    /// Polls the call, unless it has finished.
-    fn poll_call(&mut self, cx: &mut std::task::Context<'_>) {
-        if let Some(call) = self.0.as_mut()
+/// A streamed flight's call, driven by the leader's response (while the head is awaited and
+/// each time the body is read) until it finishes, or until it is detached: when the leader's
+/// response is dropped (its client went away) or another client joins, the call goes on in a
+/// task of its own.
+struct Driver(Arc<std::sync::Mutex<Option<Call>>>);
+
+/// An upstream call for a flight.
+type Call = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Driver {
+    /// Holds `flight`'s call, to be driven by the leader; a client that joins `flight` moves it
+    /// to a task of its own ([`Flight::hand_over`]).
+    fn lead(flight: &Flight, call: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        let driver = Driver(Arc::new(std::sync::Mutex::new(Some(Box::pin(call)))));
+        let slot = driver.0.clone();
+        flight.set_hand_over(Box::new(move || Driver(slot).detach()));
+        driver
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Call>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Polls the call, unless it has finished or moved to a task of its own.
+    fn poll_call(&self, cx: &mut std::task::Context<'_>) {
+        let mut slot = self.slot();
+        if let Some(call) = slot.as_mut()
             && call.as_mut().poll(cx).is_ready()
         {
-            self.0 = None;
+            *slot = None;
         }
     }
 
     /// Drives the call while `main` runs; returns what `main` returns (the call may go on).
-    async fn beside<T>(&mut self, main: impl std::future::Future<Output = T>) -> T {
+    async fn beside<T>(&self, main: impl std::future::Future<Output = T>) -> T {
         let mut main = std::pin::pin!(main);
         std::future::poll_fn(|cx| {
             self.poll_call(cx);
@@ -219,13 +245,27 @@ impl Detached {
         })
         .await
     }
+
+    /// Moves the call, if it is still here, to a task of its own.
+    fn detach(&self) {
+        let call = self.slot().take();
+        if let Some(call) = call
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(call);
+        }
+    }
 }
 
-/// A response body that drives a flight's call each time it is read: the client reading the
-/// stream is what moves the call on. If the body is dropped (the client went away) before the
-/// call finishes, the call goes on in a task of its own, for the cache and any other client.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// A response body that drives its flight's call each time it is read.
 struct DrivenBody {
-    call: Detached,
+    call: Driver,
     body: Body,
 }
 
@@ -649,4 +689,51 @@ async fn render_flight(
         head.attempts,
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A call that ends its flight once `go` fires.
+    async fn call(flight: Arc<Flight>, go: tokio::sync::oneshot::Receiver<()>) {
+        let _ = go.await;
+        flight.update(|s| s.end = Some(End::Complete));
+    }
+
+    async fn ended(flight: &Flight) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), flight.wait_for(|s| s.end.clone()))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_joining_client_moves_the_call_off_a_leader_that_stopped_reading() {
+        let flight = Arc::new(Flight::default());
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let leader = Driver::lead(&flight, call(flight.clone(), wait));
+        // The leader drives the call once, then its client stops reading: no more polls.
+        std::future::poll_fn(|cx| {
+            leader.poll_call(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        flight.hand_over();
+        go.send(()).unwrap();
+        assert!(ended(&flight).await, "the call went on without the leader");
+        drop(leader);
+    }
+
+    #[tokio::test]
+    async fn without_a_joiner_the_call_moves_on_when_the_leader_is_dropped() {
+        let flight = Arc::new(Flight::default());
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let leader = Driver::lead(&flight, call(flight.clone(), wait));
+        go.send(()).unwrap();
+        assert!(!ended(&flight).await, "nobody drives the call yet");
+        drop(leader);
+        assert!(ended(&flight).await);
+    }
 }
