@@ -50,6 +50,14 @@ fn slow(latency_ms: u64) -> Faults {
     }
 }
 
+/// A client that gives up on an answer after 150 ms.
+fn impatient() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap()
+}
+
 fn sse_text(body: &str) -> String {
     text_of(&data_events(body))
 }
@@ -105,11 +113,7 @@ async fn the_upstream_call_outlives_the_client_that_started_it() {
     let (_dir, path) = cache_dir();
     let proxy = Proxy::start(&config(&mock.url(), &path), &[("K1", "k1")], Clock::real()).await;
     let body = deterministic("leave early");
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(150))
-        .build()
-        .unwrap();
-    let leader = impatient
+    let leader = impatient()
         .post(format!("{}/chat/completions", proxy.url()))
         .json(&body)
         .send();
@@ -156,11 +160,7 @@ async fn a_streamed_call_outlives_its_client(midway: bool) {
         assert!(first.is_some_and(|c| c.starts_with(b"data: ")));
         drop(leader);
     } else {
-        let impatient = reqwest::Client::builder()
-            .timeout(Duration::from_millis(150))
-            .build()
-            .unwrap();
-        let gone = impatient
+        let gone = impatient()
             .post(format!("{}/chat/completions", proxy.url()))
             .json(&body)
             .send()

@@ -195,14 +195,6 @@ impl CacheStore for DiskStore {
         }
     }
 
-    fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
-        self.put_all(&[NewRecord {
-            key,
-            created,
-            record,
-        }])
-    }
-
     /// One append to the value log for all the records, then their index entries.
     fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
         let bytes: Vec<&[u8]> = records.iter().map(|r| r.record).collect();

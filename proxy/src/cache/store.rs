@@ -24,14 +24,16 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug {
     /// The record under `key`.
     fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `record` under `key`, created at `created` (unix seconds).
-    fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError>;
-    /// Stores several records, as `put` would one by one, where the backend can with fewer
-    /// writes. On an error some of them may be stored and others not.
-    fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
-        records
-            .iter()
-            .try_for_each(|r| self.put(r.key, r.created, r.record))
+    fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
+        self.put_all(&[NewRecord {
+            key,
+            created,
+            record,
+        }])
     }
+    /// Stores several records, with as few writes as the backend can. On an error some of them
+    /// may be stored and others not.
+    fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError>;
     /// Removes `key`.
     fn remove(&self, key: &CacheKey) -> Result<(), StoreError>;
     /// Every key, in key order.

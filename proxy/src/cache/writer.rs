@@ -332,13 +332,6 @@ mod tests {
         fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get(key)
         }
-        fn put(&self, key: &CacheKey, created: u64, record: &[u8]) -> Result<(), StoreError> {
-            self.put_all(&[NewRecord {
-                key,
-                created,
-                record,
-            }])
-        }
         fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
             self.writes.lock().unwrap().push(records.len());
             self.inner.put_all(records)
