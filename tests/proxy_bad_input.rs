@@ -8,9 +8,15 @@ use spillway_tests::*;
 
 async fn setup() -> (MockProvider, Proxy) {
     let mock = MockProvider::builder().key("k1").start().await;
+    setup_with(mock, "max_body_bytes = 4096").await
+}
+
+/// A proxy in front of `mock` that wants the client key `client-secret`, with `server` added
+/// to its `[server]` table.
+async fn setup_with(mock: MockProvider, server: &str) -> (MockProvider, Proxy) {
     let config = groq_chat_config(
         &mock.url(),
-        "[server]\nclient_keys = [\"env:CLIENT\"]\nmax_body_bytes = 4096",
+        &format!("[server]\nclient_keys = [\"env:CLIENT\"]\n{server}"),
     );
     let proxy = Proxy::start(
         &config,
@@ -245,16 +251,7 @@ async fn a_stalled_client_is_timed_out_and_a_slow_upstream_is_not() {
         })
         .start()
         .await;
-    let config = groq_chat_config(
-        &mock.url(),
-        "[server]\nclient_keys = [\"env:CLIENT\"]\nclient_timeout = \"500ms\"",
-    );
-    let proxy = Proxy::start(
-        &config,
-        &[("K1", "k1"), ("CLIENT", "client-secret")],
-        Clock::real(),
-    )
-    .await;
+    let (mock, proxy) = setup_with(mock, "client_timeout = \"500ms\"").await;
 
     // Headers that never end: the connection is closed, with nothing sent back.
     let answer = raw_exchange(

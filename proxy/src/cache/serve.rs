@@ -159,7 +159,7 @@ pub async fn handle(
             // A plain answer: the leader makes the call itself, sparing a hand-over between
             // tasks (and threads) per request; if its client goes away first, the call goes on
             // in a task of its own for the others.
-            Detached::new(call).run().await;
+            Driver::new(call).run().await;
         }
         CacheStatus::Miss
     } else {
@@ -186,37 +186,25 @@ pub async fn handle(
     Ok(response)
 }
 
-/// A future that is driven in place, and moved to a task of its own if it is dropped before it
-/// finishes.
-struct Detached(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
-
-impl Detached {
-    fn new(call: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
-        Detached(Some(Box::pin(call)))
-    }
-
-    async fn run(mut self) {
-        if let Some(call) = self.0.as_mut() {
-            call.await;
-            self.0 = None;
-        }
-    }
-}
-
-/// A streamed flight's call, driven by the leader's response (while the head is awaited and
-/// each time the body is read) until it finishes, or until it is detached: when the leader's
-/// response is dropped (its client went away) or another client joins, the call goes on in a
-/// task of its own.
+/// A flight's upstream call, driven in place by its leader until it finishes or is detached;
+/// then it goes on in a task of its own. A plain answer's leader awaits it in its handler and
+/// detaches it only if its client goes away; a stream's leader drives it from its response
+/// (while the head is awaited and each time the body is read), and detaches it also when
+/// another client joins.
 struct Driver(Arc<std::sync::Mutex<Option<Call>>>);
 
 /// An upstream call for a flight.
 type Call = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Driver {
+    fn new(call: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Driver(Arc::new(std::sync::Mutex::new(Some(Box::pin(call)))))
+    }
+
     /// Holds `flight`'s call, to be driven by the leader; a client that joins `flight` moves it
     /// to a task of its own ([`Flight::hand_over`]).
     fn lead(flight: &Flight, call: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
-        let driver = Driver(Arc::new(std::sync::Mutex::new(Some(Box::pin(call)))));
+        let driver = Driver::new(call);
         let slot = driver.0.clone();
         flight.set_hand_over(Box::new(move || Driver(slot).detach()));
         driver
@@ -226,21 +214,35 @@ impl Driver {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Polls the call, unless it has finished or moved to a task of its own.
-    fn poll_call(&self, cx: &mut std::task::Context<'_>) {
+    /// Polls the call, unless it has finished or moved to a task of its own; true when it is no
+    /// longer here (finished or moved).
+    fn poll_call(&self, cx: &mut std::task::Context<'_>) -> bool {
         let mut slot = self.slot();
         if let Some(call) = slot.as_mut()
             && call.as_mut().poll(cx).is_ready()
         {
             *slot = None;
         }
+        slot.is_none()
+    }
+
+    /// Drives the call until it finishes.
+    async fn run(self) {
+        std::future::poll_fn(|cx| {
+            if self.poll_call(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Drives the call while `main` runs; returns what `main` returns (the call may go on).
     async fn beside<T>(&self, main: impl std::future::Future<Output = T>) -> T {
         let mut main = std::pin::pin!(main);
         std::future::poll_fn(|cx| {
-            self.poll_call(cx);
+            let _ = self.poll_call(cx);
             main.as_mut().poll(cx)
         })
         .await
@@ -278,7 +280,7 @@ impl hyper::body::Body for DrivenBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
-        this.call.poll_call(cx);
+        let _ = this.call.poll_call(cx);
         std::pin::Pin::new(&mut this.body).poll_frame(cx)
     }
 
@@ -288,16 +290,6 @@ impl hyper::body::Body for DrivenBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        if let Some(call) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(call);
-        }
     }
 }
 
@@ -716,7 +708,7 @@ mod tests {
         let leader = Driver::lead(&flight, call(flight.clone(), wait));
         // The leader drives the call once, then its client stops reading: no more polls.
         std::future::poll_fn(|cx| {
-            leader.poll_call(cx);
+            let _ = leader.poll_call(cx);
             std::task::Poll::Ready(())
         })
         .await;
