@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
+use crate::server::names::X_SPILLWAY_CACHE;
+
 pub use crate::cache::index::IndexKind;
 
 /// How the store is used.
@@ -154,7 +156,7 @@ pub struct RequestControls {
 /// Reads `x-spillway-cache` and `Cache-Control`; an unknown directive is an error naming it.
 pub fn request_controls(headers: &HeaderMap) -> Result<RequestControls, String> {
     let directive = match headers
-        .get("x-spillway-cache")
+        .get(X_SPILLWAY_CACHE)
         .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
     {
         None => Directive::Normal,

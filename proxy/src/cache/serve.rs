@@ -23,6 +23,9 @@ use crate::cache::policy::{CacheMode, Directive, request_controls};
 use crate::router::{Job, Served};
 use crate::server::api::{UsageNote, provenance, respond};
 use crate::server::error::ProxyError;
+use crate::server::names::{
+    X_REQUEST_ID, X_SPILLWAY_CACHE, X_SPILLWAY_CACHE_KEY, X_SPILLWAY_CACHE_NAMESPACE,
+};
 use crate::server::relay::error_event;
 use crate::state::AppState;
 use crate::upstream::Answer;
@@ -55,17 +58,17 @@ impl CacheStatus {
 
 fn mark(response: &mut Response, status: CacheStatus, key: Option<&CacheKey>) {
     let h = response.headers_mut();
-    h.insert("x-spillway-cache", HeaderValue::from_static(status.name()));
+    h.insert(X_SPILLWAY_CACHE, HeaderValue::from_static(status.name()));
     if let Some(key) = key
         && let Ok(v) = HeaderValue::from_str(&key.to_hex())
     {
-        h.insert("x-spillway-cache-key", v);
+        h.insert(X_SPILLWAY_CACHE_KEY, v);
     }
 }
 
 /// The namespace a request's entries live in: its header, else its route's, else none.
 fn namespace(state: &AppState, job: &Job, headers: &HeaderMap) -> Result<String, ProxyError> {
-    if let Some(v) = headers.get("x-spillway-cache-namespace") {
+    if let Some(v) = headers.get(X_SPILLWAY_CACHE_NAMESPACE) {
         let ns = v
             .to_str()
             .map_err(|_| {
@@ -670,8 +673,8 @@ async fn render_flight(
             }
         }
     };
-    if let Some(id) = head.headers.get("x-request-id") {
-        response.headers_mut().insert("x-request-id", id.clone());
+    if let Some(id) = head.headers.get(X_REQUEST_ID) {
+        response.headers_mut().insert(X_REQUEST_ID, id.clone());
     }
     provenance(
         &mut response,

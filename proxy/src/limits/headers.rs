@@ -78,15 +78,14 @@ pub struct RateLimitSnapshot {
     pub retry_after: Option<Duration>,
 }
 
-fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+/// A header's text, unless it was empty or unreadable.
+fn text(t: Option<&str>) -> Option<&str> {
+    t.filter(|t| !t.is_empty())
 }
 
-fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
-    let t = text(headers, name)?;
+/// Reads a count: an integer, or a non-negative decimal (truncated).
+fn number(text: Option<&str>) -> Option<u64> {
+    let t = text?;
     t.parse::<u64>().ok().or_else(|| {
         t.parse::<f64>()
             .ok()
@@ -142,13 +141,23 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 /// `retry-after-ms` first, then `retry-after` (seconds, fractional allowed, or an HTTP date),
 /// as a duration from `now_unix` (calendar time since the epoch).
 pub fn parse_retry_after(headers: &HeaderMap, now_unix: Duration) -> Option<Duration> {
-    if let Some(ms) = text(headers, "retry-after-ms").and_then(|t| t.parse::<f64>().ok())
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    retry_after(text("retry-after-ms"), text("retry-after"), now_unix)
+}
+
+fn retry_after(ms: Option<&str>, value: Option<&str>, now_unix: Duration) -> Option<Duration> {
+    if let Some(ms) = ms.and_then(|t| t.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    let value = text(headers, "retry-after")?;
+    let value = value?;
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
@@ -157,20 +166,8 @@ pub fn parse_retry_after(headers: &HeaderMap, now_unix: Duration) -> Option<Dura
     Some(at.saturating_sub(now_unix))
 }
 
-fn reading(
-    headers: &HeaderMap,
-    kind: Kind,
-    [limit, remaining, reset]: [&str; 3],
-    reset_parser: impl Fn(&str) -> Option<Duration>,
-) -> Option<Reading> {
-    let r = Reading {
-        kind,
-        limit: number(headers, limit),
-        remaining: number(headers, remaining),
-        reset: text(headers, reset).and_then(reset_parser),
-    };
-    (r.limit.is_some() || r.remaining.is_some() || r.reset.is_some()).then_some(r)
-}
+/// One limit's three headers (limit, remaining, reset) and what it measures.
+type Family = (Kind, [&'static str; 3]);
 
 const OPENAI_REQUESTS: [&str; 3] = [
     "x-ratelimit-limit-requests",
@@ -182,96 +179,141 @@ const OPENAI_TOKENS: [&str; 3] = [
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
 ];
+const GROQ: &[Family] = &[
+    (Kind::RequestsPerDay, OPENAI_REQUESTS),
+    (Kind::TokensPerMinute, OPENAI_TOKENS),
+];
+const OPENAI: &[Family] = &[
+    (Kind::RequestsPerMinute, OPENAI_REQUESTS),
+    (Kind::TokensPerMinute, OPENAI_TOKENS),
+];
+const CEREBRAS: &[Family] = &[
+    (
+        Kind::RequestsPerDay,
+        [
+            "x-ratelimit-limit-requests-day",
+            "x-ratelimit-remaining-requests-day",
+            "x-ratelimit-reset-requests-day",
+        ],
+    ),
+    (
+        Kind::TokensPerMinute,
+        [
+            "x-ratelimit-limit-tokens-minute",
+            "x-ratelimit-remaining-tokens-minute",
+            "x-ratelimit-reset-tokens-minute",
+        ],
+    ),
+];
+const ANTHROPIC: &[Family] = &[
+    (
+        Kind::RequestsPerMinute,
+        [
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        ],
+    ),
+    (
+        Kind::TokensPerMinute,
+        [
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+        ],
+    ),
+    (
+        Kind::InputTokensPerMinute,
+        [
+            "anthropic-ratelimit-input-tokens-limit",
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+        ],
+    ),
+    (
+        Kind::OutputTokensPerMinute,
+        [
+            "anthropic-ratelimit-output-tokens-limit",
+            "anthropic-ratelimit-output-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+        ],
+    ),
+];
+
+impl Dialect {
+    /// The limits the dialect reports, in the order their readings are listed.
+    const fn families(self) -> &'static [Family] {
+        match self {
+            Dialect::Groq => GROQ,
+            Dialect::OpenAi => OPENAI,
+            Dialect::Cerebras => CEREBRAS,
+            Dialect::Anthropic => ANTHROPIC,
+        }
+    }
+}
+
+/// The most limits a dialect reports.
+const MAX_FAMILIES: usize = 4;
 
 /// Reads a response's rate-limit headers in `dialect`; `now_unix` is calendar time on the
 /// proxy's clock (for Anthropic's timestamps and HTTP dates).
+///
+/// One pass over the response's headers picks out the ones the dialect names (the first value
+/// of a repeated header counts), instead of a lookup per name, each of which would parse and
+/// hash the name again.
 pub fn parse(dialect: Dialect, headers: &HeaderMap, now_unix: Duration) -> RateLimitSnapshot {
-    let mut readings = Vec::new();
-    match dialect {
-        Dialect::Groq => {
-            readings.extend(reading(
-                headers,
-                Kind::RequestsPerDay,
-                OPENAI_REQUESTS,
-                parse_go_duration,
-            ));
-            readings.extend(reading(
-                headers,
-                Kind::TokensPerMinute,
-                OPENAI_TOKENS,
-                parse_go_duration,
-            ));
-        }
-        Dialect::OpenAi => {
-            readings.extend(reading(
-                headers,
-                Kind::RequestsPerMinute,
-                OPENAI_REQUESTS,
-                parse_go_duration,
-            ));
-            readings.extend(reading(
-                headers,
-                Kind::TokensPerMinute,
-                OPENAI_TOKENS,
-                parse_go_duration,
-            ));
-        }
-        Dialect::Cerebras => {
-            let seconds = |t: &str| {
-                t.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite() && *f >= 0.0)
-                    .map(Duration::from_secs_f64)
-            };
-            readings.extend(reading(
-                headers,
-                Kind::RequestsPerDay,
-                [
-                    "x-ratelimit-limit-requests-day",
-                    "x-ratelimit-remaining-requests-day",
-                    "x-ratelimit-reset-requests-day",
-                ],
-                seconds,
-            ));
-            readings.extend(reading(
-                headers,
-                Kind::TokensPerMinute,
-                [
-                    "x-ratelimit-limit-tokens-minute",
-                    "x-ratelimit-remaining-tokens-minute",
-                    "x-ratelimit-reset-tokens-minute",
-                ],
-                seconds,
-            ));
-        }
-        Dialect::Anthropic => {
-            let until = |t: &str| {
-                let at = humantime::parse_rfc3339_weak(t).ok()?;
-                Some(at.duration_since(UNIX_EPOCH).ok()?.saturating_sub(now_unix))
-            };
-            for (kind, family) in [
-                (Kind::RequestsPerMinute, "requests"),
-                (Kind::TokensPerMinute, "tokens"),
-                (Kind::InputTokensPerMinute, "input-tokens"),
-                (Kind::OutputTokensPerMinute, "output-tokens"),
-            ] {
-                let names = [
-                    format!("anthropic-ratelimit-{family}-limit"),
-                    format!("anthropic-ratelimit-{family}-remaining"),
-                    format!("anthropic-ratelimit-{family}-reset"),
-                ];
-                readings.extend(reading(
-                    headers,
-                    kind,
-                    [&names[0], &names[1], &names[2]],
-                    until,
-                ));
-            }
+    let families = dialect.families();
+    let mut found = [[None::<&str>; 3]; MAX_FAMILIES];
+    let (mut retry_ms, mut retry) = (None, None);
+    for (name, value) in headers {
+        let name = name.as_str();
+        let slot = if name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-") {
+            families
+                .iter()
+                .enumerate()
+                .find_map(|(f, (_, names))| Some((f, names.iter().position(|n| *n == name)?)))
+                .map(|(f, i)| &mut found[f][i])
+        } else if name == "retry-after-ms" {
+            Some(&mut retry_ms)
+        } else if name == "retry-after" {
+            Some(&mut retry)
+        } else {
+            None
+        };
+        if let Some(slot) = slot
+            && slot.is_none()
+        {
+            *slot = Some(value.to_str().map(str::trim).unwrap_or(""));
         }
     }
+    let reset = |t: &str| match dialect {
+        Dialect::Groq | Dialect::OpenAi => parse_go_duration(t),
+        Dialect::Cerebras => t
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Duration::from_secs_f64),
+        Dialect::Anthropic => {
+            let at = humantime::parse_rfc3339_weak(t).ok()?;
+            Some(at.duration_since(UNIX_EPOCH).ok()?.saturating_sub(now_unix))
+        }
+    };
+    let readings = families
+        .iter()
+        .zip(found)
+        .filter_map(|((kind, _), [limit, remaining, reset_at])| {
+            let r = Reading {
+                kind: *kind,
+                limit: number(text(limit)),
+                remaining: number(text(remaining)),
+                reset: text(reset_at).and_then(reset),
+            };
+            (r.limit.is_some() || r.remaining.is_some() || r.reset.is_some()).then_some(r)
+        })
+        .collect();
     RateLimitSnapshot {
         readings,
-        retry_after: parse_retry_after(headers, now_unix),
+        retry_after: retry_after(text(retry_ms), text(retry), now_unix),
     }
 }
 
@@ -413,6 +455,39 @@ mod tests {
         );
         assert_eq!(snap.readings[0].reset, Some(Duration::from_secs(32)));
         assert_eq!(snap.readings[1].kind, Kind::OutputTokensPerMinute);
+    }
+
+    #[test]
+    fn the_first_value_of_a_repeated_header_counts_and_unreadable_ones_do_not() {
+        let mut h = headers(&[("content-type", "application/json")]);
+        h.append(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("10"),
+        );
+        h.append(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("99"),
+        );
+        h.append(
+            "x-ratelimit-limit-tokens",
+            HeaderValue::from_bytes(b"\xff").expect("opaque bytes are a valid value"),
+        );
+        h.append("retry-after", HeaderValue::from_static(" 3 "));
+        let snap = parse(Dialect::OpenAi, &h, Duration::ZERO);
+        assert_eq!(
+            snap.readings,
+            vec![Reading {
+                kind: Kind::TokensPerMinute,
+                limit: None,
+                remaining: Some(10),
+                reset: None,
+            }]
+        );
+        assert_eq!(snap.retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse(Dialect::Groq, &headers(&[("x-other", "1")]), Duration::ZERO),
+            RateLimitSnapshot::default()
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::record::{RecordedOutcome, RecordedRequest};
 use crate::router::{Job, Served};
 use crate::server::auth::authorize;
 use crate::server::error::ProxyError;
+use crate::server::names::{
+    X_REQUEST_ID, X_SPILLWAY_ATTEMPTS, X_SPILLWAY_KEY, X_SPILLWAY_MODEL, X_SPILLWAY_PROVIDER,
+};
 use crate::server::relay::relay;
 use crate::state::AppState;
 use crate::upstream::{Answer, Endpoint};
@@ -162,15 +165,15 @@ pub struct UsageNote(pub u64, pub u64);
 pub fn provenance(response: &mut Response, provider: &str, model: &str, key: &str, attempts: u32) {
     let h = response.headers_mut();
     for (name, value) in [
-        ("x-spillway-provider", provider),
-        ("x-spillway-model", model),
-        ("x-spillway-key", key),
+        (X_SPILLWAY_PROVIDER, provider),
+        (X_SPILLWAY_MODEL, model),
+        (X_SPILLWAY_KEY, key),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     }
-    h.insert("x-spillway-attempts", HeaderValue::from(attempts));
+    h.insert(X_SPILLWAY_ATTEMPTS, HeaderValue::from(attempts));
 }
 
 /// The client's response for a served answer.
@@ -183,7 +186,7 @@ pub fn respond(served: Served) -> Response {
         attempts,
         ticket,
     } = served;
-    let request_id = answer.headers().get("x-request-id").cloned();
+    let request_id = answer.headers().get(X_REQUEST_ID).cloned();
     let mut response = match answer {
         Answer::Full {
             headers,
@@ -213,7 +216,7 @@ pub fn respond(served: Served) -> Response {
         }
     };
     if let Some(id) = request_id {
-        response.headers_mut().insert("x-request-id", id);
+        response.headers_mut().insert(X_REQUEST_ID, id);
     }
     provenance(&mut response, &provider, &model, &key_alias, attempts);
     response

@@ -1,12 +1,13 @@
 //! The HTTP server: the accept loop ([`listen`]), routes ([`api`]), client authentication
-//! ([`auth`]), stream relaying ([`relay`]), connection wake-ups ([`self_wake`]) and the one
-//! error type ([`error`]). The API is served under `/v1` and `/openai/v1` alike, so OpenAI's and
+//! ([`auth`]), the names of spillway's own headers ([`names`]), stream relaying ([`relay`]),
+//! connection wake-ups ([`self_wake`]) and the one error type ([`error`]). The API is served under `/v1` and `/openai/v1` alike, so OpenAI's and
 //! Groq's SDKs both work unchanged.
 
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod listen;
+pub mod names;
 pub mod relay;
 pub mod self_wake;
 

@@ -1,0 +1,23 @@
+//! The names of the headers spillway reads and writes itself, built at compile time: a name
+//! given as text is parsed and checked on every insert and lookup, and these run on every
+//! request.
+
+use axum::http::HeaderName;
+
+/// Which cache outcome served the answer (`hit`, `miss`, `coalesced`, `bypass`).
+pub const X_SPILLWAY_CACHE: HeaderName = HeaderName::from_static("x-spillway-cache");
+/// The answer's cache key, as 64 hex digits.
+pub const X_SPILLWAY_CACHE_KEY: HeaderName = HeaderName::from_static("x-spillway-cache-key");
+/// A client's cache namespace.
+pub const X_SPILLWAY_CACHE_NAMESPACE: HeaderName =
+    HeaderName::from_static("x-spillway-cache-namespace");
+/// The provider that answered.
+pub const X_SPILLWAY_PROVIDER: HeaderName = HeaderName::from_static("x-spillway-provider");
+/// The upstream model id that answered.
+pub const X_SPILLWAY_MODEL: HeaderName = HeaderName::from_static("x-spillway-model");
+/// The alias (never the value) of the key that answered.
+pub const X_SPILLWAY_KEY: HeaderName = HeaderName::from_static("x-spillway-key");
+/// How many upstream attempts the answer took.
+pub const X_SPILLWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-spillway-attempts");
+/// The provider's request id, passed on.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
