@@ -1,16 +1,21 @@
-//! A stored answer and its on-disk form: a format version, a blake3 checksum of everything
-//! after it, then the answer (read on every hit) and the canonical request (read only by tools
-//! and replay diagnostics), each lz4-compressed (JSON shrinks three- to fourfold, and so do
-//! the value log's writes and page-cache footprint). A record that fails any check is corrupt: never served
-//! (DESIGN.md invariant 6). The checksum is verified before anything is decompressed.
+//! A stored answer and its on-disk form: a format version, a CRC-32 checksum of everything
+//! after it, the answer's length, then the answer (read on every hit) and the canonical request
+//! (read only by tools and replay diagnostics), lz4-compressed together in one block (JSON
+//! shrinks three- to fourfold, and so do the value log's writes and page-cache footprint). A
+//! record that fails any check is corrupt: never served (DESIGN.md invariant 6). The checksum is
+//! verified before anything is decompressed. Records of the previous format (a blake3 checksum,
+//! the two parts compressed apart) still read.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// The record format this build writes and reads.
-pub const ENTRY_FORMAT: u8 = 2;
+/// The record format this build writes.
+pub const ENTRY_FORMAT: u8 = 3;
+
+/// The previous format, still read: a blake3 checksum, and the two parts compressed apart.
+const FORMAT_2: u8 = 2;
 
 /// Response headers kept with an entry (by allowlist: nothing that can carry a credential).
 pub fn keep_header(name: &str) -> bool {
@@ -69,59 +74,98 @@ pub enum Corrupt {
     Content(String),
 }
 
-const HEADER: usize = 1 + 32 + 4;
+/// Format, checksum, length of the answer before compression.
+const HEADER: usize = 1 + 4 + 4;
+/// Format 2: format, blake3 checksum, length of the compressed answer.
+const HEADER_2: usize = 1 + 32 + 4;
 
 /// Encodes an entry: answer plus canonical request.
+///
+/// One compression for both parts: each lz4 call starts from a fresh (zeroed) match table,
+/// which costs more than compressing a few hundred bytes. CRC-32 rather than a cryptographic
+/// hash: the checksum guards against torn and damaged writes, not against forgery, and it is
+/// computed on every store and checked on every read from disk.
 pub fn encode(stored: &Stored, request: &[u8]) -> Vec<u8> {
-    let answer = lz4_flex::compress_prepend_size(
-        &serde_json::to_vec(stored).expect("an entry always serializes"),
-    );
-    let request = lz4_flex::compress_prepend_size(request);
-    let mut out = Vec::with_capacity(HEADER + answer.len() + request.len());
+    let mut plain = serde_json::to_vec(stored).expect("an entry always serializes");
+    let answer_len = plain.len();
+    plain.extend_from_slice(request);
+    let packed = lz4_flex::compress_prepend_size(&plain);
+    let mut out = Vec::with_capacity(HEADER + packed.len());
     out.push(ENTRY_FORMAT);
-    out.extend_from_slice(&[0u8; 32]);
-    out.extend_from_slice(&(answer.len() as u32).to_le_bytes());
-    out.extend_from_slice(&answer);
-    out.extend_from_slice(&request);
-    let checksum = blake3::hash(&out[33..]);
-    out[1..33].copy_from_slice(checksum.as_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&(answer_len as u32).to_le_bytes());
+    out.extend_from_slice(&packed);
+    let checksum = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&checksum.to_le_bytes());
     out
-}
-
-fn check(record: &[u8]) -> Result<(usize, &[u8]), Corrupt> {
-    if record.len() < HEADER {
-        return Err(Corrupt::Truncated(record.len()));
-    }
-    if record[0] != ENTRY_FORMAT {
-        return Err(Corrupt::Format(record[0]));
-    }
-    let expected = blake3::Hash::from_bytes(record[1..33].try_into().expect("32 bytes"));
-    if blake3::hash(&record[33..]) != expected {
-        return Err(Corrupt::Checksum);
-    }
-    let len = u32::from_le_bytes(record[33..37].try_into().expect("4 bytes")) as usize;
-    if HEADER + len > record.len() {
-        return Err(Corrupt::Truncated(record.len()));
-    }
-    Ok((len, &record[HEADER..]))
 }
 
 fn inflate(part: &[u8]) -> Result<Vec<u8>, Corrupt> {
     lz4_flex::decompress_size_prepended(part).map_err(|e| Corrupt::Content(e.to_string()))
 }
 
+fn u32_at(record: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes")) as usize
+}
+
+/// Checks a record and returns its answer's JSON and, when `with_request`, its canonical
+/// request's.
+fn open(record: &[u8], with_request: bool) -> Result<(Vec<u8>, Option<Vec<u8>>), Corrupt> {
+    match record.first() {
+        Some(&ENTRY_FORMAT) => {
+            if record.len() < HEADER {
+                return Err(Corrupt::Truncated(record.len()));
+            }
+            if crc32fast::hash(&record[5..]) != u32_at(record, 1) as u32 {
+                return Err(Corrupt::Checksum);
+            }
+            let mut answer = inflate(&record[HEADER..])?;
+            let answer_len = u32_at(record, 5);
+            if answer_len > answer.len() {
+                return Err(Corrupt::Content(
+                    "the answer is longer than the record".into(),
+                ));
+            }
+            let request = with_request.then(|| answer.split_off(answer_len));
+            answer.truncate(answer_len);
+            Ok((answer, request))
+        }
+        Some(&FORMAT_2) => {
+            if record.len() < HEADER_2 {
+                return Err(Corrupt::Truncated(record.len()));
+            }
+            let expected = blake3::Hash::from_bytes(record[1..33].try_into().expect("32 bytes"));
+            if blake3::hash(&record[33..]) != expected {
+                return Err(Corrupt::Checksum);
+            }
+            let len = u32_at(record, 33);
+            if HEADER_2 + len > record.len() {
+                return Err(Corrupt::Truncated(record.len()));
+            }
+            let rest = &record[HEADER_2..];
+            let request = if with_request {
+                Some(inflate(&rest[len..])?)
+            } else {
+                None
+            };
+            Ok((inflate(&rest[..len])?, request))
+        }
+        Some(&other) => Err(Corrupt::Format(other)),
+        None => Err(Corrupt::Truncated(0)),
+    }
+}
+
 /// Verifies a record and reads its answer.
 pub fn decode(record: &[u8]) -> Result<Stored, Corrupt> {
-    let (len, rest) = check(record)?;
-    serde_json::from_slice(&inflate(&rest[..len])?).map_err(|e| Corrupt::Content(e.to_string()))
+    let (answer, _) = open(record, false)?;
+    serde_json::from_slice(&answer).map_err(|e| Corrupt::Content(e.to_string()))
 }
 
 /// Verifies a record and reads its answer and canonical request.
 pub fn decode_full(record: &[u8]) -> Result<(Stored, serde_json::Value), Corrupt> {
-    let (len, rest) = check(record)?;
-    let stored = serde_json::from_slice(&inflate(&rest[..len])?)
-        .map_err(|e| Corrupt::Content(e.to_string()))?;
-    let request = serde_json::from_slice(&inflate(&rest[len..])?)
+    let (answer, request) = open(record, true)?;
+    let stored = serde_json::from_slice(&answer).map_err(|e| Corrupt::Content(e.to_string()))?;
+    let request = serde_json::from_slice(&request.unwrap_or_default())
         .map_err(|e| Corrupt::Content(e.to_string()))?;
     Ok((stored, request))
 }
@@ -161,8 +205,48 @@ mod tests {
             bad[i] ^= 0x55;
             assert!(decode(&bad).is_err(), "byte {i} flipped went unnoticed");
         }
-        assert_eq!(decode(&record[..10]).unwrap_err(), Corrupt::Truncated(10));
+        assert_eq!(decode(&record[..5]).unwrap_err(), Corrupt::Truncated(5));
         assert!(decode(&record[..record.len() - 3]).is_err());
+        assert_eq!(decode(&[]).unwrap_err(), Corrupt::Truncated(0));
+        let mut other = record.clone();
+        other[0] = 9;
+        assert_eq!(decode(&other).unwrap_err(), Corrupt::Format(9));
+    }
+
+    /// A record as the previous format wrote it.
+    fn format_2(stored: &Stored, request: &[u8]) -> Vec<u8> {
+        let answer = lz4_flex::compress_prepend_size(&serde_json::to_vec(stored).unwrap());
+        let request = lz4_flex::compress_prepend_size(request);
+        let mut out = vec![FORMAT_2];
+        out.extend_from_slice(&[0u8; 32]);
+        out.extend_from_slice(&(answer.len() as u32).to_le_bytes());
+        out.extend_from_slice(&answer);
+        out.extend_from_slice(&request);
+        let checksum = blake3::hash(&out[33..]);
+        out[1..33].copy_from_slice(checksum.as_bytes());
+        out
+    }
+
+    #[test]
+    fn records_of_the_previous_format_still_read_and_are_still_checked() {
+        let record = format_2(&sample(), br#"{"model":"r"}"#);
+        let (stored, request) = decode_full(&record).expect("valid");
+        assert_eq!(stored.body.unwrap().get(), r#"{"id":"x",  "choices":[]}"#);
+        assert_eq!(request["model"], "r");
+        assert_eq!(decode(&record).expect("valid").route, "r");
+        let mut bad = record.clone();
+        bad[50] ^= 0x55;
+        assert_eq!(decode(&bad).unwrap_err(), Corrupt::Checksum);
+        assert_eq!(decode(&record[..20]).unwrap_err(), Corrupt::Truncated(20));
+    }
+
+    #[test]
+    fn a_record_whose_answer_length_overruns_it_is_corrupt() {
+        let mut record = encode(&sample(), b"{}");
+        record[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+        let checksum = crc32fast::hash(&record[5..]);
+        record[1..5].copy_from_slice(&checksum.to_le_bytes());
+        assert!(matches!(decode(&record), Err(Corrupt::Content(_))));
     }
 
     #[test]
