@@ -1,15 +1,15 @@
 //! The router: walks a route's chain, sends each request to a target with headroom, waits
 //! (boundedly) when none has, and moves a failed attempt to the next key or target before the
 //! client sees anything. The only place in the proxy that waits (DESIGN.md invariants 1, 2, 5).
+//! [`body`] makes the body each target is sent; [`circuit`] keeps each target's failures.
 
+pub mod body;
 pub mod circuit;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
-use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 use spillway_clock::Clock;
 use tokio::sync::Notify;
@@ -32,8 +32,10 @@ pub struct Job {
     pub route: usize,
     /// Chat or embeddings.
     pub endpoint: Endpoint,
-    /// The client's JSON body; `model` is replaced per target.
+    /// The client's JSON body, parsed; `model` is replaced per target.
     pub body: Map<String, Value>,
+    /// The client's JSON body as it arrived (sent on with only `model` replaced).
+    pub raw: Bytes,
     /// `"stream": true`.
     pub stream: bool,
     /// Prompt tokens by the local tokenizer (before per-target correction), counted on first
@@ -161,30 +163,6 @@ enum Step {
     NeedPrompt,
     Wait(Option<u64>),
     Done(ProxyError),
-}
-
-/// The client's body with `model` replaced, serialized without copying the body.
-struct WithModel<'a> {
-    body: &'a Map<String, Value>,
-    model: &'a str,
-}
-
-impl Serialize for WithModel<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let has_model = self.body.contains_key("model");
-        let mut map = serializer.serialize_map(Some(self.body.len() + usize::from(!has_model)))?;
-        if !has_model {
-            map.serialize_entry("model", self.model)?;
-        }
-        for (k, v) in self.body {
-            if k == "model" {
-                map.serialize_entry(k, self.model)?;
-            } else {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        map.end()
-    }
 }
 
 fn outcome_label(err: &UpstreamError) -> String {
@@ -529,15 +507,10 @@ impl Router {
                     };
                     let provider = &self.config.providers[provider_index];
                     let key = &provider.keys[ticket.key];
-                    let bytes = Bytes::from(
-                        serde_json::to_vec(&WithModel {
-                            body: &job.body,
-                            model: &model,
-                        })
-                        .map_err(|e| {
-                            ProxyError::Internal(format!("cannot encode the request: {e}"))
-                        })?,
-                    );
+                    let bytes =
+                        Bytes::from(body::with_model(&job.raw, &job.body, &model).map_err(
+                            |e| ProxyError::Internal(format!("cannot encode the request: {e}")),
+                        )?);
                     let result = self
                         .upstream
                         .send(

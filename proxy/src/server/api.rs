@@ -97,8 +97,8 @@ fn stream_flag(body: &Map<String, Value>) -> Result<bool, ProxyError> {
 }
 
 /// Reads a chat request into a routable job.
-pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
-    let body = parse_object(bytes)?;
+pub fn chat_job(state: &AppState, raw: Bytes) -> Result<Job, ProxyError> {
+    let body = parse_object(&raw)?;
     let (route, _) = route_of(state, &body)?;
     match body.get("messages") {
         None | Some(Value::Null) => {
@@ -128,12 +128,13 @@ pub fn chat_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
         max_output: max_output(&body, state.config.server.default_max_tokens)?,
         prompt_estimate: Default::default(),
         body,
+        raw,
     })
 }
 
 /// Reads an embeddings request into a routable job.
-pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError> {
-    let body = parse_object(bytes)?;
+pub fn embeddings_job(state: &AppState, raw: Bytes) -> Result<Job, ProxyError> {
+    let body = parse_object(&raw)?;
     let (route, _) = route_of(state, &body)?;
     match body.get("input") {
         None | Some(Value::Null) => {
@@ -154,6 +155,7 @@ pub fn embeddings_job(state: &AppState, bytes: &[u8]) -> Result<Job, ProxyError>
         max_output: 0,
         prompt_estimate: Default::default(),
         body,
+        raw,
     })
 }
 
@@ -246,7 +248,7 @@ async fn serve_job(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
-    parse: fn(&AppState, &[u8]) -> Result<Job, ProxyError>,
+    parse: fn(&AppState, Bytes) -> Result<Job, ProxyError>,
 ) -> (
     String,
     Option<RecordedRequest>,
@@ -257,7 +259,7 @@ async fn serve_job(
     let result = async {
         authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
-        let job = parse(state, &bytes)?;
+        let job = parse(state, bytes)?;
         route_name = state.config.routes[job.route].model.clone();
         if let Some(recorder) = &state.recorder {
             recorded = Some(draft(state, &job, &route_name, recorder.bodies));
