@@ -13,11 +13,13 @@
 //! - [`upstream`]: the HTTP client to providers and what each failure means;
 //! - [`server`]: endpoints, auth, stream relaying, the one error type;
 //! - [`record`]: traffic recording (JSONL);
-//! - [`metrics`]: Prometheus text; [`state`]: what handlers share.
+//! - [`metrics`]: Prometheus text; [`state`]: what handlers share;
+//! - [`log_sink`]: the buffered stderr the binary logs to.
 
 pub mod cache;
 pub mod config;
 pub mod limits;
+pub mod log_sink;
 pub mod metrics;
 pub mod record;
 pub mod router;

@@ -1,12 +1,13 @@
 //! `spillway`: parse arguments, load the config, bind, serve. Nothing else.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spillway::config::{self, ProcessEnv, validate};
+use spillway::log_sink::LogSink;
 use spillway::{AppState, Clock};
 
 /// An OpenAI-compatible gateway that keeps LLM calls flowing through provider rate limits.
@@ -323,14 +324,31 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Log lines go out through a buffer (one write per burst, not per request), written out
+    // before a panic is reported and before the process exits. Colors only on a terminal.
+    let sink = LogSink::new(Box::new(std::io::stderr()))?;
+    let before_panic = sink.clone();
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        before_panic.flush();
+        report_panic(info);
+    }));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(sink.clone())
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match Args::parse().command {
+    let result = run(Args::parse()).await;
+    sink.flush();
+    result
+}
+
+/// Runs one command.
+async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
         Command::Check { config } => {
             let config = config::load(&config, &ProcessEnv)?;
             print!("{}", describe(&config));
