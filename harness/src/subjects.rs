@@ -295,6 +295,7 @@ targets = [{{ provider = "mock", model = "{BENCH_MODEL}" }}]
 pub async fn serve_proxy(upstream: &str, cache_dir: &std::path::Path) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -77,6 +77,8 @@ const REST: Duration = Duration::from_millis(4);
 /// without traffic): an idle proxy does not poll, a busy one is never woken per answer.
 const RESTS_BEFORE_BLOCKING: u32 = 12;
 
+// Never inlined, so profiles name the writer's thread by it (`bench/instructions.sh` does).
+#[inline(never)]
 fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
     let mut batch = Batch {
         store,
