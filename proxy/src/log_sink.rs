@@ -94,22 +94,14 @@ impl LogSink {
 
     fn append(&self, line: &[u8]) {
         let mut pending = self.shared.pending();
-        if pending.len() + line.len() > MAX_BUFFERED {
-            drop(pending);
-            // Nothing is dropped: what waits and this line are written here, in order. The
-            // output is locked first, as the thread's drain does, so no older line can be
-            // written after these.
-            let mut out = self.shared.out.lock().unwrap_or_else(|e| e.into_inner());
-            let waiting = std::mem::take(&mut *self.shared.pending());
-            let _ = out.write_all(&waiting);
-            let _ = out.write_all(line);
-            let _ = out.flush();
-            return;
-        }
         let was_empty = pending.is_empty();
+        let full = pending.len() + line.len() > MAX_BUFFERED;
         pending.extend_from_slice(line);
         drop(pending);
-        if was_empty {
+        if full {
+            // Nothing is dropped: what waits, this line with it, is written here, in order.
+            self.shared.drain();
+        } else if was_empty {
             self.shared.arrived.notify_one();
         }
     }

@@ -140,16 +140,6 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 
 /// `retry-after-ms` first, then `retry-after` (seconds, fractional allowed, or an HTTP date),
 /// as a duration from `now_unix` (calendar time since the epoch).
-pub fn parse_retry_after(headers: &HeaderMap, now_unix: Duration) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    retry_after(text("retry-after-ms"), text("retry-after"), now_unix)
-}
-
 fn retry_after(ms: Option<&str>, value: Option<&str>, now_unix: Duration) -> Option<Duration> {
     if let Some(ms) = ms.and_then(|t| t.parse::<f64>().ok())
         && ms.is_finite()
@@ -493,7 +483,8 @@ mod tests {
     #[test]
     fn retry_after_in_every_form() {
         let now = Duration::from_secs(1_700_000_000);
-        let ra = |pairs: &[(&'static str, &str)]| parse_retry_after(&headers(pairs), now);
+        let ra =
+            |pairs: &[(&'static str, &str)]| parse(Dialect::Groq, &headers(pairs), now).retry_after;
         assert_eq!(ra(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
         assert_eq!(
             ra(&[("retry-after", "1.5")]),

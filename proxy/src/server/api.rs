@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -15,7 +15,8 @@ use crate::router::{Job, Served};
 use crate::server::auth::authorize;
 use crate::server::error::ProxyError;
 use crate::server::names::{
-    X_REQUEST_ID, X_SPILLWAY_ATTEMPTS, X_SPILLWAY_KEY, X_SPILLWAY_MODEL, X_SPILLWAY_PROVIDER,
+    X_REQUEST_ID, X_SPILLWAY_ATTEMPTS, X_SPILLWAY_CACHE, X_SPILLWAY_KEY, X_SPILLWAY_MODEL,
+    X_SPILLWAY_PROVIDER,
 };
 use crate::server::relay::relay;
 use crate::state::AppState;
@@ -270,12 +271,9 @@ async fn serve_job(
     (route_name, recorded, result)
 }
 
-fn text<'a>(response: &'a Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
+/// A response header's text, when it has one.
+fn header_text(response: &Response, name: HeaderName) -> Option<&str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 fn finish(
@@ -290,23 +288,20 @@ fn finish(
     let status = response.status().as_u16();
     let elapsed = state.clock.now().saturating_sub(started);
     if let (Some(recorder), Some(mut line)) = (&state.recorder, recorded) {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
+        let header = |name| {
+            header_text(&response, name)
                 .filter(|v| !v.is_empty())
                 .map(str::to_string)
         };
         line.outcome = RecordedOutcome {
             status,
-            provider: header("x-spillway-provider"),
-            model: header("x-spillway-model"),
-            key: header("x-spillway-key"),
-            attempts: header("x-spillway-attempts")
+            provider: header(X_SPILLWAY_PROVIDER),
+            model: header(X_SPILLWAY_MODEL),
+            key: header(X_SPILLWAY_KEY),
+            attempts: header(X_SPILLWAY_ATTEMPTS)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0),
-            cache: header("x-spillway-cache"),
+            cache: header(X_SPILLWAY_CACHE),
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             usage: response
                 .extensions()
@@ -318,10 +313,10 @@ fn finish(
     tracing::info!(
         route = %route,
         status,
-        cache = text(&response, "x-spillway-cache"),
-        provider = text(&response, "x-spillway-provider"),
-        key = text(&response, "x-spillway-key"),
-        attempts = text(&response, "x-spillway-attempts"),
+        cache = header_text(&response, X_SPILLWAY_CACHE).unwrap_or("-"),
+        provider = header_text(&response, X_SPILLWAY_PROVIDER).unwrap_or("-"),
+        key = header_text(&response, X_SPILLWAY_KEY).unwrap_or("-"),
+        attempts = header_text(&response, X_SPILLWAY_ATTEMPTS).unwrap_or("-"),
         elapsed_ms = elapsed.as_secs_f64() * 1000.0,
         error = refusal.as_deref().unwrap_or(""),
         "served"
