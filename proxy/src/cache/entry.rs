@@ -79,14 +79,104 @@ const HEADER: usize = 1 + 4 + 4;
 /// Format 2: format, blake3 checksum, length of the compressed answer.
 const HEADER_2: usize = 1 + 32 + 4;
 
-/// Encodes an entry: answer plus canonical request.
+/// An answer's fields other than its body, borrowed: what a record holds besides the body.
+/// They serialize as a [`Stored`] does.
+#[derive(Debug, Serialize)]
+pub struct Fields<'a> {
+    /// Unix seconds when stored.
+    pub created: u64,
+    /// Cache namespace.
+    pub namespace: &'a str,
+    /// Route (client-facing model name).
+    pub route: &'a str,
+    /// `chat` or `embeddings`.
+    pub endpoint: &'a str,
+    /// Provider that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'a str>,
+    /// Upstream model id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<&'a str>,
+    /// HTTP status.
+    pub status: u16,
+    /// Allowlisted response headers (a repeated name: the last one counts, as when read).
+    #[serde(serialize_with = "pairs_as_map")]
+    pub headers: Vec<(&'a str, &'a str)>,
+}
+
+fn pairs_as_map<S: serde::Serializer>(pairs: &[(&str, &str)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().copied())
+}
+
+/// An answer's body as the record holds it: JSON text, written as it is.
+#[derive(Debug)]
+pub enum AnswerBody<'a> {
+    /// A plain answer's JSON body.
+    Plain(&'a str),
+    /// A streamed answer's `data:` payloads (each one JSON), in order.
+    Chunks(Vec<&'a str>),
+}
+
+/// Encodes an entry ([`encode_answer`] of a [`Stored`]).
+pub fn encode(stored: &Stored, request: &[u8]) -> Vec<u8> {
+    let fields = Fields {
+        created: stored.created,
+        namespace: &stored.namespace,
+        route: &stored.route,
+        endpoint: &stored.endpoint,
+        provider: stored.provider.as_deref(),
+        model: stored.model.as_deref(),
+        status: stored.status,
+        headers: stored
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+    };
+    let body = match (&stored.body, &stored.chunks) {
+        (Some(body), _) => Some(AnswerBody::Plain(body.get())),
+        (None, Some(chunks)) => Some(AnswerBody::Chunks(chunks.iter().map(|c| c.get()).collect())),
+        (None, None) => None,
+    };
+    encode_answer(&fields, body.as_ref(), request)
+}
+
+/// Encodes an entry: the answer (its fields and body) plus the canonical request.
+///
+/// The body's JSON is copied into the record as it is, not parsed again: the caller has
+/// checked it (a plain answer is checked when it arrives). A record whose answer does not
+/// parse would be found corrupt when read, and never served.
 ///
 /// One compression for both parts: each lz4 call starts from a fresh (zeroed) match table,
 /// which costs more than compressing a few hundred bytes. CRC-32 rather than a cryptographic
 /// hash: the checksum guards against torn and damaged writes, not against forgery, and it is
 /// computed on every store and checked on every read from disk.
-pub fn encode(stored: &Stored, request: &[u8]) -> Vec<u8> {
-    let mut plain = serde_json::to_vec(stored).expect("an entry always serializes");
+pub fn encode_answer(
+    fields: &Fields<'_>,
+    body: Option<&AnswerBody<'_>>,
+    request: &[u8],
+) -> Vec<u8> {
+    let mut plain = serde_json::to_vec(fields).expect("an entry always serializes");
+    // `fields` always serializes to a non-empty object: reopen it for the body.
+    plain.pop();
+    match body {
+        Some(AnswerBody::Plain(json)) => {
+            plain.extend_from_slice(b",\"body\":");
+            plain.extend_from_slice(json.as_bytes());
+        }
+        Some(AnswerBody::Chunks(chunks)) => {
+            plain.extend_from_slice(b",\"chunks\":[");
+            for (i, chunk) in chunks.iter().enumerate() {
+                if i > 0 {
+                    plain.push(b',');
+                }
+                plain.extend_from_slice(chunk.as_bytes());
+            }
+            plain.push(b']');
+        }
+        None => {}
+    }
+    plain.push(b'}');
     let answer_len = plain.len();
     plain.extend_from_slice(request);
     let packed = lz4_flex::compress_prepend_size(&plain);
@@ -200,6 +290,65 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_keeps_the_body_byte_for_byte() {
         assert_reads_back(&encode(&sample(), br#"{"model":"r"}"#));
+    }
+
+    #[test]
+    fn an_answer_encoded_from_borrowed_parts_reads_back_as_its_stored_form_does() {
+        let fields = Fields {
+            created: 7,
+            namespace: "team",
+            route: "r",
+            endpoint: "chat",
+            provider: Some("groq"),
+            model: None,
+            status: 200,
+            headers: vec![
+                ("x-ratelimit-remaining-requests", "9"),
+                ("content-type", "application/json"),
+                ("x-ratelimit-remaining-requests", "8"),
+            ],
+        };
+        let plain = AnswerBody::Plain(" {\"id\":\"x\", \"n\":[1, 2]}\n");
+        let (stored, request) =
+            decode_full(&encode_answer(&fields, Some(&plain), br#"{"model":"r"}"#)).expect("valid");
+        assert_eq!(
+            stored.body.expect("a body").get(),
+            r#"{"id":"x", "n":[1, 2]}"#
+        );
+        assert!(stored.chunks.is_none());
+        assert_eq!((stored.created, stored.namespace.as_str()), (7, "team"));
+        assert_eq!(
+            (stored.provider.as_deref(), stored.model),
+            (Some("groq"), None)
+        );
+        assert_eq!(stored.headers["x-ratelimit-remaining-requests"], "8");
+        assert_eq!(stored.headers.len(), 2);
+        assert_eq!(request["model"], "r");
+
+        let chunks = AnswerBody::Chunks(vec![r#"{"a":1}"#, r#"{"b":[]}"#]);
+        let stored = decode(&encode_answer(&fields, Some(&chunks), b"{}")).expect("valid");
+        let chunks: Vec<&str> = stored.chunks.iter().flatten().map(|c| c.get()).collect();
+        assert_eq!(chunks, [r#"{"a":1}"#, r#"{"b":[]}"#]);
+        assert!(stored.body.is_none());
+
+        let stored = decode(&encode_answer(&fields, None, b"{}")).expect("valid");
+        assert!(stored.body.is_none() && stored.chunks.is_none());
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_makes_a_record_that_is_never_read_as_an_answer() {
+        let fields = Fields {
+            created: 1,
+            namespace: "",
+            route: "r",
+            endpoint: "chat",
+            provider: None,
+            model: None,
+            status: 200,
+            headers: Vec::new(),
+        };
+        let record = encode_answer(&fields, Some(&AnswerBody::Plain("{\"cut\":")), b"{}");
+        assert!(matches!(decode(&record), Err(Corrupt::Content(_))));
     }
 
     #[test]

@@ -210,21 +210,15 @@ impl Cache {
         }
     }
 
-    /// Queues an answer for the writer, which builds it with `entry` and calls `after` once it
-    /// is stored; when it cannot be queued (no writer, or the writer is behind), `after` runs
-    /// now.
-    pub fn save_later(
-        &self,
-        key: CacheKey,
-        entry: writer::MakeEntry,
-        request: Vec<u8>,
-        after: writer::AfterStore,
-    ) {
+    /// Queues an answer for the writer, which builds its record with `record` and calls
+    /// `after` once it is stored; when it cannot be queued (no writer, or the writer is
+    /// behind), `after` runs now.
+    pub fn save_later(&self, key: CacheKey, record: writer::MakeRecord, after: writer::AfterStore) {
         if let Some(hot) = &self.hot {
             hot.remove(&key);
         }
         let queued = match &self.writer {
-            Some(w) => w.put(key, entry, request, after),
+            Some(w) => w.put(key, record, after),
             None => Err(after),
         };
         if let Err(after) = queued {

@@ -16,10 +16,11 @@ use serde_json::value::RawValue;
 use crate::cache::convert::{
     chunks_from_completion, completion_from_chunks, sse_body, wants_usage,
 };
-use crate::cache::entry::{Stored, keep_header};
-use crate::cache::flight::{End, ErrorReply, Flight, Head};
+use crate::cache::entry::{AnswerBody, Fields, Stored, encode_answer, keep_header};
+use crate::cache::flight::{End, ErrorReply, Flight, FlightState, Head};
 use crate::cache::key::{CacheKey, canonical_request, key_of_canonical};
 use crate::cache::policy::{CacheMode, Directive, request_controls};
+use crate::cache::writer::Record;
 use crate::router::{Job, Served};
 use crate::server::api::{UsageNote, provenance, respond};
 use crate::server::error::ProxyError;
@@ -335,19 +336,30 @@ async fn fly(
         } = save;
         let source = flight.clone();
         let now = state.cache.now_unix();
-        let entry = Box::new(move || {
+        let record = Box::new(move || {
             let s = source.state();
             let head = s.head.as_ref()?;
-            to_stored(&s, head, namespace, route, endpoint, now)
+            let fields = Fields {
+                created: now,
+                namespace: &namespace,
+                route: &route,
+                endpoint: &endpoint,
+                provider: Some(&head.provider),
+                model: Some(&head.model),
+                status: 200,
+                headers: kept_headers(&head.headers),
+            };
+            let body = answer_body(&s, head.stream)?;
+            Some(Record {
+                created: now,
+                bytes: encode_answer(&fields, Some(&body), &request),
+            })
         });
         let flights = state.cache.flights.clone();
         let landing = flight;
-        state.cache.save_later(
-            key,
-            entry,
-            request,
-            Box::new(move || flights.land(&key, &landing)),
-        );
+        state
+            .cache
+            .save_later(key, record, Box::new(move || flights.land(&key, &landing)));
         return;
     }
     state.cache.flights.land(&key, &flight);
@@ -436,43 +448,35 @@ async fn error_reply(e: ProxyError) -> ErrorReply {
     }
 }
 
-fn to_stored(
-    s: &crate::cache::flight::FlightState,
-    head: &Head,
-    namespace: String,
-    route: String,
-    endpoint: String,
-    now: u64,
-) -> Option<Stored> {
-    let headers = head
-        .headers
+/// The response headers an entry keeps, as text.
+fn kept_headers(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    headers
         .iter()
         .filter(|(name, _)| keep_header(name.as_str()))
-        .filter_map(|(name, v)| Some((name.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let (body, chunks) = if head.stream {
+        .filter_map(|(name, v)| Some((name.as_str(), v.to_str().ok()?)))
+        .collect()
+}
+
+/// A complete answer's body as an entry holds it, if it can be stored: a plain body was
+/// checked as JSON when it arrived (only its text encoding is left to check); each stream
+/// event is checked here.
+fn answer_body(s: &FlightState, stream: bool) -> Option<AnswerBody<'_>> {
+    if stream {
         let chunks = s
             .events
             .iter()
-            .map(|e| RawValue::from_string(e.clone()).ok())
+            .map(|e| {
+                serde_json::from_str::<serde::de::IgnoredAny>(e)
+                    .ok()
+                    .map(|_| e.as_str())
+            })
             .collect::<Option<Vec<_>>>()?;
-        (None, Some(chunks))
+        Some(AnswerBody::Chunks(chunks))
     } else {
-        let text = std::str::from_utf8(s.body.as_deref()?).ok()?;
-        (Some(RawValue::from_string(text.to_string()).ok()?), None)
-    };
-    Some(Stored {
-        created: now,
-        namespace,
-        route,
-        endpoint,
-        provider: Some(head.provider.clone()),
-        model: Some(head.model.clone()),
-        status: 200,
-        headers,
-        body,
-        chunks,
-    })
+        Some(AnswerBody::Plain(
+            std::str::from_utf8(s.body.as_deref()?).ok()?,
+        ))
+    }
 }
 
 fn json_response(body: impl Into<Body>) -> Response {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::cache::entry::{self, Stored};
 use crate::cache::key::CacheKey;
 use crate::cache::store::{CacheStore, NewRecord};
 
@@ -21,15 +20,23 @@ pub const QUEUE: usize = 4096;
 /// What to do once an answer is stored (or could not be).
 pub type AfterStore = Box<dyn FnOnce() + Send>;
 
-/// Builds the entry to store, on the writer thread (`None`: nothing to store). Building it
-/// there keeps the copying and checking out of the request's way.
-pub type MakeEntry = Box<dyn FnOnce() -> Option<Stored> + Send>;
+/// A record ready to be stored: when its answer was stored (Unix seconds), and its bytes.
+#[derive(Debug)]
+pub struct Record {
+    /// Unix seconds when stored.
+    pub created: u64,
+    /// The encoded entry ([`crate::cache::entry`]).
+    pub bytes: Vec<u8>,
+}
+
+/// Builds the record to store, on the writer thread (`None`: nothing to store). Building it
+/// there keeps the copying, checking and compressing out of the request's way.
+pub type MakeRecord = Box<dyn FnOnce() -> Option<Record> + Send>;
 
 enum Job {
     Put {
         key: CacheKey,
-        entry: MakeEntry,
-        request: Vec<u8>,
+        record: MakeRecord,
         after: AfterStore,
     },
     Flush(Ack),
@@ -138,12 +145,7 @@ struct Batch {
 impl Batch {
     fn take(&mut self, job: Job) {
         match job {
-            Job::Put {
-                key,
-                entry,
-                request,
-                after,
-            } => {
+            Job::Put { key, record, after } => {
                 self.puts += 1;
                 if self.puts.is_multiple_of(MAINTAIN_EVERY) {
                     // Upkeep runs between writes: store what is waiting first.
@@ -152,9 +154,8 @@ impl Batch {
                         tracing::warn!(error = %e, "cache upkeep failed");
                     }
                 }
-                if let Some(stored) = entry() {
-                    let record = entry::encode(&stored, &request);
-                    self.records.push((key, stored.created, record));
+                if let Some(Record { created, bytes }) = record() {
+                    self.records.push((key, created, bytes));
                 }
                 self.afters.push(after);
                 if self.afters.len() >= MAX_BATCH {
@@ -230,22 +231,16 @@ impl Writer {
         })
     }
 
-    /// Queues an answer, built by `entry` on the writer thread; the writer calls `after` once
-    /// it is stored (or failed to be, or there was nothing to store). When the queue is full
-    /// the write is dropped and `after` is handed back.
+    /// Queues an answer, whose record `record` builds on the writer thread; the writer calls
+    /// `after` once it is stored (or failed to be, or there was nothing to store). When the
+    /// queue is full the write is dropped and `after` is handed back.
     pub fn put(
         &self,
         key: CacheKey,
-        entry: MakeEntry,
-        request: Vec<u8>,
+        record: MakeRecord,
         after: AfterStore,
     ) -> Result<(), AfterStore> {
-        let job = Job::Put {
-            key,
-            entry,
-            request,
-            after,
-        };
+        let job = Job::Put { key, record, after };
         let give_back = |job: Job| match job {
             Job::Put { after, .. } => after,
             Job::Flush(_) => Box::new(|| {}),
@@ -317,7 +312,7 @@ mod tests {
 
     use super::*;
     use crate::cache::disk_store::DiskStore;
-    use crate::cache::entry::decode;
+    use crate::cache::entry::{decode, encode};
     use crate::cache::index::IndexKind;
     use crate::cache::store::StoreError;
     use crate::cache::testing::stored;
@@ -381,11 +376,16 @@ mod tests {
 
     /// What a put of key `n` takes (nothing to store when `empty`), counting its `after` in
     /// `done`.
-    fn parts(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> (CacheKey, MakeEntry, AfterStore) {
+    fn parts(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> (CacheKey, MakeRecord, AfterStore) {
         let done = done.clone();
         (
             CacheKey([n; 32]),
-            Box::new(move || (!empty).then(|| stored(&format!("{{\"n\":{n}}}")))),
+            Box::new(move || {
+                (!empty).then(|| Record {
+                    created: 1,
+                    bytes: encode(&stored(&format!("{{\"n\":{n}}}")), b"{}"),
+                })
+            }),
             Box::new(move || {
                 done.fetch_add(1, Ordering::SeqCst);
             }),
@@ -393,13 +393,8 @@ mod tests {
     }
 
     fn put(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> Job {
-        let (key, entry, after) = parts(n, empty, done);
-        Job::Put {
-            key,
-            entry,
-            request: b"{}".to_vec(),
-            after,
-        }
+        let (key, record, after) = parts(n, empty, done);
+        Job::Put { key, record, after }
     }
 
     #[test]
@@ -462,8 +457,8 @@ mod tests {
         let done = Arc::new(AtomicUsize::new(0));
         let writer = Writer::spawn(store.clone(), None).expect("spawns");
         for n in 0..200u8 {
-            let (key, entry, after) = parts(n, false, &done);
-            assert!(writer.put(key, entry, b"{}".to_vec(), after).is_ok());
+            let (key, record, after) = parts(n, false, &done);
+            assert!(writer.put(key, record, after).is_ok());
         }
         drop(writer);
         assert_eq!(done.load(Ordering::SeqCst), 200);
