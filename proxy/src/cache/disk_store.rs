@@ -202,6 +202,9 @@ impl CacheStore for DiskStore {
         let _guard = self.lock();
         let filter = self.filter();
         for (new, loc) in records.iter().zip(locations) {
+            // A key the filter has never seen is in no slot of the index: its insert need
+            // not look for it.
+            let new_key = !filter.may_contain(new.key);
             // Into the filter first: a reader that finds the key in the index must not be told
             // "certainly absent" by a filter that has not caught up.
             filter.insert(new.key);
@@ -209,7 +212,12 @@ impl CacheStore for DiskStore {
                 created: new.created,
                 loc,
             };
-            let old = self.index.insert(new.key, entry)?;
+            let old = if new_key {
+                self.index.insert_new(new.key, entry)?;
+                None
+            } else {
+                self.index.insert(new.key, entry)?
+            };
             self.live.fetch_add(u64::from(loc.len), Ordering::Relaxed);
             // A replaced entry's size is retired here.
             if let Some(old) = old {

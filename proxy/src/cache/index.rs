@@ -46,6 +46,11 @@ pub trait KeyIndex: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError>;
     /// Sets `key`'s entry; returns the one it replaced.
     fn insert(&self, key: &CacheKey, entry: IndexEntry) -> Result<Option<IndexEntry>, StoreError>;
+    /// Adds `key`, which the caller knows is not in the index (the cache's key filter says it
+    /// was never stored): an index may then skip looking for it.
+    fn insert_new(&self, key: &CacheKey, entry: IndexEntry) -> Result<(), StoreError> {
+        self.insert(key, entry).map(|_| ())
+    }
     /// Removes `key`; returns its entry.
     fn remove(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError>;
     /// Sets `key`'s entry to `new` only if it is still `old`; true when it was.

@@ -1,8 +1,10 @@
 //! The file index (`[cache] index = "file"`, the default): an open-addressing hash table in one
-//! file, `index.slots`, read and written with positioned I/O. Nothing of it is kept in process
-//! memory; the OS page cache holds its hot pages. A lookup reads one 4 KiB bucket (rarely two),
-//! an insert reads and writes one, so the cost of either does not depend on the number of
-//! entries, and neither does the proxy's memory.
+//! file, `index.slots`, read and written with positioned I/O. Of it, the process keeps only
+//! one byte per bucket in memory (how many of its slots are taken, 1/4096 of the file); the OS
+//! page cache holds its hot pages. A lookup reads one 4 KiB bucket (rarely two), an insert
+//! reads and writes one, and the insert of a key known to be new (the cache's key filter says
+//! so) only writes its slot; so the cost of either does not depend on the number of entries,
+//! and neither does the proxy's memory.
 //!
 //! Layout: a 4 KiB header (magic, bucket count), then `buckets` buckets of 64 slots of 64 bytes:
 //! key (32), created (8), [`Location`](crate::cache::vlog::Location) (16), state (4),
@@ -256,15 +258,23 @@ impl Table {
             .write_all_at(slot, bucket_offset(bucket) + i * SLOT as u64)
     }
 
-    /// Every valid entry, read in large sequential steps.
-    fn scan(&self, visit: &mut dyn FnMut(CacheKey, IndexEntry)) -> std::io::Result<Counts> {
+    /// Every valid entry, read in large sequential steps; returns the counts and each
+    /// bucket's fill.
+    fn scan(
+        &self,
+        visit: &mut dyn FnMut(CacheKey, IndexEntry),
+    ) -> std::io::Result<(Counts, Vec<u8>)> {
         let mut counts = Counts::default();
+        let mut fills = Vec::with_capacity(self.buckets as usize);
         let mut chunk = vec![0u8; PAGE * SCAN_BUCKETS as usize];
         let mut bucket = 0;
         while bucket < self.buckets {
             let n = SCAN_BUCKETS.min(self.buckets - bucket);
             let bytes = &mut chunk[..PAGE * n as usize];
             self.file.read_exact_at(bytes, bucket_offset(bucket))?;
+            for page in bytes.chunks_exact(PAGE) {
+                fills.push(fill_of(page));
+            }
             for s in bytes.chunks_exact(SLOT) {
                 match decode_slot(s, None) {
                     Slot::Empty | Slot::Other => {}
@@ -278,8 +288,18 @@ impl Table {
             }
             bucket += n;
         }
-        Ok(counts)
+        Ok((counts, fills))
     }
+}
+
+/// A bucket's fill: where its first empty slot is (every slot before it is taken, live or
+/// not), or [`SLOTS_PER_BUCKET`] when it is full.
+fn fill_of(page: &[u8]) -> u8 {
+    let taken = page
+        .chunks_exact(SLOT)
+        .position(|s| word(s, 56) == EMPTY)
+        .unwrap_or(SLOTS_PER_BUCKET as usize);
+    u8::try_from(taken).expect("64 slots a bucket")
 }
 
 /// Where a key is, or could go.
@@ -297,13 +317,21 @@ struct Counts {
     used: u64,
 }
 
+/// What mutations keep up to date, under one lock.
+#[derive(Debug)]
+struct Writes {
+    counts: Counts,
+    /// Each bucket's fill ([`fill_of`]): where a new key goes without reading the bucket.
+    fills: Vec<u8>,
+}
+
 /// A [`KeyIndex`] in one hash-table file.
 #[derive(Debug)]
 pub struct SlotIndex {
     path: PathBuf,
     table: ArcSwap<Table>,
     /// Held by every mutation: one writer at a time.
-    counts: Mutex<Counts>,
+    writes: Mutex<Writes>,
     live: AtomicU64,
 }
 
@@ -325,22 +353,42 @@ impl SlotIndex {
             std::fs::rename(&tmp, path).map_err(io(path))?;
             table
         };
-        let counts = table.scan(&mut |_, _| {}).map_err(io(path))?;
+        let (counts, fills) = table.scan(&mut |_, _| {}).map_err(io(path))?;
         Ok(SlotIndex {
             path: path.to_path_buf(),
             table: ArcSwap::from_pointee(table),
             live: AtomicU64::new(counts.live),
-            counts: Mutex::new(counts),
+            writes: Mutex::new(Writes { counts, fills }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an insert into slot `(bucket, i)` (`was_empty`: not a reused tombstone), and
+    /// rebuilds the table if it is now too full.
+    fn inserted(
+        &self,
+        writes: &mut Writes,
+        (bucket, i): (u64, u64),
+        was_empty: bool,
+    ) -> Result<(), StoreError> {
+        writes.counts.live += 1;
+        if was_empty {
+            writes.counts.used += 1;
+            // The first empty slot of its bucket was taken.
+            writes.fills[bucket as usize] = u8::try_from(i + 1).expect("64 slots a bucket");
+        }
+        let grown = self.grow_if_full(writes);
+        self.live.store(writes.counts.live, Ordering::Relaxed);
+        grown.map_err(io(&self.path))
     }
 
     /// Rebuilds the table when too many slots are taken: at twice the size when the live
     /// entries alone would still fill it past half, else at the same size (dropping tombstones).
-    fn grow_if_full(&self, counts: &mut Counts) -> std::io::Result<()> {
+    fn grow_if_full(&self, writes: &mut Writes) -> std::io::Result<()> {
+        let counts = writes.counts;
         let table = self.table.load_full();
         if counts.used * 10 <= table.slots() * MAX_LOAD_TENTHS {
             return Ok(());
@@ -356,9 +404,19 @@ impl SlotIndex {
         let fresh = Table::create(&tmp, buckets)?;
         let live = table.copy_into(&fresh)?;
         fresh.file.sync_data()?;
+        let (copied, fills) = fresh.scan(&mut |_, _| {})?;
+        if copied.live != live {
+            return Err(std::io::Error::other(format!(
+                "a rebuilt table holds {} entries where {live} were copied",
+                copied.live
+            )));
+        }
         std::fs::rename(&tmp, &self.path)?;
         self.table.store(Arc::new(fresh));
-        *counts = Counts { live, used: live };
+        *writes = Writes {
+            counts: copied,
+            fills,
+        };
         tracing::debug!(buckets, entries = live, "cache index rebuilt");
         Ok(())
     }
@@ -371,7 +429,7 @@ impl KeyIndex for SlotIndex {
     }
 
     fn insert(&self, key: &CacheKey, entry: IndexEntry) -> Result<Option<IndexEntry>, StoreError> {
-        let mut counts = self.lock();
+        let mut writes = self.lock();
         let table = self.table.load_full();
         let probe = table.probe(key).map_err(io(&self.path))?;
         let slot = encode_slot(key, entry, LIVE);
@@ -386,16 +444,33 @@ impl KeyIndex for SlotIndex {
             )));
         };
         table.write_slot(at, &slot).map_err(io(&self.path))?;
-        counts.live += 1;
-        counts.used += u64::from(was_empty);
-        let grown = self.grow_if_full(&mut counts);
-        self.live.store(counts.live, Ordering::Relaxed);
-        grown.map_err(io(&self.path))?;
+        self.inserted(&mut writes, at, was_empty)?;
         Ok(None)
     }
 
+    fn insert_new(&self, key: &CacheKey, entry: IndexEntry) -> Result<(), StoreError> {
+        let mut writes = self.lock();
+        let table = self.table.load_full();
+        // The chain's first empty slot, from the fills: every slot before it is taken, and
+        // `key` is in none of them.
+        let start = home(key, table.buckets);
+        let at = (0..table.buckets)
+            .map(|step| (start + step) & (table.buckets - 1))
+            .find_map(|b| {
+                let fill = u64::from(writes.fills[b as usize]);
+                (fill < SLOTS_PER_BUCKET).then_some((b, fill))
+            })
+            .ok_or_else(|| {
+                StoreError(format!("cache index {}: no free slot", self.path.display()))
+            })?;
+        table
+            .write_slot(at, &encode_slot(key, entry, LIVE))
+            .map_err(io(&self.path))?;
+        self.inserted(&mut writes, at, true)
+    }
+
     fn remove(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError> {
-        let mut counts = self.lock();
+        let mut writes = self.lock();
         let table = self.table.load_full();
         let Some((at, old)) = table.probe(key).map_err(io(&self.path))?.found else {
             return Ok(None);
@@ -403,8 +478,8 @@ impl KeyIndex for SlotIndex {
         table
             .write_slot(at, &encode_slot(key, old, TOMBSTONE))
             .map_err(io(&self.path))?;
-        counts.live -= 1;
-        self.live.store(counts.live, Ordering::Relaxed);
+        writes.counts.live -= 1;
+        self.live.store(writes.counts.live, Ordering::Relaxed);
         Ok(Some(old))
     }
 
@@ -414,7 +489,7 @@ impl KeyIndex for SlotIndex {
         old: IndexEntry,
         new: IndexEntry,
     ) -> Result<bool, StoreError> {
-        let _counts = self.lock();
+        let _writes = self.lock();
         let table = self.table.load_full();
         match table.probe(key).map_err(io(&self.path))?.found {
             Some((at, current)) if current == old => {
@@ -573,6 +648,41 @@ mod tests {
     }
 
     #[test]
+    fn new_keys_go_in_without_a_read_and_are_found_across_full_buckets_and_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("index.slots");
+        {
+            let index = SlotIndex::open(&path).expect("opens");
+            // Two buckets' worth with one home bucket, a tombstone among them, and a chain
+            // that wraps from the last bucket to the first.
+            for i in 0..100 {
+                index.insert_new(&colliding(i), entry(i)).unwrap();
+                index.insert_new(&wrapping(i), entry(i + 1)).unwrap();
+            }
+            assert_eq!(index.remove(&colliding(5)).unwrap(), Some(entry(5)));
+            index.insert_new(&colliding(100), entry(100)).unwrap();
+            let expected = |i: u64| (i != 5).then(|| entry(i));
+            for i in 0..=100 {
+                assert_eq!(index.get(&colliding(i)).unwrap(), expected(i), "key {i}");
+            }
+            assert_eq!(index.get(&wrapping(99)).unwrap(), Some(entry(100)));
+            assert_eq!(index.len(), 200);
+        }
+        // Reopened, the fills are read from the file: new keys land after the old ones.
+        let index = SlotIndex::open(&path).expect("reopens");
+        for i in 101..5_000 {
+            index.insert_new(&spread(i), entry(i)).unwrap();
+        }
+        assert!(index.table.load().buckets > MIN_BUCKETS, "it grew");
+        assert_eq!(index.get(&colliding(100)).unwrap(), Some(entry(100)));
+        assert_eq!(index.get(&colliding(5)).unwrap(), None);
+        assert!((101..5_000).all(|i| index.get(&spread(i)).unwrap() == Some(entry(i))));
+        assert_eq!(index.len(), 200 + 4_899);
+        let (_, fills) = index.table.load().scan(&mut |_, _| {}).unwrap();
+        assert_eq!(index.lock().fills, fills);
+    }
+
+    #[test]
     fn replace_only_swaps_the_expected_entry() {
         let dir = tempfile::tempdir().expect("temp dir");
         let index = SlotIndex::open(&dir.path().join("index.slots")).expect("opens");
@@ -647,7 +757,13 @@ mod tests {
             for (op, k, v) in ops {
                 let k = key(k);
                 match op {
-                    0 | 1 => prop_assert_eq!(index.insert(&k, entry(v)).unwrap(), model.insert(k, entry(v))),
+                    0 => prop_assert_eq!(index.insert(&k, entry(v)).unwrap(), model.insert(k, entry(v))),
+                    // A key not in the map goes in as the cache's new keys do.
+                    1 if !model.contains_key(&k) => {
+                        index.insert_new(&k, entry(v)).unwrap();
+                        model.insert(k, entry(v));
+                    }
+                    1 => prop_assert_eq!(index.insert(&k, entry(v)).unwrap(), model.insert(k, entry(v))),
                     2 => prop_assert_eq!(index.remove(&k).unwrap(), model.remove(&k)),
                     _ => {
                         let expected = model.get(&k) == Some(&entry(v));
@@ -665,6 +781,9 @@ mod tests {
             let mut scanned = HashMap::new();
             index.for_each(&mut |k, e| { scanned.insert(k, e); }).unwrap();
             prop_assert_eq!(scanned, model);
+            // The fills kept in memory are what the file holds.
+            let (_, fills) = index.table.load().scan(&mut |_, _| {}).unwrap();
+            prop_assert_eq!(&index.lock().fills, &fills);
         }
     }
 }
