@@ -71,7 +71,7 @@ pub trait KeyIndex: Send + Sync + std::fmt::Debug {
 /// Which index a disk store keeps (`[cache] index`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IndexKind {
-    /// An on-disk hash table (`index.slots`): memory flat in the number of entries.
+    /// An on-disk hash table (`index.slots`): a byte of memory per 22 to 45 entries.
     #[default]
     File,
     /// A sled tree (`index/`): index nodes cached in memory, up to about `index_memory`.
