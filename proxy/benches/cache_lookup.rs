@@ -1,4 +1,4 @@
-//! Cache lookup latency with a large store: fills a fresh sled store with N entries (default
+//! Cache lookup latency with a large store: fills a fresh store with N entries (default
 //! 1,000,000; `SPILLWAY_BENCH_ENTRIES` to change), then times random lookups through the same
 //! path a hit takes (read, checksum, decode), and prints the process's resident memory.
 //! `SPILLWAY_BENCH_INDEX=sled` measures the sled index instead of the file index, and
