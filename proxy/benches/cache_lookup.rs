@@ -16,7 +16,7 @@ use spillway::Clock;
 use spillway::cache::Cache;
 use spillway::cache::entry::Stored;
 use spillway::cache::key::{CacheKey, cache_key};
-use spillway::cache::policy::{CacheConfig, IndexKind};
+use spillway::config::cache::{CacheConfig, IndexKind};
 
 fn request(i: u64) -> Map<String, Value> {
     serde_json::from_str(&format!(

@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(find_secret("gsk_short"), None);
     }
 
-    use crate::cache::policy::DEFAULT_HOT_MEMORY;
+    use crate::config::cache::DEFAULT_HOT_MEMORY;
 
     #[test]
     fn export_refuses_an_entry_carrying_a_key_and_names_it() {

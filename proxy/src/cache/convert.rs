@@ -14,23 +14,31 @@ fn is_usage_chunk(v: &Value) -> bool {
         && v.get("usage").is_some_and(|u| u.is_object())
 }
 
-/// Assembles a `chat.completion` body from a stream's chunk payloads.
-pub fn completion_from_chunks(chunks: &[Box<RawValue>]) -> Option<Vec<u8>> {
-    let mut id = Value::Null;
-    let mut created = Value::Null;
-    let mut model = Value::Null;
-    let mut fingerprint = Value::Null;
-    let mut usage = Value::Null;
-    let mut choices: Vec<Map<String, Value>> = Vec::new();
-    let mut contents: Vec<String> = Vec::new();
-    let mut tool_calls: Vec<Vec<Map<String, Value>>> = Vec::new();
-    for raw in chunks {
-        let chunk: Value = serde_json::from_str(raw.get()).ok()?;
+/// A `chat.completion` being assembled from a stream's chunks.
+#[derive(Default)]
+struct Assembly {
+    id: Value,
+    created: Value,
+    model: Value,
+    fingerprint: Value,
+    usage: Value,
+    /// Per choice: its index, role and finish reason as they arrive.
+    choices: Vec<Map<String, Value>>,
+    /// Per choice: the text so far.
+    contents: Vec<String>,
+    /// Per choice: its tool calls so far.
+    tool_calls: Vec<Vec<Map<String, Value>>>,
+}
+
+impl Assembly {
+    /// Takes one chunk: the answer's identity from the first chunk that names it, usage from
+    /// the last that reports it, and each choice's delta.
+    fn add(&mut self, chunk: &Value) {
         for (slot, field) in [
-            (&mut id, "id"),
-            (&mut created, "created"),
-            (&mut model, "model"),
-            (&mut fingerprint, "system_fingerprint"),
+            (&mut self.id, "id"),
+            (&mut self.created, "created"),
+            (&mut self.model, "model"),
+            (&mut self.fingerprint, "system_fingerprint"),
         ] {
             if slot.is_null()
                 && let Some(v) = chunk.get(field)
@@ -39,9 +47,9 @@ pub fn completion_from_chunks(chunks: &[Box<RawValue>]) -> Option<Vec<u8>> {
             }
         }
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            usage = u.clone();
+            self.usage = u.clone();
         } else if let Some(u) = chunk.get("x_groq").and_then(|x| x.get("usage")) {
-            usage = u.clone();
+            self.usage = u.clone();
         }
         for choice in chunk
             .get("choices")
@@ -49,93 +57,112 @@ pub fn completion_from_chunks(chunks: &[Box<RawValue>]) -> Option<Vec<u8>> {
             .into_iter()
             .flatten()
         {
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            while choices.len() <= index {
-                let mut c = Map::new();
-                c.insert("index".into(), json!(choices.len()));
-                choices.push(c);
-                contents.push(String::new());
-                tool_calls.push(Vec::new());
-            }
-            let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
-            if let Some(role) = delta.get("role") {
-                choices[index].insert("role".into(), role.clone());
-            }
-            if let Some(text) = delta.get("content").and_then(Value::as_str) {
-                contents[index].push_str(text);
-            }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let i = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let calls = &mut tool_calls[index];
-                while calls.len() <= i {
-                    calls.push(Map::new());
+            self.add_choice(choice);
+        }
+    }
+
+    /// Takes one choice's delta: role, text, tool calls, finish reason.
+    fn add_choice(&mut self, choice: &Value) {
+        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        while self.choices.len() <= index {
+            let mut c = Map::new();
+            c.insert("index".into(), json!(self.choices.len()));
+            self.choices.push(c);
+            self.contents.push(String::new());
+            self.tool_calls.push(Vec::new());
+        }
+        let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
+        if let Some(role) = delta.get("role") {
+            self.choices[index].insert("role".into(), role.clone());
+        }
+        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+            self.contents[index].push_str(text);
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add_tool_call(&mut self.tool_calls[index], call);
+        }
+        if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+            self.choices[index].insert("finish_reason".into(), reason.clone());
+        }
+    }
+
+    /// The assembled body.
+    fn finish(mut self) -> Value {
+        let choices: Vec<Value> = std::mem::take(&mut self.choices)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut message = json!({
+                    "role": c.get("role").cloned().unwrap_or(json!("assistant")),
+                    "content": self.contents[i],
+                });
+                if !self.tool_calls[i].is_empty() {
+                    message["tool_calls"] =
+                        Value::Array(self.tool_calls[i].drain(..).map(Value::Object).collect());
                 }
-                let slot = &mut calls[i];
-                for field in ["id", "type"] {
-                    if let Some(v) = call.get(field) {
-                        slot.insert(field.into(), v.clone());
-                    }
-                }
-                if let Some(f) = call.get("function") {
-                    let func = slot
-                        .entry("function")
-                        .or_insert_with(|| json!({"name": "", "arguments": ""}));
-                    if let Some(name) = f.get("name").and_then(Value::as_str) {
-                        func["name"] =
-                            json!(format!("{}{name}", func["name"].as_str().unwrap_or("")));
-                    }
-                    if let Some(args) = f.get("arguments").and_then(Value::as_str) {
-                        func["arguments"] = json!(format!(
-                            "{}{args}",
-                            func["arguments"].as_str().unwrap_or("")
-                        ));
-                    }
-                }
-            }
-            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
-                choices[index].insert("finish_reason".into(), reason.clone());
+                json!({
+                    "index": i,
+                    "message": message,
+                    "logprobs": null,
+                    "finish_reason": c.get("finish_reason").cloned().unwrap_or(json!("stop")),
+                })
+            })
+            .collect();
+        let mut body = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        });
+        if !self.usage.is_null() {
+            body["usage"] = self.usage;
+        }
+        if !self.fingerprint.is_null() {
+            body["system_fingerprint"] = self.fingerprint;
+        }
+        body
+    }
+}
+
+/// Adds a tool call's delta to the calls so far: its id and type, and the pieces of its
+/// function's name and arguments, which arrive split across chunks.
+fn add_tool_call(calls: &mut Vec<Map<String, Value>>, call: &Value) {
+    let i = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+    while calls.len() <= i {
+        calls.push(Map::new());
+    }
+    let slot = &mut calls[i];
+    for field in ["id", "type"] {
+        if let Some(v) = call.get(field) {
+            slot.insert(field.into(), v.clone());
+        }
+    }
+    if let Some(f) = call.get("function") {
+        let func = slot
+            .entry("function")
+            .or_insert_with(|| json!({"name": "", "arguments": ""}));
+        for part in ["name", "arguments"] {
+            if let Some(piece) = f.get(part).and_then(Value::as_str) {
+                func[part] = json!(format!("{}{piece}", func[part].as_str().unwrap_or("")));
             }
         }
     }
-    let choices: Vec<Value> = choices
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut message = json!({
-                "role": c.get("role").cloned().unwrap_or(json!("assistant")),
-                "content": contents[i],
-            });
-            if !tool_calls[i].is_empty() {
-                message["tool_calls"] =
-                    Value::Array(tool_calls[i].drain(..).map(Value::Object).collect());
-            }
-            json!({
-                "index": i,
-                "message": message,
-                "logprobs": null,
-                "finish_reason": c.get("finish_reason").cloned().unwrap_or(json!("stop")),
-            })
-        })
-        .collect();
-    let mut body = json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    });
-    if !usage.is_null() {
-        body["usage"] = usage;
+}
+
+/// Assembles a `chat.completion` body from a stream's chunk payloads.
+pub fn completion_from_chunks(chunks: &[Box<RawValue>]) -> Option<Vec<u8>> {
+    let mut assembly = Assembly::default();
+    for raw in chunks {
+        let chunk: Value = serde_json::from_str(raw.get()).ok()?;
+        assembly.add(&chunk);
     }
-    if !fingerprint.is_null() {
-        body["system_fingerprint"] = fingerprint;
-    }
-    serde_json::to_vec(&body).ok()
+    serde_json::to_vec(&assembly.finish()).ok()
 }
 
 /// Splits text into stream-sized pieces (a word and its trailing space each).

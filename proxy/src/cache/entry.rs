@@ -2,7 +2,7 @@
 //! after it, the answer's length, then the answer (read on every hit) and the canonical request
 //! (read only by tools and replay diagnostics), lz4-compressed together in one block (JSON
 //! shrinks three- to fourfold, and so do the value log's writes and page-cache footprint). A
-//! record that fails any check is corrupt: never served (DESIGN.md invariant 6). The checksum is
+//! record that fails any check is corrupt: never served (ARCHITECTURE.md, invariant 6). The checksum is
 //! verified before anything is decompressed. Records of the previous format (a blake3 checksum,
 //! the two parts compressed apart) still read.
 
@@ -190,7 +190,21 @@ pub fn encode_answer(
     out
 }
 
+/// lz4 never expands a block more than this much (255 bytes of output per byte of input, at
+/// most); a size claim beyond it is damage, not data.
+const LZ4_MAX_RATIO: usize = 255;
+
 fn inflate(part: &[u8]) -> Result<Vec<u8>, Corrupt> {
+    let claimed = part
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or(Corrupt::Truncated(part.len()))?;
+    if claimed > part.len().saturating_mul(LZ4_MAX_RATIO) + 64 {
+        return Err(Corrupt::Content(format!(
+            "the record claims {claimed} bytes from {} compressed",
+            part.len()
+        )));
+    }
     lz4_flex::decompress_size_prepended(part).map_err(|e| Corrupt::Content(e.to_string()))
 }
 

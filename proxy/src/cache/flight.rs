@@ -1,18 +1,20 @@
 //! Single-flight: identical requests in flight at the same time cost one upstream call
-//! (DESIGN.md invariant 4). The first client's request drives the call itself (no hand-over
-//! between tasks and threads) until that client goes away or another client joins; then the
-//! call goes on in a task of its own, so it is never tied to one client's connection: the others
-//! still get the answer, and it is still stored. Subscribers read the answer as it arrives — a
-//! late joiner replays what came before.
+//! (ARCHITECTURE.md, invariant 4). A flight is the answer as it arrives: where it came from,
+//! its body or its stream events so far, and how it ended; subscribers read it as it arrives,
+//! and a late joiner replays what came before. Who drives the call is the pipeline's business
+//! (`pipeline::drive`); a flight only knows how to hand it over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use tokio::sync::Notify;
 
 use crate::cache::key::CacheKey;
+use crate::error::ProxyError;
 
 /// Where an answer came from.
 #[derive(Debug, Clone)]
@@ -25,21 +27,12 @@ pub struct Head {
     pub key_alias: String,
     /// Attempts the router made.
     pub attempts: u32,
+    /// Wall-clock time the call waited for headroom before its first attempt.
+    pub waited: Duration,
     /// Streamed (events) or plain (one body).
     pub stream: bool,
     /// The provider's response headers.
     pub headers: HeaderMap,
-}
-
-/// A complete error response, shareable with every subscriber.
-#[derive(Debug, Clone)]
-pub struct ErrorReply {
-    /// Status.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
 }
 
 /// How a flight ended.
@@ -49,8 +42,8 @@ pub enum End {
     Complete,
     /// A stream broke off midway (why).
     Broken(String),
-    /// No answer: every subscriber gets this response.
-    Failed(ErrorReply),
+    /// No answer: every subscriber gets this error.
+    Failed(ProxyError),
 }
 
 /// What a flight has so far.

@@ -1,12 +1,11 @@
 //! The cache key: blake3 over a versioned, unambiguous encoding of the endpoint, the route, the
 //! namespace and the request in canonical JSON — every field except a short exclusion list of
-//! fields that cannot change the answer (DESIGN.md invariant 3).
+//! fields that cannot change the answer (ARCHITECTURE.md, invariant 3).
 //!
 //! Canonical: object keys sorted, no insignificant whitespace, numbers written by value (`1`,
 //! `1.0` and `1e0` are the same), strings byte-exact. An unknown field is counted, so a new
 //! parameter can never make two different requests share an entry.
 
-use std::fmt;
 use std::io::Write;
 
 use serde_json::{Map, Value};
@@ -29,34 +28,8 @@ pub const EXCLUDED_FIELDS: &[&str] = &[
     "service_tier",
 ];
 
-/// A cache key: 32 bytes of blake3, shown as 64 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CacheKey(pub [u8; 32]);
-
-impl CacheKey {
-    /// Reads 64 hex digits.
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let hash = blake3::Hash::from_hex(s.trim()).ok()?;
-        Some(CacheKey(*hash.as_bytes()))
-    }
-
-    /// The 64 hex digits.
-    pub fn to_hex(&self) -> String {
-        blake3::Hash::from_bytes(self.0).to_hex().to_string()
-    }
-}
-
-impl fmt::Display for CacheKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for CacheKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CacheKey({})", self.to_hex())
-    }
-}
+/// A cache key: 32 bytes of blake3, shown as 64 hex digits; the store's own key type.
+pub use spillway_store::Key as CacheKey;
 
 fn write_number(n: &serde_json::Number, out: &mut impl Write) -> std::io::Result<()> {
     if let Some(i) = n.as_i64() {
@@ -69,6 +42,10 @@ fn write_number(n: &serde_json::Number, out: &mut impl Write) -> std::io::Result
     if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 {
         // Integral values are written as integers: 1.0 and 1 are the same number.
         write!(out, "{}", f as i64)
+    } else if f.abs() >= 1.0e16 {
+        // Shortest digits with an exponent: written positionally, a large float is a long
+        // integer that reads back as another number.
+        write!(out, "{f:e}")
     } else {
         // Rust prints the shortest representation that reads back to the same value.
         write!(out, "{f}")

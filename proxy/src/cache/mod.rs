@@ -1,36 +1,34 @@
 //! The content-addressed response cache in front of the router: a hit never touches a provider
-//! or its limits. [`key`] (canonical request → blake3), [`entry`] (checked records),
-//! [`store`] / [`disk_store`] / [`index`] ([`slot_index`], [`sled_index`]) / [`vlog`] (where they live), [`writer`] (storing off the request path), [`flight`] (single-flight), [`convert`]
-//! (stream ↔ plain), [`serve`] (the request flow), [`cassette`] (export/import), [`policy`]
-//! (modes and per-request controls).
+//! or its limits. [`key`] (canonical request → blake3), [`entry`] (an answer as a checked
+//! record), [`policy`] (which requests are cached, and their own controls), [`flight`]
+//! (single-flight), [`convert`] (stream ↔ plain), [`cassette`] (export/import), and the
+//! [`Cache`] facade over the storage engine, `spillway-store` (re-exported as [`store`]), whose
+//! writer stores records off the request path. How a request uses all this is the pipeline's.
 
 pub mod cassette;
 pub mod convert;
-pub mod disk_store;
 pub mod entry;
-pub mod filter;
 pub mod flight;
-pub mod index;
 pub mod key;
 pub mod policy;
-pub mod serve;
-pub mod sled_index;
-pub mod slot_index;
-pub mod store;
-pub mod vlog;
-pub mod writer;
+
+pub use spillway_store as store;
+use spillway_store::{DiskStore, disk, writer};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use spillway_clock::Clock;
 
+use crate::error::Closest;
+
+use crate::config::cache::{CacheConfig, CacheMode};
 use entry::{Corrupt, Stored};
 use flight::Flights;
 use key::{CacheKey, diff_paths};
-use policy::{CacheConfig, CacheMode};
-use store::{CacheStore, StoreError};
+use store::{Store as CacheStore, StoreError};
 
 /// Most entries a replay miss examines when looking for the closest stored request.
 const CLOSEST_SCAN_LIMIT: usize = 100_000;
@@ -46,6 +44,41 @@ pub struct Cache {
     pub flights: Arc<Flights>,
     hot: Option<HotEntries>,
     clock: Clock,
+    /// Answers not stored because they were larger than `max_entry_size`.
+    too_large: AtomicU64,
+}
+
+/// Opens the disk store at `config.path`; when its files cannot be used, moves the directory
+/// aside and opens a fresh one.
+fn open_disk_store(config: &CacheConfig) -> Result<DiskStore, StoreError> {
+    let path = &config.path;
+    let lock = disk::lock_dir(path)?;
+    match DiskStore::open_locked(path, lock, config.index, config.index_memory) {
+        Ok(store) => Ok(store),
+        Err(e) => {
+            let aside = (1..)
+                .map(|n| {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(format!(".damaged-{n}"));
+                    std::path::PathBuf::from(p)
+                })
+                .find(|p| !p.exists())
+                .expect("some name is free");
+            std::fs::rename(path, &aside).map_err(|r| {
+                StoreError(format!(
+                    "{e}; and it could not be moved aside to {}: {r}",
+                    aside.display()
+                ))
+            })?;
+            tracing::error!(
+                error = %e,
+                moved_to = %aside.display(),
+                "the cache could not be opened: moved aside, starting with an empty cache"
+            );
+            let lock = disk::lock_dir(path)?;
+            DiskStore::open_locked(path, lock, config.index, config.index_memory)
+        }
+    }
 }
 
 /// Weighs a decoded entry by its bytes (plus a fixed overhead).
@@ -72,39 +105,26 @@ fn hot_cache(bytes: u64) -> Option<HotEntries> {
     })
 }
 
-/// The closest stored request to one that missed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closest {
-    /// Its key.
-    pub key: CacheKey,
-    /// The JSON paths where it differs.
-    pub differences: Vec<String>,
-}
-
 impl Cache {
-    /// Opens the store (unless the mode is `off`).
+    /// Opens the store (unless the mode is `off`). A store whose files cannot be used at all is
+    /// moved aside (`PATH.damaged-N`) and a fresh one opened in its place, with a line in the
+    /// log, so one bad file never keeps the proxy from starting; a store in use by another
+    /// process is an error.
     pub fn open(config: CacheConfig, clock: Clock) -> Result<Self, StoreError> {
         let store: Option<Arc<dyn CacheStore>> = match config.mode {
             CacheMode::Off => None,
-            _ => {
-                if let Some(parent) = config.path.parent()
-                    && !parent.as_os_str().is_empty()
-                {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        StoreError(format!("cannot create {}: {e}", parent.display()))
-                    })?;
-                }
-                Some(Arc::new(disk_store::DiskStore::open(
-                    &config.path,
-                    config.index,
-                    config.index_memory,
-                )?))
-            }
+            _ => Some(Arc::new(open_disk_store(&config)?)),
         };
         let writer = match &store {
             Some(s) => Some(
-                writer::Writer::spawn(s.clone(), config.max_size)
-                    .map_err(|e| StoreError(format!("cannot start the cache writer: {e}")))?,
+                writer::Writer::spawn(
+                    s.clone(),
+                    writer::Upkeep {
+                        max_size: config.max_size,
+                        fsync: config.fsync,
+                    },
+                )
+                .map_err(|e| StoreError(format!("cannot start the cache writer: {e}")))?,
             ),
             None => None,
         };
@@ -115,19 +135,8 @@ impl Cache {
             writer,
             flights: Arc::default(),
             clock,
+            too_large: AtomicU64::new(0),
         })
-    }
-
-    /// A cache over any store (tests, other backends).
-    pub fn with_store(config: CacheConfig, store: Arc<dyn CacheStore>, clock: Clock) -> Self {
-        Cache {
-            writer: writer::Writer::spawn(store.clone(), config.max_size).ok(),
-            hot: hot_cache(config.hot_memory),
-            config,
-            store: Some(store),
-            flights: Arc::default(),
-            clock,
-        }
     }
 
     /// The store, unless the cache is off.
@@ -138,6 +147,11 @@ impl Cache {
     /// Unix seconds now, on the cache's clock.
     pub fn now_unix(&self) -> u64 {
         self.clock.unix_now().as_secs()
+    }
+
+    /// Answers not stored because they were larger than `max_entry_size`.
+    pub fn not_stored_too_large(&self) -> u64 {
+        self.too_large.load(Ordering::Relaxed)
     }
 
     /// Handles a record that failed its checks: logged, removed, treated as a miss.
@@ -210,15 +224,36 @@ impl Cache {
         }
     }
 
-    /// Queues an answer for the writer, which builds its record with `record` and calls
-    /// `after` once it is stored; when it cannot be queued (no writer, or the writer is
-    /// behind), `after` runs now.
-    pub fn save_later(&self, key: CacheKey, record: writer::MakeRecord, after: writer::AfterStore) {
+    /// Queues an answer holding `size` bytes (its body and canonical request) for the writer,
+    /// which builds its record with `record` and calls `after` once it is stored; when it is
+    /// not stored (larger than `max_entry_size`, no writer, or the writer is behind), `after`
+    /// runs now.
+    pub fn save_later(
+        &self,
+        key: CacheKey,
+        size: u64,
+        record: writer::MakeRecord,
+        after: writer::AfterStore,
+    ) {
         if let Some(hot) = &self.hot {
             hot.remove(&key);
         }
+        if size > self.config.max_entry_size {
+            let n = self.too_large.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::info!(
+                    key = %key,
+                    bytes = size,
+                    max_entry_size = self.config.max_entry_size,
+                    not_stored = n,
+                    "answer larger than [cache] max_entry_size: served, not stored"
+                );
+            }
+            after();
+            return;
+        }
         let queued = match &self.writer {
-            Some(w) => w.put(key, record, after),
+            Some(w) => w.put(key, size, record, after),
             None => Err(after),
         };
         if let Err(after) = queued {
@@ -245,17 +280,7 @@ impl Cache {
             tracing::warn!(key = %key, error = %e, "could not store a cache entry");
             return;
         }
-        if let Some(max) = self.config.max_size
-            && store.bytes() > max
-        {
-            match store.shrink_to(max - max / 10) {
-                Ok(n) if n > 0 => {
-                    tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
-            }
-        }
+        store.keep_under(self.config.max_size);
     }
 
     /// The stored request closest to `request` for the same route, endpoint and namespace.
@@ -304,10 +329,10 @@ impl Cache {
             Some(age) => store.created_before(self.now_unix().saturating_sub(age.as_secs()))?,
             None => store.keys()?,
         };
-        let mut removed = 0;
         if let Some(hot) = &self.hot {
             hot.clear();
         }
+        let mut doomed = Vec::new();
         for key in candidates {
             let matches = match namespace {
                 None => true,
@@ -319,12 +344,12 @@ impl Cache {
                 },
             };
             if matches {
-                store.remove(&key)?;
-                removed += 1;
+                doomed.push(key);
             }
         }
+        store.remove_all(&doomed)?;
         store.flush()?;
-        Ok(removed)
+        Ok(doomed.len())
     }
 
     /// Stores everything queued and makes it durable (blocking; for tools).
@@ -472,5 +497,50 @@ mod tests {
         assert!(store.bytes() <= 1_000);
         assert!(cache.lookup(&CacheKey([4; 32])).is_some(), "newest kept");
         assert!(cache.lookup(&CacheKey([0; 32])).is_none(), "oldest evicted");
+    }
+
+    #[test]
+    fn a_cache_whose_files_cannot_be_used_is_moved_aside_and_started_afresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cache");
+        std::fs::create_dir_all(&path).unwrap();
+        // The value log's folder is a file: nothing of the store can be used.
+        std::fs::write(path.join("values"), b"not a folder").unwrap();
+        let config = CacheConfig {
+            path: path.clone(),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(config, Clock::manual()).expect("opens anyway");
+        let key = CacheKey([3; 32]);
+        cache.save(&key, &stored(r#"{"a":1}"#), b"{}");
+        assert!(cache.lookup(&key).is_some());
+        let aside = dir.path().join("cache.damaged-1");
+        assert!(
+            aside.join("values").is_file(),
+            "the damaged store is kept aside"
+        );
+    }
+
+    #[test]
+    fn answers_over_max_entry_size_are_not_stored_and_are_counted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = CacheConfig {
+            path: dir.path().join("cache"),
+            max_entry_size: 100,
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(config, Clock::manual()).expect("opens");
+        let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = landed.clone();
+        cache.save_later(
+            CacheKey([4; 32]),
+            101,
+            Box::new(|| panic!("a record too large is never built")),
+            Box::new(move || flag.store(true, Ordering::SeqCst)),
+        );
+        assert!(landed.load(Ordering::SeqCst), "its flight lands at once");
+        assert_eq!(cache.not_stored_too_large(), 1);
+        cache.flush();
+        assert!(cache.lookup(&CacheKey([4; 32])).is_none());
     }
 }

@@ -6,8 +6,8 @@
 //! so) only writes its slot; so the cost of either does not depend on the number of entries,
 //! and neither does the proxy's memory.
 //!
-//! Layout: a 4 KiB header (magic, bucket count), then `buckets` buckets of 64 slots of 64 bytes:
-//! key (32), created (8), [`Location`](crate::cache::vlog::Location) (16), state (4),
+//! Layout: a 4 KiB header (magic, bucket count, the value log's generation), then `buckets` buckets of 64 slots of 64 bytes:
+//! key (32), created (8), [`Location`](crate::vlog::Location) (16), state (4),
 //! checksum (4). A key's home bucket comes from its bytes (it is already a uniform hash); a
 //! full bucket overflows into the next one. Removal leaves a tombstone, so the chains stay
 //! whole; tombstones are reused by inserts and dropped when the table is rebuilt (at twice the
@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::index::{IndexEntry, KeyIndex};
-use crate::cache::key::CacheKey;
-use crate::cache::store::StoreError;
+use crate::Key;
+use crate::StoreError;
+use crate::index::{IndexEntry, KeyIndex};
+use crate::vlog::Generation;
 
 const MAGIC: &[u8; 8] = b"SPWSLOT1";
 /// Header and bucket size.
@@ -49,12 +50,15 @@ struct Table {
     buckets: u64,
 }
 
+/// Where the header keeps the value log's generation (zeros: none recorded).
+const GENERATION_AT: u64 = 16;
+
 /// What a slot holds.
 enum Slot {
     /// Never used: ends a probe chain.
     Empty,
     /// A valid entry.
-    Live(CacheKey, IndexEntry),
+    Live(Key, IndexEntry),
     /// Taken by a key other than the one looked for (not decoded further).
     Other,
     /// Removed, torn or unreadable: skipped, reusable.
@@ -66,7 +70,7 @@ fn checksum(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(hash.as_bytes()[..4].try_into().expect("4 of 32 bytes"))
 }
 
-fn encode_slot(key: &CacheKey, entry: IndexEntry, state: u32) -> [u8; SLOT] {
+fn encode_slot(key: &Key, entry: IndexEntry, state: u32) -> [u8; SLOT] {
     let mut s = [0u8; SLOT];
     s[..32].copy_from_slice(&key.0);
     s[32..40].copy_from_slice(&entry.created.to_le_bytes());
@@ -82,7 +86,7 @@ fn word(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Reads a slot; `want` (when given) skips the checksum of slots holding other keys.
-fn decode_slot(s: &[u8], want: Option<&CacheKey>) -> Slot {
+fn decode_slot(s: &[u8], want: Option<&Key>) -> Slot {
     match word(s, 56) {
         EMPTY => Slot::Empty,
         LIVE => {
@@ -92,8 +96,8 @@ fn decode_slot(s: &[u8], want: Option<&CacheKey>) -> Slot {
             if word(s, 60) != checksum(&s[..60]) {
                 return Slot::Dead;
             }
-            let key = CacheKey(s[..32].try_into().expect("32 bytes"));
-            let loc = crate::cache::vlog::Location::decode(&s[40..56]).expect("16 bytes");
+            let key = Key(s[..32].try_into().expect("32 bytes"));
+            let loc = crate::vlog::Location::decode(&s[40..56]).expect("16 bytes");
             let created = u64::from_le_bytes(s[32..40].try_into().expect("8 bytes"));
             Slot::Live(key, IndexEntry { created, loc })
         }
@@ -101,7 +105,7 @@ fn decode_slot(s: &[u8], want: Option<&CacheKey>) -> Slot {
     }
 }
 
-fn home(key: &CacheKey, buckets: u64) -> u64 {
+fn home(key: &Key, buckets: u64) -> u64 {
     // Bytes 16..24: the key filter uses 0..16, so the two stay independent.
     u64::from_le_bytes(key.0[16..24].try_into().expect("8 bytes")) & (buckets - 1)
 }
@@ -115,8 +119,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
 }
 
 impl Table {
-    /// Creates an empty table of `buckets` buckets at `path` (replacing any file there).
-    fn create(path: &Path, buckets: u64) -> std::io::Result<Table> {
+    /// Creates an empty table of `buckets` buckets at `path` (replacing any file there), made
+    /// for the value log of `generation`.
+    fn create(path: &Path, buckets: u64, generation: Option<Generation>) -> std::io::Result<Table> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -126,6 +131,9 @@ impl Table {
         let mut header = [0u8; PAGE];
         header[..8].copy_from_slice(MAGIC);
         header[8..16].copy_from_slice(&buckets.to_le_bytes());
+        if let Some(g) = generation {
+            header[GENERATION_AT as usize..GENERATION_AT as usize + 16].copy_from_slice(&g.0);
+        }
         file.write_all_at(&header, 0)?;
         // Unwritten buckets read as zeros: every slot empty.
         file.set_len(bucket_offset(buckets))?;
@@ -163,8 +171,15 @@ impl Table {
         self.buckets * SLOTS_PER_BUCKET
     }
 
+    /// The value log generation the header records.
+    fn generation(&self) -> std::io::Result<Option<Generation>> {
+        let mut g = [0u8; 16];
+        self.file.read_exact_at(&mut g, GENERATION_AT)?;
+        Ok((g != [0u8; 16]).then_some(Generation(g)))
+    }
+
     /// Finds `key`: its slot (bucket, index, entry), and the first reusable slot on its chain.
-    fn probe(&self, key: &CacheKey) -> std::io::Result<Probe> {
+    fn probe(&self, key: &Key) -> std::io::Result<Probe> {
         let mut page = [0u8; PAGE];
         let start = home(key, self.buckets);
         let mut probe = Probe::default();
@@ -242,9 +257,9 @@ impl Table {
                 let bucket = range * self.buckets + first;
                 let at = bucket_offset(bucket);
                 // A page per write. The page cache sizes what it allocates for a write by the
-                // write's length: one large write leaves the table in large folios, and where
-                // ext4 uses them (Linux 6.18 here), every later 64-byte slot write walks the
-                // whole folio's list of blocks; in `perf` that was half of an insert's time.
+                // write's length: one large write leaves the table in large folios, and on a
+                // file system that uses them (ext4 on recent kernels) every later 64-byte slot
+                // write walks the whole folio's list of blocks.
                 for (i, page) in pages.chunks_exact(PAGE).enumerate() {
                     fresh.file.write_all_at(page, at + (i * PAGE) as u64)?;
                     fills[bucket as usize + i] = fill_of(page);
@@ -273,10 +288,7 @@ impl Table {
 
     /// Every valid entry, read in large sequential steps; returns the counts and each
     /// bucket's fill.
-    fn scan(
-        &self,
-        visit: &mut dyn FnMut(CacheKey, IndexEntry),
-    ) -> std::io::Result<(Counts, Vec<u8>)> {
+    fn scan(&self, visit: &mut dyn FnMut(Key, IndexEntry)) -> std::io::Result<(Counts, Vec<u8>)> {
         let mut counts = Counts::default();
         let mut fills = Vec::with_capacity(self.buckets as usize);
         let mut chunk = vec![0u8; PAGE * SCAN_BUCKETS as usize];
@@ -362,7 +374,7 @@ impl SlotIndex {
             // Made aside and renamed into place, like every rebuild: `index.slots` is
             // either absent or whole, whenever the process stops.
             let tmp = path.with_extension("slots.tmp");
-            let table = Table::create(&tmp, MIN_BUCKETS).map_err(io(path))?;
+            let table = Table::create(&tmp, MIN_BUCKETS, None).map_err(io(path))?;
             std::fs::rename(&tmp, path).map_err(io(path))?;
             table
         };
@@ -414,7 +426,7 @@ impl SlotIndex {
             buckets *= 2;
         }
         let tmp = self.path.with_extension("slots.tmp");
-        let fresh = Table::create(&tmp, buckets)?;
+        let fresh = Table::create(&tmp, buckets, table.generation()?)?;
         let (live, fills) = table.copy_into(&fresh)?;
         fresh.file.sync_data()?;
         std::fs::rename(&tmp, &self.path)?;
@@ -429,12 +441,12 @@ impl SlotIndex {
 }
 
 impl KeyIndex for SlotIndex {
-    fn get(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError> {
+    fn get(&self, key: &Key) -> Result<Option<IndexEntry>, StoreError> {
         let probe = self.table.load().probe(key).map_err(io(&self.path))?;
         Ok(probe.found.map(|(_, entry)| entry))
     }
 
-    fn insert(&self, key: &CacheKey, entry: IndexEntry) -> Result<Option<IndexEntry>, StoreError> {
+    fn insert(&self, key: &Key, entry: IndexEntry) -> Result<Option<IndexEntry>, StoreError> {
         let mut writes = self.lock();
         let table = self.table.load_full();
         let probe = table.probe(key).map_err(io(&self.path))?;
@@ -454,7 +466,7 @@ impl KeyIndex for SlotIndex {
         Ok(None)
     }
 
-    fn insert_new(&self, key: &CacheKey, entry: IndexEntry) -> Result<(), StoreError> {
+    fn insert_new(&self, key: &Key, entry: IndexEntry) -> Result<(), StoreError> {
         let mut writes = self.lock();
         let table = self.table.load_full();
         // The chain's first empty slot, from the fills: every slot before it is taken, and
@@ -475,7 +487,7 @@ impl KeyIndex for SlotIndex {
         self.inserted(&mut writes, at, true)
     }
 
-    fn remove(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError> {
+    fn remove(&self, key: &Key) -> Result<Option<IndexEntry>, StoreError> {
         let mut writes = self.lock();
         let table = self.table.load_full();
         let Some((at, old)) = table.probe(key).map_err(io(&self.path))?.found else {
@@ -489,12 +501,7 @@ impl KeyIndex for SlotIndex {
         Ok(Some(old))
     }
 
-    fn replace(
-        &self,
-        key: &CacheKey,
-        old: IndexEntry,
-        new: IndexEntry,
-    ) -> Result<bool, StoreError> {
+    fn replace(&self, key: &Key, old: IndexEntry, new: IndexEntry) -> Result<bool, StoreError> {
         let _writes = self.lock();
         let table = self.table.load_full();
         match table.probe(key).map_err(io(&self.path))?.found {
@@ -508,7 +515,7 @@ impl KeyIndex for SlotIndex {
         }
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(CacheKey, IndexEntry)) -> Result<(), StoreError> {
+    fn for_each(&self, visit: &mut dyn FnMut(Key, IndexEntry)) -> Result<(), StoreError> {
         self.table
             .load_full()
             .scan(visit)
@@ -523,6 +530,20 @@ impl KeyIndex for SlotIndex {
     fn flush(&self) -> Result<(), StoreError> {
         self.table.load().file.sync_data().map_err(io(&self.path))
     }
+
+    fn generation(&self) -> Result<Option<Generation>, StoreError> {
+        self.table.load().generation().map_err(io(&self.path))
+    }
+
+    fn set_generation(&self, generation: Generation) -> Result<(), StoreError> {
+        let _writes = self.lock();
+        let table = self.table.load_full();
+        table
+            .file
+            .write_all_at(&generation.0, GENERATION_AT)
+            .and_then(|()| table.file.sync_data())
+            .map_err(io(&self.path))
+    }
 }
 
 #[cfg(test)]
@@ -532,7 +553,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::cache::vlog::Location;
+    use crate::vlog::Location;
 
     fn entry(n: u64) -> IndexEntry {
         IndexEntry {
@@ -546,21 +567,21 @@ mod tests {
     }
 
     /// Keys that all share one home bucket (bytes 16..24 zero), to exercise overflow chains.
-    fn colliding(i: u64) -> CacheKey {
+    fn colliding(i: u64) -> Key {
         let mut k = [0u8; 32];
         k[..8].copy_from_slice(&i.to_le_bytes());
-        CacheKey(k)
+        Key(k)
     }
 
     /// Keys whose home is the last bucket of any table, so their chain wraps around to bucket 0.
-    fn wrapping(i: u64) -> CacheKey {
+    fn wrapping(i: u64) -> Key {
         let mut k = [0xff; 32];
         k[..8].copy_from_slice(&i.to_le_bytes());
-        CacheKey(k)
+        Key(k)
     }
 
-    fn spread(i: u64) -> CacheKey {
-        CacheKey(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    fn spread(i: u64) -> Key {
+        Key(*blake3::hash(&i.to_le_bytes()).as_bytes())
     }
 
     #[test]
@@ -760,7 +781,7 @@ mod tests {
         fn behaves_like_a_map(ops in proptest::collection::vec((0u8..4, 0u64..300, 0u64..50), 1..1500)) {
             let dir = tempfile::tempdir().expect("temp dir");
             let index = SlotIndex::open(&dir.path().join("index.slots")).expect("opens");
-            let mut model: HashMap<CacheKey, IndexEntry> = HashMap::new();
+            let mut model: HashMap<Key, IndexEntry> = HashMap::new();
             // Half the keys collide, half spread: both kinds of chain.
             let key = |i: u64| if i.is_multiple_of(2) { colliding(i) } else { spread(i) };
             for (op, k, v) in ops {

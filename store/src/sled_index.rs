@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use crate::cache::index::{IndexEntry, KeyIndex};
-use crate::cache::key::CacheKey;
-use crate::cache::store::StoreError;
+use crate::Key;
+use crate::StoreError;
+use crate::index::{IndexEntry, KeyIndex};
+use crate::vlog::Generation;
 
 /// Reopening attempts (10 ms apart) while sled's lock is still held by a closed handle.
 const LOCK_RETRIES: u32 = 300;
@@ -17,14 +18,18 @@ const LOCK_RETRIES: u32 = 300;
 pub struct SledIndex {
     db: sled::Db,
     tree: sled::Tree,
+    meta: sled::Tree,
 }
+
+/// The key under which the `meta` tree keeps the value log's generation.
+const GENERATION_KEY: &[u8] = b"log_generation";
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn to_key(bytes: &[u8]) -> Option<CacheKey> {
-    Some(CacheKey(bytes.try_into().ok()?))
+fn to_key(bytes: &[u8]) -> Option<Key> {
+    Some(Key(bytes.try_into().ok()?))
 }
 
 impl SledIndex {
@@ -57,7 +62,8 @@ impl SledIndex {
         if db.tree_names().iter().any(|n| n.as_ref() == b"by_time") {
             db.drop_tree("by_time").map_err(err)?;
         }
-        Ok(SledIndex { db, tree })
+        let meta = db.open_tree("meta").map_err(err)?;
+        Ok(SledIndex { db, tree, meta })
     }
 }
 
@@ -66,7 +72,7 @@ impl SledIndex {
 fn decode(v: &[u8]) -> IndexEntry {
     IndexEntry::decode(v).unwrap_or(IndexEntry {
         created: 0,
-        loc: crate::cache::vlog::Location {
+        loc: crate::vlog::Location {
             segment: 0,
             offset: 0,
             len: 0,
@@ -75,25 +81,20 @@ fn decode(v: &[u8]) -> IndexEntry {
 }
 
 impl KeyIndex for SledIndex {
-    fn get(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError> {
+    fn get(&self, key: &Key) -> Result<Option<IndexEntry>, StoreError> {
         Ok(self.tree.get(key.0).map_err(err)?.map(|v| decode(&v)))
     }
 
-    fn insert(&self, key: &CacheKey, entry: IndexEntry) -> Result<Option<IndexEntry>, StoreError> {
+    fn insert(&self, key: &Key, entry: IndexEntry) -> Result<Option<IndexEntry>, StoreError> {
         let old = self.tree.insert(key.0, &entry.encode()).map_err(err)?;
         Ok(old.map(|v| decode(&v)))
     }
 
-    fn remove(&self, key: &CacheKey) -> Result<Option<IndexEntry>, StoreError> {
+    fn remove(&self, key: &Key) -> Result<Option<IndexEntry>, StoreError> {
         Ok(self.tree.remove(key.0).map_err(err)?.map(|v| decode(&v)))
     }
 
-    fn replace(
-        &self,
-        key: &CacheKey,
-        old: IndexEntry,
-        new: IndexEntry,
-    ) -> Result<bool, StoreError> {
+    fn replace(&self, key: &Key, old: IndexEntry, new: IndexEntry) -> Result<bool, StoreError> {
         let swapped = self
             .tree
             .compare_and_swap(key.0, Some(&old.encode()[..]), Some(&new.encode()[..]))
@@ -101,7 +102,7 @@ impl KeyIndex for SledIndex {
         Ok(swapped.is_ok())
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(CacheKey, IndexEntry)) -> Result<(), StoreError> {
+    fn for_each(&self, visit: &mut dyn FnMut(Key, IndexEntry)) -> Result<(), StoreError> {
         for item in self.tree.iter() {
             let (k, v) = item.map_err(err)?;
             if let Some(key) = to_key(&k) {
@@ -117,5 +118,20 @@ impl KeyIndex for SledIndex {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(err)
+    }
+
+    fn generation(&self) -> Result<Option<Generation>, StoreError> {
+        Ok(self
+            .meta
+            .get(GENERATION_KEY)
+            .map_err(err)?
+            .and_then(|v| Some(Generation(v.as_ref().try_into().ok()?))))
+    }
+
+    fn set_generation(&self, generation: Generation) -> Result<(), StoreError> {
+        self.meta
+            .insert(GENERATION_KEY, &generation.0[..])
+            .map_err(err)?;
+        self.flush()
     }
 }

@@ -4,27 +4,40 @@
 //! answers most misses without touching the index. One index insert per put: eviction and
 //! purges find old entries by scanning the index (rare, on the writer thread) rather than
 //! keeping a second, time-ordered index on every write.
+//!
+//! What the store promises after a crash or a power loss (ARCHITECTURE.md, invariant 6): a
+//! read returns a record only for its own key, whole, or nothing. Every frame of the log
+//! carries its key and a checksum; an index entry that points at anything else (the log lost
+//! its tail, or was deleted, replaced or restored from an older copy) is dropped on the read
+//! that finds it. An index written for another log (its generation differs), or one that
+//! cannot be read at all, is rebuilt from the log when the store opens; the log alone knows
+//! every record and every removal.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::cache::filter::KeyFilter;
-use crate::cache::index::{IndexEntry, IndexKind, KeyIndex, open_index};
-use crate::cache::key::CacheKey;
-use crate::cache::store::{CacheStore, NewRecord, StoreError};
-use crate::cache::vlog::ValueLog;
+use crate::Key;
+use crate::filter::KeyFilter;
+use crate::index::{IndexEntry, IndexKind, KeyIndex};
+use crate::open_index::{open_index, reset_index};
+use crate::vlog::{Frame, Scanned, ValueLog};
+use crate::{NewRecord, Store, StoreError};
 
 /// Keys the key filter is sized for when it starts (2 MiB of bits), so the proxy's memory stays
 /// flat for the first million entries; past them it doubles (2 bytes per key). Unit tests start
 /// small to reach the growth quickly.
 const FILTER_KEYS_AT_START: usize = if cfg!(test) { 1 << 10 } else { 1 << 20 };
 
+/// Why an index with no generation and no entries is filled from the log: it is new (or was
+/// deleted); a log that holds records then says so.
+const NEW_INDEX: &str = "the index is new or was deleted";
+
 /// Rewrite the value log once this much of it is dead (and more than is alive).
 const COMPACT_DEAD_BYTES: u64 = 64 * 1024 * 1024;
 
-/// An indexed, value-log-backed [`CacheStore`].
+/// An indexed, value-log-backed [`Store`].
 #[derive(Debug)]
 pub struct DiskStore {
     index: Box<dyn KeyIndex>,
@@ -33,12 +46,17 @@ pub struct DiskStore {
     writes: Mutex<()>,
     /// Every key in the index (and some removed since): a miss never touches the index.
     filter: RwLock<Arc<KeyFilter>>,
+    /// Index entries dropped because they did not lead to their record.
+    stale: AtomicU64,
     /// The directory's lock, held while the store is open.
     _lock: File,
 }
 
-/// Takes the cache directory's lock (`lock`): one process at a time writes a store.
-fn lock_dir(path: &Path) -> Result<File, StoreError> {
+/// Takes the cache directory's lock (`lock`, created with the directory): one process at a
+/// time writes a store. Fails when another process holds it.
+pub fn lock_dir(path: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
     let lock_path = path.join("lock");
     let file = OpenOptions::new()
         .create(true)
@@ -64,25 +82,101 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// Fills an empty `index` from every frame of `vlog`, in log order (a later record of a key
+/// replaces an earlier one, a removal removes it); returns how many entries it holds.
+fn rebuild(index: &dyn KeyIndex, vlog: &ValueLog) -> Result<usize, StoreError> {
+    let mut failed = None;
+    vlog.scan(&mut |scanned| {
+        if failed.is_some() {
+            return;
+        }
+        let done = match scanned {
+            Scanned::Record { key, created, loc } => {
+                index.insert(&key, IndexEntry { created, loc }).map(|_| ())
+            }
+            Scanned::Removal(key) => index.remove(&key).map(|_| ()),
+        };
+        if let Err(e) = done {
+            failed = Some(e);
+        }
+    })
+    .map_err(err)?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    index.set_generation(vlog.generation())?;
+    index.flush()?;
+    Ok(index.len())
+}
+
 impl DiskStore {
     /// Opens (or creates) the store in directory `path`: the index of kind `kind` (see
     /// [`open_index`]; `index_memory` bounds sled's page cache) and `values/` for the value log.
+    /// What does not fit together is mended, and said in the log: log segments of an older
+    /// format or of another cache are renamed aside; an index that cannot be read is renamed
+    /// aside; an index that cannot be read, or that was written for another log, is rebuilt
+    /// from the log.
     pub fn open(path: &Path, kind: IndexKind, index_memory: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        let lock = lock_dir(path)?;
-        let index = open_index(path, kind, index_memory)?;
-        let vlog = ValueLog::open(&path.join("values")).map_err(|e| {
-            StoreError(format!(
-                "cannot open {}: {e}",
-                path.join("values").display()
-            ))
-        })?;
+        Self::open_locked(path, lock_dir(path)?, kind, index_memory)
+    }
+
+    /// [`DiskStore::open`] with the directory's lock already taken ([`lock_dir`]): an error
+    /// here means the files could not be used, not that another process holds them.
+    pub fn open_locked(
+        path: &Path,
+        lock: File,
+        kind: IndexKind,
+        index_memory: u64,
+    ) -> Result<Self, StoreError> {
+        let values = path.join("values");
+        let (vlog, log_aside) = ValueLog::open(&values)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", values.display())))?;
+        for file in &log_aside.files {
+            tracing::warn!(
+                file = %file.display(),
+                "cache value log segment of an older format or of another cache set aside, not read (delete it when it is no longer wanted)"
+            );
+        }
+        let (mut index, damaged) = open_index(path, kind, index_memory)?;
+        for d in &damaged {
+            tracing::warn!(file = %d.path.display(), error = %d.why, "cache index could not be read: set aside");
+        }
+        let rebuild_why = if !damaged.is_empty() {
+            Some("the index could not be read")
+        } else {
+            match index.generation()? {
+                Some(g) if g == vlog.generation() => None,
+                Some(_) => Some(
+                    "the index was written for another value log (deleted, replaced or restored)",
+                ),
+                None if index.is_empty() => Some(NEW_INDEX),
+                None => Some("the index names no value log (written by an older spillway)"),
+            }
+        };
+        if let Some(why) = rebuild_why {
+            index = reset_index(path, kind, index_memory)?;
+            let entries = rebuild(index.as_ref(), &vlog)?;
+            if entries > 0 || why != NEW_INDEX {
+                tracing::warn!(
+                    entries,
+                    reason = why,
+                    "cache index rebuilt from the value log"
+                );
+            }
+        }
         let mut live = 0;
+        let mut referenced = 0;
         let filter = KeyFilter::with_capacity((2 * index.len()).max(FILTER_KEYS_AT_START));
         index.for_each(&mut |key, entry| {
             live += u64::from(entry.loc.len);
+            referenced = referenced.max(entry.loc.segment);
             filter.insert(&key);
+        })?;
+        vlog.begin(referenced).map_err(|e| {
+            StoreError(format!(
+                "cannot start a segment in {}: {e}",
+                values.display()
+            ))
         })?;
         Ok(DiskStore {
             index,
@@ -90,6 +184,7 @@ impl DiskStore {
             live: AtomicU64::new(live),
             writes: Mutex::new(()),
             filter: RwLock::new(Arc::new(filter)),
+            stale: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -120,16 +215,49 @@ impl DiskStore {
         self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn remove_locked(&self, key: &CacheKey) -> Result<(), StoreError> {
-        if let Some(old) = self.index.remove(key)? {
+    /// Removes `key` from the index (not from the log); returns its entry.
+    fn unindex_locked(&self, key: &Key) -> Result<Option<IndexEntry>, StoreError> {
+        let old = self.index.remove(key)?;
+        if let Some(old) = old {
             self.live
                 .fetch_sub(u64::from(old.loc.len), Ordering::Relaxed);
+        }
+        Ok(old)
+    }
+
+    /// Removes `keys`: a removal frame in the log for each (so a rebuilt index does not bring
+    /// them back), then their index entries.
+    fn remove_locked(&self, keys: &[Key]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let frames: Vec<Frame<'_>> = keys
+            .iter()
+            .map(|key| Frame {
+                key,
+                created: 0,
+                record: None,
+            })
+            .collect();
+        self.vlog.append_all(&frames).map_err(err)?;
+        for key in keys {
+            self.unindex_locked(key)?;
         }
         Ok(())
     }
 
+    /// Drops `key`'s index entry if it is still `entry`: what it points at is not its record.
+    fn drop_stale(&self, key: &Key, entry: IndexEntry) {
+        let _guard = self.lock();
+        if matches!(self.index.get(key), Ok(Some(current)) if current == entry)
+            && let Err(e) = self.unindex_locked(key)
+        {
+            tracing::warn!(key = %key, error = %e, "could not drop a stale cache index entry");
+        }
+    }
+
     /// Every entry's (creation time, key, size), oldest first.
-    fn by_age(&self) -> Result<Vec<(u64, CacheKey, u64)>, StoreError> {
+    fn by_age(&self) -> Result<Vec<(u64, Key, u64)>, StoreError> {
         let mut all = Vec::new();
         self.index.for_each(&mut |key, entry| {
             all.push((entry.created, key, u64::from(entry.loc.len)));
@@ -156,15 +284,18 @@ impl DiskStore {
             }
         })?;
         for (key, old) in old_entries {
-            let Ok(Some(record)) = self.vlog.read(old.loc) else {
+            let Ok(Some(record)) = self.vlog.read(old.loc, &key) else {
+                self.drop_stale(&key, old);
                 continue;
             };
             let moved = IndexEntry {
                 created: old.created,
-                loc: self.vlog.append(&record).map_err(err)?,
+                loc: self.vlog.append(&key, old.created, &record).map_err(err)?,
             };
             self.index.replace(&key, old, moved)?;
         }
+        // The copies are durable before the segments they came from are deleted.
+        self.vlog.sync().map_err(err)?;
         self.index.flush()?;
         let (segments, _) = self.vlog.segments();
         for id in segments.into_iter().filter(|id| *id < fresh) {
@@ -175,30 +306,50 @@ impl DiskStore {
     }
 }
 
-impl CacheStore for DiskStore {
-    fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError> {
+impl Store for DiskStore {
+    fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
         if !self.filter().may_contain(key) {
             return Ok(None);
         }
         let Some(entry) = self.index.get(key)? else {
             return Ok(None);
         };
-        if entry.loc.len == 0 {
-            // An index entry that did not decode reads as an empty record, which no check
-            // accepts: the cache removes it.
-            return Ok(Some(Vec::new()));
-        }
-        match self.vlog.read(entry.loc) {
-            Ok(record) => Ok(record),
-            // A torn or overwritten frame: likewise unreadable, likewise removed.
-            Err(_) => Ok(Some(Vec::new())),
+        match self.vlog.read(entry.loc, key) {
+            Ok(Some(record)) => Ok(Some(record)),
+            Ok(None) => {
+                // Its segment is gone (compacted away meanwhile, or deleted).
+                self.drop_stale(key, entry);
+                Ok(None)
+            }
+            Err(why) => {
+                // After a lost log tail, many entries may be found stale: the log says so for
+                // the first, then at every power of two.
+                let n = self.stale.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        key = %key,
+                        error = %why,
+                        dropped_so_far = n,
+                        "cache index entry does not lead to its record (the value log lost or rewrote data there): entry dropped, treated as a miss"
+                    );
+                }
+                self.drop_stale(key, entry);
+                Ok(None)
+            }
         }
     }
 
     /// One append to the value log for all the records, then their index entries.
     fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
-        let bytes: Vec<&[u8]> = records.iter().map(|r| r.record).collect();
-        let locations = self.vlog.append_all(&bytes).map_err(err)?;
+        let frames: Vec<Frame<'_>> = records
+            .iter()
+            .map(|r| Frame {
+                key: r.key,
+                created: r.created,
+                record: Some(r.record),
+            })
+            .collect();
+        let locations = self.vlog.append_all(&frames).map_err(err)?;
         let _guard = self.lock();
         let filter = self.filter();
         for (new, loc) in records.iter().zip(locations) {
@@ -228,19 +379,23 @@ impl CacheStore for DiskStore {
         Ok(())
     }
 
-    fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        self.remove_locked(key)
+    fn remove(&self, key: &Key) -> Result<(), StoreError> {
+        self.remove_all(std::slice::from_ref(key))
     }
 
-    fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
+    fn remove_all(&self, keys: &[Key]) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        self.remove_locked(keys)
+    }
+
+    fn keys(&self) -> Result<Vec<Key>, StoreError> {
         let mut keys = Vec::with_capacity(self.index.len());
         self.index.for_each(&mut |key, _| keys.push(key))?;
         keys.sort_unstable_by_key(|k| k.0);
         Ok(keys)
     }
 
-    fn created_before(&self, before: u64) -> Result<Vec<CacheKey>, StoreError> {
+    fn created_before(&self, before: u64) -> Result<Vec<Key>, StoreError> {
         Ok(self
             .by_age()?
             .into_iter()
@@ -251,18 +406,20 @@ impl CacheStore for DiskStore {
 
     fn shrink_to(&self, bytes: u64) -> Result<usize, StoreError> {
         let _guard = self.lock();
-        let mut removed = 0;
-        if self.live.load(Ordering::Relaxed) <= bytes {
+        let mut live = self.live.load(Ordering::Relaxed);
+        if live <= bytes {
             return Ok(0);
         }
-        for (_, key, _) in self.by_age()? {
-            if self.live.load(Ordering::Relaxed) <= bytes {
+        let mut evicted = Vec::new();
+        for (_, key, size) in self.by_age()? {
+            if live <= bytes {
                 break;
             }
-            self.remove_locked(&key)?;
-            removed += 1;
+            live = live.saturating_sub(size);
+            evicted.push(key);
         }
-        Ok(removed)
+        self.remove_locked(&evicted)?;
+        Ok(evicted.len())
     }
 
     fn len(&self) -> usize {
@@ -295,8 +452,8 @@ mod tests {
         }
     }
 
-    fn key(n: u8) -> CacheKey {
-        CacheKey([n; 32])
+    fn key(n: u8) -> Key {
+        Key([n; 32])
     }
 
     #[test]
@@ -337,7 +494,7 @@ mod tests {
             let store = DiskStore::open(dir.path(), kind, 1 << 20).expect("opens");
             let cap = store.filter().capacity();
             let n = cap as u64 + 10;
-            let k = |i: u64| CacheKey(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            let k = |i: u64| Key(*blake3::hash(&i.to_le_bytes()).as_bytes());
             for i in 0..n {
                 store.put(&k(i), i, b"r").unwrap();
             }
@@ -353,7 +510,7 @@ mod tests {
             // Replacing an entry keeps one time entry and the right size.
             store.put(&k(0), n + 5, b"longer").unwrap();
             assert_eq!(store.bytes(), n - 1 + 6);
-            assert_eq!(store.created_before(1).unwrap(), Vec::<CacheKey>::new());
+            assert_eq!(store.created_before(1).unwrap(), Vec::<Key>::new());
         });
     }
 

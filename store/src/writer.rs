@@ -1,21 +1,30 @@
-//! The cache's one writer: a thread that encodes and stores answers in order, behind a bounded
-//! queue, taking what has queued up in batches of up to [`MAX_BATCH`] (one value-log write per
-//! batch). Store writes are synchronous file I/O, so they stay off the async workers; and
-//! when answers arrive faster than they can be stored, writes are dropped (and counted) instead
-//! of queueing without bound — a cache may forget, it must not run out of memory.
+//! The cache's one writer: a thread that encodes and stores answers in order, behind a queue
+//! bounded in entries and in bytes, taking what has queued up in batches of up to
+//! [`MAX_BATCH`] (one value-log write per batch). Store writes are synchronous file I/O, so
+//! they stay off the async workers; and when answers arrive faster than they can be stored,
+//! writes are dropped (and counted) instead of queueing without bound — a cache may forget, it
+//! must not run out of memory. The writer also makes the store durable as `[cache] fsync`
+//! says, and keeps it under `max_size`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::cache::key::CacheKey;
-use crate::cache::store::{CacheStore, NewRecord};
+use crate::FsyncPolicy;
+use crate::Key;
+use crate::{NewRecord, Store};
 
 /// Writes that may wait for the writer.
 pub const QUEUE: usize = 4096;
+
+/// Bytes of answers (and their requests) that may wait for the writer: a flood of large
+/// answers is dropped past it rather than held in memory.
+pub const QUEUE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What to do once an answer is stored (or could not be).
 pub type AfterStore = Box<dyn FnOnce() + Send>;
@@ -35,7 +44,9 @@ pub type MakeRecord = Box<dyn FnOnce() -> Option<Record> + Send>;
 
 enum Job {
     Put {
-        key: CacheKey,
+        key: Key,
+        /// What the answer holds in memory while it waits (counted against [`QUEUE_BYTES`]).
+        size: u64,
         record: MakeRecord,
         after: AfterStore,
     },
@@ -48,12 +59,22 @@ enum Ack {
     Blocking(SyncSender<()>),
 }
 
+/// How the writer keeps the store: its size bound and when it syncs.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// `[cache] max_size`.
+    pub max_size: Option<u64>,
+    /// `[cache] fsync`.
+    pub fsync: FsyncPolicy,
+}
+
 /// The handle to the writer thread.
 #[derive(Debug)]
 pub struct Writer {
     tx: Option<SyncSender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
     dropped: Arc<AtomicU64>,
+    queued_bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Job {
@@ -84,37 +105,57 @@ const REST: Duration = Duration::from_millis(4);
 /// without traffic): an idle proxy does not poll, a busy one is never woken per answer.
 const RESTS_BEFORE_BLOCKING: u32 = 12;
 
+/// Real time now, for the sync interval (the writer paces disk syncs, nothing simulated).
+#[allow(clippy::disallowed_methods)]
+fn wall_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 // Never inlined, so profiles name the writer's thread by it (`bench/instructions.sh` does).
 #[inline(never)]
-fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
+fn run(rx: Receiver<Job>, store: Arc<dyn Store>, upkeep: Upkeep, queued: Arc<AtomicU64>) {
     let mut batch = Batch {
         store,
-        max_size,
+        upkeep,
+        queued,
         puts: 0,
         records: Vec::with_capacity(MAX_BATCH),
         afters: Vec::with_capacity(MAX_BATCH),
+        unsynced_since: None,
     };
     let mut empty_rests = 0;
     loop {
         let job = if empty_rests >= RESTS_BEFORE_BLOCKING {
-            match rx.recv() {
-                Ok(job) => Some(job),
-                Err(_) => return,
+            // Idle: block until the next answer, or until unsynced writes are due a sync.
+            match batch.sync_due_in() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(due) => rx.recv_timeout(due),
             }
         } else {
             match rx.try_recv() {
-                Ok(job) => Some(job),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => return,
+                Ok(job) => Ok(job),
+                Err(TryRecvError::Empty) => {
+                    // A pause in real time between batches, not a wait in the proxy's
+                    // (possibly simulated) time.
+                    #[allow(clippy::disallowed_methods)]
+                    std::thread::sleep(REST);
+                    Err(RecvTimeoutError::Timeout)
+                }
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             }
         };
-        let Some(job) = job else {
-            empty_rests += 1;
-            // A pause in real time between batches, not a wait in the proxy's (possibly
-            // simulated) time.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(REST);
-            continue;
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                empty_rests += 1;
+                batch.sync_if_due();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                batch.commit();
+                batch.sync();
+                return;
+            }
         };
         empty_rests = 0;
         batch.take(job);
@@ -124,28 +165,39 @@ fn run(rx: Receiver<Job>, store: Arc<dyn CacheStore>, max_size: Option<u64>) {
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     batch.commit();
+                    batch.sync();
                     return;
                 }
             }
         }
         batch.commit();
+        batch.sync_if_due();
     }
 }
 
 /// Answers encoded and waiting to be stored together, and what to do once they are.
 struct Batch {
-    store: Arc<dyn CacheStore>,
-    max_size: Option<u64>,
+    store: Arc<dyn Store>,
+    upkeep: Upkeep,
+    /// Bytes queued for the writer (shared with the senders).
+    queued: Arc<AtomicU64>,
     /// Puts taken so far, for the upkeep passes.
     puts: u64,
-    records: Vec<(CacheKey, u64, Vec<u8>)>,
+    records: Vec<(Key, u64, Vec<u8>)>,
     afters: Vec<AfterStore>,
+    /// When the oldest write not yet synced was made.
+    unsynced_since: Option<std::time::Instant>,
 }
 
 impl Batch {
     fn take(&mut self, job: Job) {
         match job {
-            Job::Put { key, record, after } => {
+            Job::Put {
+                key,
+                size,
+                record,
+                after,
+            } => {
                 self.puts += 1;
                 if self.puts.is_multiple_of(MAINTAIN_EVERY) {
                     // Upkeep runs between writes: store what is waiting first.
@@ -157,6 +209,7 @@ impl Batch {
                 if let Some(Record { created, bytes }) = record() {
                     self.records.push((key, created, bytes));
                 }
+                self.queued.fetch_sub(size, Ordering::Relaxed);
                 self.afters.push(after);
                 if self.afters.len() >= MAX_BATCH {
                     self.commit();
@@ -164,9 +217,7 @@ impl Batch {
             }
             Job::Flush(done) => {
                 self.commit();
-                if let Err(e) = self.store.flush() {
-                    tracing::warn!(error = %e, "cache flush failed");
-                }
+                self.sync();
                 match done {
                     Ack::Async(tx) => {
                         let _ = tx.send(());
@@ -179,8 +230,8 @@ impl Batch {
         }
     }
 
-    /// Stores the waiting answers with one write, evicts if the cache outgrew its size, and
-    /// runs their `after`s (stored or not).
+    /// Stores the waiting answers with one write, syncs them when the policy says every batch,
+    /// evicts if the cache outgrew its size, and runs their `after`s (stored or not).
     fn commit(&mut self) {
         if !self.records.is_empty() {
             let records: Vec<NewRecord<'_>> = self
@@ -198,16 +249,12 @@ impl Batch {
                     error = %e,
                     "could not store cache entries"
                 );
-            } else if let Some(max) = self.max_size
-                && self.store.bytes() > max
-            {
-                match self.store.shrink_to(max - max / 10) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::debug!(evicted = n, "cache over max_size: oldest entries evicted")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
+            } else {
+                self.unsynced_since.get_or_insert_with(wall_now);
+                if self.upkeep.fsync == FsyncPolicy::Always {
+                    self.sync();
                 }
+                self.store.keep_under(self.upkeep.max_size);
             }
             self.records.clear();
         }
@@ -215,52 +262,101 @@ impl Batch {
             after();
         }
     }
+
+    /// Makes what was written durable.
+    fn sync(&mut self) {
+        if self.unsynced_since.take().is_some()
+            && let Err(e) = self.store.flush()
+        {
+            tracing::warn!(error = %e, "cache sync failed");
+        }
+    }
+
+    /// How long until unsynced writes are due a sync (`None`: nothing is waiting for one).
+    fn sync_due_in(&self) -> Option<Duration> {
+        let FsyncPolicy::Interval(every) = self.upkeep.fsync else {
+            return None;
+        };
+        let since = self.unsynced_since?;
+        Some(every.saturating_sub(wall_now().saturating_duration_since(since)))
+    }
+
+    /// Syncs when the interval since the oldest unsynced write has passed.
+    fn sync_if_due(&mut self) {
+        if self.sync_due_in().is_some_and(|d| d.is_zero()) {
+            self.sync();
+        }
+    }
 }
 
 impl Writer {
     /// Starts the writer thread for `store`.
-    pub fn spawn(store: Arc<dyn CacheStore>, max_size: Option<u64>) -> std::io::Result<Self> {
+    pub fn spawn(store: Arc<dyn Store>, upkeep: Upkeep) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE);
+        let queued = Arc::new(AtomicU64::new(0));
+        let for_thread = queued.clone();
         let thread = std::thread::Builder::new()
             .name("spillway-cache-writer".into())
-            .spawn(move || run(rx, store, max_size))?;
+            .spawn(move || run(rx, store, upkeep, for_thread))?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
             dropped: Arc::new(AtomicU64::new(0)),
+            queued_bytes: queued,
         })
     }
 
-    /// Queues an answer, whose record `record` builds on the writer thread; the writer calls
-    /// `after` once it is stored (or failed to be, or there was nothing to store). When the
-    /// queue is full the write is dropped and `after` is handed back.
+    /// Queues an answer holding `size` bytes, whose record `record` builds on the writer
+    /// thread; the writer calls `after` once it is stored (or failed to be, or there was nothing
+    /// to store). When the queue is full, in entries or in bytes, the write is dropped and
+    /// `after` is handed back.
     pub fn put(
         &self,
-        key: CacheKey,
+        key: Key,
+        size: u64,
         record: MakeRecord,
         after: AfterStore,
     ) -> Result<(), AfterStore> {
-        let job = Job::Put { key, record, after };
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(after);
+        };
+        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > QUEUE_BYTES && queued > 0 {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.count_drop();
+            return Err(after);
+        }
+        let job = Job::Put {
+            key,
+            size,
+            record,
+            after,
+        };
         let give_back = |job: Job| match job {
             Job::Put { after, .. } => after,
             Job::Flush(_) => Box::new(|| {}),
         };
-        let Some(tx) = self.tx.as_ref() else {
-            return Err(give_back(job));
-        };
         match tx.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = n,
-                        "cache writes cannot keep up; answers not stored"
-                    );
-                }
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                self.count_drop();
                 Err(give_back(job))
             }
-            Err(TrySendError::Disconnected(job)) => Err(give_back(job)),
+            Err(TrySendError::Disconnected(job)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                Err(give_back(job))
+            }
+        }
+    }
+
+    fn count_drop(&self) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                "cache writes cannot keep up; answers not stored"
+            );
         }
     }
 
@@ -293,6 +389,11 @@ impl Writer {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Bytes of answers waiting for the writer.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Writer {
@@ -311,11 +412,9 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::cache::disk_store::DiskStore;
-    use crate::cache::entry::{decode, encode};
-    use crate::cache::index::IndexKind;
-    use crate::cache::store::StoreError;
-    use crate::cache::testing::stored;
+    use crate::StoreError;
+    use crate::disk::DiskStore;
+    use crate::index::IndexKind;
 
     /// A disk store that records how many records each write carried.
     #[derive(Debug)]
@@ -325,21 +424,21 @@ mod tests {
         flushes: AtomicUsize,
     }
 
-    impl CacheStore for Recording {
-        fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, StoreError> {
+    impl Store for Recording {
+        fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get(key)
         }
         fn put_all(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
             self.writes.lock().unwrap().push(records.len());
             self.inner.put_all(records)
         }
-        fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
+        fn remove(&self, key: &Key) -> Result<(), StoreError> {
             self.inner.remove(key)
         }
-        fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
+        fn keys(&self) -> Result<Vec<Key>, StoreError> {
             self.inner.keys()
         }
-        fn created_before(&self, before: u64) -> Result<Vec<CacheKey>, StoreError> {
+        fn created_before(&self, before: u64) -> Result<Vec<Key>, StoreError> {
             self.inner.created_before(before)
         }
         fn shrink_to(&self, bytes: u64) -> Result<usize, StoreError> {
@@ -366,24 +465,29 @@ mod tests {
         });
         let batch = Batch {
             store: recording.clone(),
-            max_size: None,
+            upkeep: Upkeep {
+                max_size: None,
+                fsync: FsyncPolicy::Shutdown,
+            },
+            queued: Arc::new(AtomicU64::new(0)),
             puts: 0,
             records: Vec::new(),
             afters: Vec::new(),
+            unsynced_since: None,
         };
         (batch, recording)
     }
 
     /// What a put of key `n` takes (nothing to store when `empty`), counting its `after` in
     /// `done`.
-    fn parts(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> (CacheKey, MakeRecord, AfterStore) {
+    fn parts(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> (Key, MakeRecord, AfterStore) {
         let done = done.clone();
         (
-            CacheKey([n; 32]),
+            Key([n; 32]),
             Box::new(move || {
                 (!empty).then(|| Record {
                     created: 1,
-                    bytes: encode(&stored(&format!("{{\"n\":{n}}}")), b"{}"),
+                    bytes: format!("record {n}").into_bytes(),
                 })
             }),
             Box::new(move || {
@@ -394,7 +498,12 @@ mod tests {
 
     fn put(n: u8, empty: bool, done: &Arc<AtomicUsize>) -> Job {
         let (key, record, after) = parts(n, empty, done);
-        Job::Put { key, record, after }
+        Job::Put {
+            key,
+            size: 0,
+            record,
+            after,
+        }
     }
 
     #[test]
@@ -410,7 +519,7 @@ mod tests {
             0,
             "nothing is done before it is stored"
         );
-        assert!(store.get(&CacheKey([0; 32])).unwrap().is_none());
+        assert!(store.get(&Key([0; 32])).unwrap().is_none());
         batch.commit();
         assert_eq!(*store.writes.lock().unwrap(), vec![4]);
         assert_eq!(
@@ -419,11 +528,10 @@ mod tests {
             "every after runs, stored or not"
         );
         for n in [0u8, 1, 2, 4] {
-            let record = store.get(&CacheKey([n; 32])).unwrap().expect("stored");
-            let body = decode(&record).expect("valid").body.expect("a body");
-            assert_eq!(body.get(), format!("{{\"n\":{n}}}"));
+            let record = store.get(&Key([n; 32])).unwrap().expect("stored");
+            assert_eq!(record, format!("record {n}").into_bytes());
         }
-        assert!(store.get(&CacheKey([3; 32])).unwrap().is_none());
+        assert!(store.get(&Key([3; 32])).unwrap().is_none());
         batch.commit();
         assert_eq!(
             store.writes.lock().unwrap().len(),
@@ -455,10 +563,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (_, store) = batch(&dir);
         let done = Arc::new(AtomicUsize::new(0));
-        let writer = Writer::spawn(store.clone(), None).expect("spawns");
+        let writer = Writer::spawn(
+            store.clone(),
+            Upkeep {
+                max_size: None,
+                fsync: FsyncPolicy::Shutdown,
+            },
+        )
+        .expect("spawns");
         for n in 0..200u8 {
             let (key, record, after) = parts(n, false, &done);
-            assert!(writer.put(key, record, after).is_ok());
+            assert!(writer.put(key, 100, record, after).is_ok());
         }
         drop(writer);
         assert_eq!(done.load(Ordering::SeqCst), 200);
@@ -466,5 +581,66 @@ mod tests {
         let writes = store.writes.lock().unwrap();
         assert_eq!(writes.iter().sum::<usize>(), 200);
         assert!(writes.iter().all(|n| *n <= MAX_BATCH));
+    }
+
+    #[test]
+    fn answers_past_the_queues_byte_bound_are_dropped_not_held() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, store) = batch(&dir);
+        let done = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = sync_channel::<()>(0);
+        let writer = Writer::spawn(
+            store.clone(),
+            Upkeep {
+                max_size: None,
+                fsync: FsyncPolicy::Shutdown,
+            },
+        )
+        .expect("spawns");
+        // The first answer holds the writer until the test lets it go.
+        let (key, _, after) = parts(0, false, &done);
+        let hold: MakeRecord = Box::new(move || {
+            let _ = rx.recv();
+            None
+        });
+        assert!(writer.put(key, QUEUE_BYTES / 2, hold, after).is_ok());
+        let (key, record, after) = parts(1, false, &done);
+        assert!(writer.put(key, QUEUE_BYTES / 4, record, after).is_ok());
+        let (key, record, after) = parts(2, false, &done);
+        let refused = writer.put(key, QUEUE_BYTES / 2, record, after);
+        assert!(refused.is_err(), "over the byte bound");
+        refused.expect_err("handed back")();
+        assert_eq!(writer.dropped(), 1);
+        assert_eq!(writer.queued_bytes(), QUEUE_BYTES / 2 + QUEUE_BYTES / 4);
+        drop(tx);
+        drop(writer);
+        assert_eq!(done.load(Ordering::SeqCst), 3, "every after ran");
+        assert!(store.get(&Key([1; 32])).unwrap().is_some());
+        assert!(store.get(&Key([2; 32])).unwrap().is_none());
+    }
+
+    #[test]
+    fn fsync_always_makes_every_batch_durable_and_interval_waits_for_its_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut batch, store) = batch(&dir);
+        let done = Arc::new(AtomicUsize::new(0));
+        batch.upkeep.fsync = FsyncPolicy::Always;
+        batch.take(put(1, false, &done));
+        batch.commit();
+        assert_eq!(store.flushes.load(Ordering::SeqCst), 1);
+        batch.upkeep.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
+        batch.take(put(2, false, &done));
+        batch.commit();
+        batch.sync_if_due();
+        assert_eq!(store.flushes.load(Ordering::SeqCst), 1, "not due yet");
+        assert!(
+            batch
+                .sync_due_in()
+                .is_some_and(|d| d > Duration::from_secs(3000))
+        );
+        batch.upkeep.fsync = FsyncPolicy::Interval(Duration::from_nanos(1));
+        batch.sync_if_due();
+        assert_eq!(store.flushes.load(Ordering::SeqCst), 2);
+        assert_eq!(batch.sync_due_in(), None, "nothing left unsynced");
     }
 }
