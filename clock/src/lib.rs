@@ -17,11 +17,74 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::{Add, Sub};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
+
+/// A moment on a clock: microseconds of clock time since the clock's origin. Limit windows,
+/// blocks, circuits and waits are kept as instants, and spans between them as [`Duration`]s,
+/// so the two are never mixed up as bare numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The clock's origin.
+    pub const ORIGIN: Instant = Instant(0);
+    /// Later than any moment a clock reaches ("never", "not until something else happens").
+    pub const NEVER: Instant = Instant(u64::MAX);
+
+    /// The instant `us` microseconds after the origin.
+    pub const fn from_micros(us: u64) -> Self {
+        Instant(us)
+    }
+
+    /// Microseconds since the origin.
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// The instant `d` after the origin (saturating).
+    pub fn from_duration(d: Duration) -> Self {
+        Instant(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Time since the origin.
+    pub const fn since_origin(self) -> Duration {
+        Duration::from_micros(self.0)
+    }
+
+    /// Time from `earlier` to this instant, zero if `earlier` is later.
+    pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturating: `NEVER` stays `NEVER`.
+    fn add(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturating at the origin.
+    fn sub(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        )
+    }
+}
 
 /// A source of (possibly scaled or manual) time. Cheap to clone; clones share one timeline.
 #[derive(Clone)]
@@ -57,6 +120,16 @@ impl fmt::Display for InvalidScale {
 }
 
 impl std::error::Error for InvalidScale {}
+
+/// Seconds as a duration, saturating at the largest one (a duration read from the wire times a
+/// scale may overflow; it must not panic).
+fn saturating_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(if secs > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
 
 #[allow(clippy::disallowed_methods)] // this module is the one place allowed to read time
 fn wall_unix() -> Duration {
@@ -117,9 +190,9 @@ impl Clock {
         }
     }
 
-    /// True for a clock made by [`Clock::manual`].
-    pub fn is_manual(&self) -> bool {
-        matches!(&*self.inner, Inner::Manual { .. })
+    /// Now, as an [`Instant`].
+    pub fn instant(&self) -> Instant {
+        Instant::from_duration(self.now())
     }
 
     /// Clock time elapsed since the clock's origin.
@@ -130,12 +203,27 @@ impl Clock {
                 if *scale == 1.0 {
                     real
                 } else {
-                    Duration::from_secs_f64(real.as_secs_f64() * scale)
+                    saturating_secs(real.as_secs_f64() * scale)
                 }
             }
             Inner::Manual { now_micros, .. } => {
                 Duration::from_micros(now_micros.load(Ordering::Acquire))
             }
+        }
+    }
+
+    /// The real calendar time now (wall-clock seconds since the clock's origin added to the
+    /// calendar time of its origin), as a duration since the Unix epoch: what a timestamp on
+    /// the wire means to a client outside the simulation. Equal to [`Clock::unix_now`] on a
+    /// real or manual clock.
+    pub fn wall_unix_now(&self) -> Duration {
+        match &*self.inner {
+            Inner::Running {
+                origin,
+                unix_at_origin,
+                ..
+            } => *unix_at_origin + tokio_now().saturating_duration_since(*origin),
+            Inner::Manual { .. } => self.unix_now(),
         }
     }
 
@@ -154,26 +242,24 @@ impl Clock {
         origin + t
     }
 
-    /// Clock time of a calendar time (inverse of [`Clock::unix_at`]); `None` before the origin.
-    pub fn from_unix(&self, unix: Duration) -> Option<Duration> {
-        unix.checked_sub(self.unix_at(Duration::ZERO))
-    }
-
-    /// The wall-clock duration that `d` of clock time takes.
+    /// The wall-clock duration that `d` of clock time takes: what a duration written on the
+    /// wire (`retry-after`, a reset header) says, so that a client in real time waits as long
+    /// as the simulation needs.
     pub fn to_wall(&self, d: Duration) -> Duration {
         match &*self.inner {
             Inner::Running { scale, .. } if *scale != 1.0 => {
-                Duration::from_secs_f64(d.as_secs_f64() / scale)
+                saturating_secs(d.as_secs_f64() / scale)
             }
             _ => d,
         }
     }
 
-    /// The clock-time duration that `d` of wall time is worth.
+    /// The clock-time duration that `d` of wall time is worth: how a duration read from the
+    /// wire (always wall-clock time) is taken on this clock.
     pub fn from_wall(&self, d: Duration) -> Duration {
         match &*self.inner {
             Inner::Running { scale, .. } if *scale != 1.0 => {
-                Duration::from_secs_f64(d.as_secs_f64() * scale)
+                saturating_secs(d.as_secs_f64() * scale)
             }
             _ => d,
         }
@@ -212,7 +298,7 @@ impl Clock {
                 let wall = if *scale == 1.0 {
                     t
                 } else {
-                    Duration::from_secs_f64(t.as_secs_f64() / scale)
+                    saturating_secs(t.as_secs_f64() / scale)
                 };
                 // Saturate rather than overflow for "forever".
                 let deadline = origin
@@ -339,6 +425,52 @@ mod tests {
         assert_eq!(out, None);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn durations_convert_between_clock_and_wall_time_by_the_scale() {
+        let clock = Clock::scaled(60.0).expect("valid scale");
+        assert_eq!(
+            clock.to_wall(Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            clock.from_wall(Duration::from_secs(1)),
+            Duration::from_secs(60)
+        );
+        let start = clock.wall_unix_now();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let wall = clock.wall_unix_now() - start;
+        assert!(
+            wall >= Duration::from_secs(2) && wall < Duration::from_millis(2010),
+            "{wall:?}"
+        );
+        assert!(clock.unix_now() - start >= Duration::from_secs(119));
+    }
+
+    #[test]
+    fn converting_a_huge_duration_saturates_instead_of_panicking() {
+        let clock = Clock::scaled(60.0).expect("valid scale");
+        let huge = Duration::from_secs(u64::MAX / 2);
+        assert_eq!(clock.from_wall(huge), Duration::MAX);
+        assert_eq!(
+            clock.to_wall(Duration::MAX),
+            Duration::from_secs_f64(Duration::MAX.as_secs_f64() / 60.0)
+        );
+    }
+
+    #[test]
+    fn instants_and_durations_add_saturate_and_subtract() {
+        let t = Instant::from_micros(5_000_000);
+        assert_eq!(t + Duration::from_secs(1), Instant::from_micros(6_000_000));
+        assert_eq!(t - Duration::from_secs(9), Instant::ORIGIN);
+        assert_eq!(Instant::NEVER + Duration::from_secs(1), Instant::NEVER);
+        assert_eq!(
+            (t + Duration::from_millis(1500)).saturating_duration_since(t),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(t.saturating_duration_since(Instant::NEVER), Duration::ZERO);
+        assert_eq!(Instant::from_duration(t.since_origin()), t);
+    }
+
     #[test]
     fn calendar_time_follows_clock_time() {
         let clock = Clock::manual();
@@ -346,8 +478,9 @@ mod tests {
         clock.advance(Duration::from_secs(90));
         assert_eq!(clock.unix_now() - start, Duration::from_secs(90));
         assert_eq!(
-            clock.from_unix(clock.unix_now()),
-            Some(Duration::from_secs(90))
+            clock.unix_at(Duration::from_secs(90)),
+            clock.unix_now(),
+            "calendar time of a clock time"
         );
     }
 }

@@ -1,5 +1,7 @@
 //! The mock's config file (TOML, documented in `mock-provider/README.md`) and the command-line
-//! overrides laid over it, resolved into a [`MockSpec`].
+//! overrides laid over it, resolved into a [`MockSpec`]. The one secret, the admin token, is
+//! named by environment variable (`env:NAME`), never written inline, and read through [`Env`]
+//! so tests can pass a map.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,9 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::AdminToken;
+
 use crate::spec::{
-    DEFAULT_JOURNAL_CAPACITY, DEFAULT_KEY, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORGANIZATION, Dialect,
-    Faults, GROQ_PRODUCTION_MODELS, LimitKind, Limits, MockSpec,
+    DEFAULT_JOURNAL_CAPACITY, DEFAULT_KEY, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORGANIZATION,
+    DEFAULT_READ_TIMEOUT, Dialect, Faults, GROQ_PRODUCTION_MODELS, LimitKind, Limits, MockSpec,
 };
 
 /// Where a model's limits come from when the config does not give them.
@@ -51,6 +55,11 @@ pub struct MockConfig {
     pub journal_capacity: Option<usize>,
     /// Clock seconds per wall second.
     pub time_scale: Option<f64>,
+    /// Wall-clock time a client gets to send a request's headers, then its body (`"30s"`).
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
+    /// The control plane's token, as `"env:NAME"`.
+    pub admin_token: Option<String>,
     /// Faults and latency.
     #[serde(default)]
     pub faults: Faults,
@@ -95,6 +104,31 @@ pub struct Overrides {
     pub time_scale: Option<f64>,
     /// `--listen`.
     pub listen: Option<SocketAddr>,
+    /// `--read-timeout`.
+    pub read_timeout: Option<Duration>,
+    /// `--admin-token-env`: the variable holding the control plane's token.
+    pub admin_token_env: Option<String>,
+}
+
+/// Where `env:NAME` references are looked up, and the process environment: shared with the
+/// proxy, which reads its keys the same way.
+pub use spillway_plumbing::env::{Env, ProcessEnv};
+
+/// The admin token named by `--admin-token-env NAME` (which wins) or `admin_token = "env:NAME"`.
+fn admin_token(
+    flag: Option<&str>,
+    file: Option<&str>,
+    env: &dyn Env,
+) -> Result<Option<AdminToken>, String> {
+    let (field, token) = match (flag, file) {
+        (Some(name), _) => ("--admin-token-env", env.read(name)),
+        (None, Some(reference)) => ("admin_token", env.resolve(reference).map(|(_, v)| v)),
+        (None, None) => return Ok(None),
+    };
+    match token {
+        Ok(token) => Ok(Some(AdminToken::new(&token))),
+        Err(e) => Err(format!("{field}: {e}")),
+    }
 }
 
 /// A resolved configuration: the spec, the time scale and where to listen.
@@ -112,8 +146,12 @@ pub struct Resolved {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 
 /// Resolves a config (or, without one, the defaults: key `mock-key`, Groq's production models,
-/// Groq's free-plan limits) with command-line overrides on top.
-pub fn resolve(config: Option<MockConfig>, overrides: &Overrides) -> Result<Resolved, String> {
+/// Groq's free-plan limits) with command-line overrides on top; `env` resolves `env:NAME`.
+pub fn resolve(
+    config: Option<MockConfig>,
+    overrides: &Overrides,
+    env: &dyn Env,
+) -> Result<Resolved, String> {
     let from_file = config.is_some();
     let config = config.unwrap_or_default();
     let preset = config.limits_preset.unwrap_or(if from_file {
@@ -179,6 +217,15 @@ pub fn resolve(config: Option<MockConfig>, overrides: &Overrides) -> Result<Reso
         flex_capacity_exceeded: config.flex_capacity_exceeded,
         max_body_bytes: config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         journal_capacity: config.journal_capacity.unwrap_or(DEFAULT_JOURNAL_CAPACITY),
+        read_timeout: overrides
+            .read_timeout
+            .or(config.read_timeout)
+            .unwrap_or(DEFAULT_READ_TIMEOUT),
+        admin_token: admin_token(
+            overrides.admin_token_env.as_deref(),
+            config.admin_token.as_deref(),
+            env,
+        )?,
         faults,
     };
     spec.validate()?;
@@ -201,7 +248,74 @@ pub fn resolve(config: Option<MockConfig>, overrides: &Overrides) -> Result<Reso
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    fn resolve(config: Option<MockConfig>, overrides: &Overrides) -> Result<Resolved, String> {
+        super::resolve(config, overrides, &HashMap::new())
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_named_variable_never_inline() {
+        let vars = env(&[("MOCK_ADMIN", "s3cret"), ("EMPTY", " ")]);
+        let cfg = MockConfig::parse("admin_token = \"env:MOCK_ADMIN\"\n", "f").expect("parses");
+        let r = super::resolve(Some(cfg), &Overrides::default(), &vars).expect("resolves");
+        assert!(r.spec.admin_token.expect("a token").matches("s3cret"));
+
+        let inline = MockConfig::parse("admin_token = \"s3cret\"\n", "f").expect("parses");
+        let err = super::resolve(Some(inline), &Overrides::default(), &vars)
+            .expect_err("inline secrets are refused");
+        assert!(
+            err.contains("admin_token") && err.contains("env:NAME"),
+            "{err}"
+        );
+
+        let unset = MockConfig::parse("admin_token = \"env:NOPE\"\n", "f").expect("parses");
+        let err = super::resolve(Some(unset), &Overrides::default(), &vars).expect_err("unset");
+        assert!(err.contains("NOPE is not set"), "{err}");
+
+        let flag = Overrides {
+            admin_token_env: Some("EMPTY".into()),
+            ..Overrides::default()
+        };
+        let err = super::resolve(None, &flag, &vars).expect_err("empty");
+        assert!(
+            err.contains("--admin-token-env") && err.contains("empty"),
+            "{err}"
+        );
+
+        assert!(
+            resolve(None, &Overrides::default())
+                .expect("resolves")
+                .spec
+                .admin_token
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_admin_token_flag_wins_over_the_file() {
+        let vars = env(&[("A", "from-file"), ("B", "from-flag")]);
+        let cfg = MockConfig::parse("admin_token = \"env:A\"\n", "f").expect("parses");
+        let flag = Overrides {
+            admin_token_env: Some("B".into()),
+            ..Overrides::default()
+        };
+        let token = super::resolve(Some(cfg), &flag, &vars)
+            .expect("resolves")
+            .spec
+            .admin_token
+            .expect("a token");
+        assert!(token.matches("from-flag") && !token.matches("from-file"));
+    }
 
     #[test]
     fn no_config_means_one_key_groq_models_and_free_tier_limits() {
@@ -251,6 +365,27 @@ mod tests {
         .expect("parses");
         let r = resolve(Some(cfg), &Overrides::default()).expect("resolves");
         assert_eq!(r.spec.limits_for("m"), Limits::rpm(3));
+    }
+
+    #[test]
+    fn the_read_timeout_defaults_to_30s_reads_from_the_file_and_the_flag_wins() {
+        let r = resolve(None, &Overrides::default()).expect("defaults resolve");
+        assert_eq!(r.spec.read_timeout, Duration::from_secs(30));
+        let cfg = MockConfig::parse("read_timeout = \"5s\"\n", "mock.toml").expect("parses");
+        let r = resolve(Some(cfg.clone()), &Overrides::default()).expect("resolves");
+        assert_eq!(r.spec.read_timeout, Duration::from_secs(5));
+        let o = Overrides {
+            read_timeout: Some(Duration::from_millis(300)),
+            ..Overrides::default()
+        };
+        let r = resolve(Some(cfg), &o).expect("resolves");
+        assert_eq!(r.spec.read_timeout, Duration::from_millis(300));
+        let zero = MockConfig::parse("read_timeout = \"0s\"\n", "mock.toml").expect("parses");
+        let err = resolve(Some(zero), &Overrides::default()).expect_err("zero is refused");
+        assert!(err.contains("read_timeout"), "{err}");
+        let bad = MockConfig::parse("read_timeout = \"soon\"\n", "mock.toml")
+            .expect_err("not a duration");
+        assert!(bad.contains("read_timeout"), "{bad}");
     }
 
     #[test]

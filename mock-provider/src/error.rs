@@ -2,6 +2,8 @@
 //! Groq's and OpenAI's `{"error":{"message","type","code"}}`, Anthropic's
 //! `{"type":"error","error":{"type","message"}}`.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -66,6 +68,25 @@ pub enum MockError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The body did not arrive within the read timeout (408 `request_timeout`).
+    #[error(
+        "Request timeout: the request body did not arrive within {}. Send the whole body promptly.",
+        humantime::format_duration(*.after)
+    )]
+    RequestTimeout {
+        /// The read timeout.
+        after: Duration,
+    },
+    /// A control-plane request without the configured admin token (401 `invalid_admin_token`).
+    #[error(
+        "The control plane needs the admin token this mock was started with: send `Authorization: Bearer TOKEN`"
+    )]
+    AdminTokenRequired,
+    /// `?keys=full` on a mock without an admin token (403 `permission_denied`).
+    #[error(
+        "`keys=full` shows whole keys only to a caller with the admin token, and this mock has none: configure `admin_token` (admin_token = \"env:NAME\" in the config, --admin-token-env NAME, or the builder's .admin_token(..))"
+    )]
+    FullKeysNeedAdminToken,
     /// A path the API does not have (404 `unknown_url`).
     #[error(
         "Unknown request URL: {method} {path}. Please check the URL for typos, or see the docs at https://console.groq.com/docs/"
@@ -136,11 +157,13 @@ impl MockError {
     /// The HTTP status in a dialect (Anthropic's over-capacity is 529).
     pub fn status(&self, dialect: Dialect) -> StatusCode {
         let code = match self {
-            MockError::InvalidApiKey => 401,
+            MockError::InvalidApiKey | MockError::AdminTokenRequired => 401,
+            MockError::FullKeysNeedAdminToken => 403,
             MockError::UnknownModel(_) | MockError::UnknownUrl { .. } => 404,
             MockError::InvalidRequest { .. } => 400,
             MockError::BodyTooLarge { .. } | MockError::RequestTooLarge { .. } => 413,
             MockError::MethodNotAllowed { .. } => 405,
+            MockError::RequestTimeout { .. } => 408,
             MockError::RateLimited { .. } => 429,
             MockError::CapacityExceeded { .. } => 498,
             MockError::ServerFault { status: 503, .. } if dialect == Dialect::Anthropic => 529,
@@ -215,6 +238,10 @@ impl MockError {
     fn type_and_code(&self, dialect: Dialect) -> (&'static str, Option<&'static str>) {
         match self {
             MockError::InvalidApiKey => ("invalid_request_error", Some("invalid_api_key")),
+            MockError::AdminTokenRequired => ("invalid_request_error", Some("invalid_admin_token")),
+            MockError::FullKeysNeedAdminToken => {
+                ("invalid_request_error", Some("permission_denied"))
+            }
             MockError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
             MockError::InvalidRequest { .. } => ("invalid_request_error", None),
             MockError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
@@ -222,6 +249,7 @@ impl MockError {
             MockError::MethodNotAllowed { .. } => {
                 ("invalid_request_error", Some("method_not_allowed"))
             }
+            MockError::RequestTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             MockError::RateLimited { denial, .. } => match dialect {
                 Dialect::Cerebras => (
                     "too_many_requests_error",
@@ -246,7 +274,8 @@ impl MockError {
     /// Anthropic's error `type`.
     fn anthropic_type(&self) -> &'static str {
         match self {
-            MockError::InvalidApiKey => "authentication_error",
+            MockError::InvalidApiKey | MockError::AdminTokenRequired => "authentication_error",
+            MockError::FullKeysNeedAdminToken => "permission_error",
             MockError::UnknownModel(_) | MockError::UnknownUrl { .. } => "not_found_error",
             MockError::BodyTooLarge { .. } | MockError::RequestTooLarge { .. } => {
                 "request_too_large"
@@ -257,9 +286,9 @@ impl MockError {
             }
             | MockError::CapacityExceeded { .. } => "overloaded_error",
             MockError::ServerFault { .. } => "api_error",
-            MockError::InvalidRequest { .. } | MockError::MethodNotAllowed { .. } => {
-                "invalid_request_error"
-            }
+            MockError::InvalidRequest { .. }
+            | MockError::MethodNotAllowed { .. }
+            | MockError::RequestTimeout { .. } => "invalid_request_error",
         }
     }
 
@@ -310,7 +339,6 @@ impl MockError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn groq_rate_limit_body_matches_groqs_wording() {
@@ -351,5 +379,23 @@ mod tests {
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
         );
         assert_eq!(err.status(Dialect::Groq).as_u16(), 503);
+    }
+
+    #[test]
+    fn a_body_that_does_not_arrive_in_time_is_408_request_timeout() {
+        let err = MockError::RequestTimeout {
+            after: Duration::from_secs(30),
+        };
+        assert_eq!(err.status(Dialect::Groq).as_u16(), 408);
+        let body: serde_json::Value = serde_json::from_str(&err.body(Dialect::Groq)).expect("json");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "request_timeout");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .expect("a message")
+                .contains("within 30s"),
+            "{body}"
+        );
     }
 }

@@ -73,40 +73,36 @@ pub fn write_rate_limit_headers(
     snapshot: &Snapshot,
     clock: &Clock,
 ) {
+    // Durations on the wire are wall-clock time: a client outside the simulation waits in
+    // its own time.
+    let gauge = |kind| {
+        snapshot.get(kind).map(|g| Gauge {
+            reset: clock.to_wall(g.reset),
+            ..g
+        })
+    };
     match dialect {
         Dialect::Groq => {
-            openai_style(headers, snapshot.get(LimitKind::RequestsPerDay), REQUESTS);
-            openai_style(headers, snapshot.get(LimitKind::TokensPerMinute), TOKENS);
+            openai_style(headers, gauge(LimitKind::RequestsPerDay), REQUESTS);
+            openai_style(headers, gauge(LimitKind::TokensPerMinute), TOKENS);
         }
         Dialect::OpenAi => {
-            openai_style(
-                headers,
-                snapshot.get(LimitKind::RequestsPerMinute),
-                REQUESTS,
-            );
-            openai_style(headers, snapshot.get(LimitKind::TokensPerMinute), TOKENS);
+            openai_style(headers, gauge(LimitKind::RequestsPerMinute), REQUESTS);
+            openai_style(headers, gauge(LimitKind::TokensPerMinute), TOKENS);
         }
         Dialect::Cerebras => {
-            cerebras_style(
-                headers,
-                snapshot.get(LimitKind::RequestsPerDay),
-                REQUESTS_DAY,
-            );
-            cerebras_style(
-                headers,
-                snapshot.get(LimitKind::TokensPerMinute),
-                TOKENS_MINUTE,
-            );
+            cerebras_style(headers, gauge(LimitKind::RequestsPerDay), REQUESTS_DAY);
+            cerebras_style(headers, gauge(LimitKind::TokensPerMinute), TOKENS_MINUTE);
         }
         Dialect::Anthropic => {
-            let now = clock.unix_now();
+            let now = clock.wall_unix_now();
             for (kind, names, rounded) in [
                 (LimitKind::RequestsPerMinute, ANTHROPIC_REQUESTS, false),
                 (LimitKind::TokensPerMinute, ANTHROPIC_TOKENS, true),
                 (LimitKind::InputTokensPerMinute, ANTHROPIC_INPUT, true),
                 (LimitKind::OutputTokensPerMinute, ANTHROPIC_OUTPUT, true),
             ] {
-                if let Some(g) = snapshot.get(kind) {
+                if let Some(g) = gauge(kind) {
                     anthropic_style(headers, g, names, rounded, now);
                 }
             }

@@ -26,8 +26,12 @@ pub struct JournalEntry {
     pub tokens: u64,
     /// The status answered; 0 when no response was sent (connection reset, hang).
     pub status: u16,
-    /// The `retry-after` given, on 429s.
+    /// The `retry-after` given, on 429s (whole wall-clock seconds, rounded up).
     pub retry_after: Option<u64>,
+    /// On 429s, the wait the limiter computed, in wall-clock milliseconds (what the message's
+    /// "Please try again in" says, before `retry-after` rounds it up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
     /// The client's `x-stainless-retry-count` header, if sent.
     pub retry_count: Option<u32>,
     /// The injected fault, if any.

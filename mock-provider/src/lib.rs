@@ -26,21 +26,29 @@
 //! - [`limiter`]: rolling windows per key and model, admission decisions, peaks;
 //! - [`headers`]: rate-limit headers per dialect, Go-style durations;
 //! - [`tokens`]: the one token estimator;
-//! - [`request`]: request parsing and validation (400s naming the field);
+//! - [`request`]: request bodies read (size limit, read timeout) and validated (400s naming
+//!   the field);
 //! - [`reply`]: deterministic replies, completion bodies and SSE chunks;
+//! - [`bodies`]: response bodies as faults shape them (cut, garbled, stalled), streams paced;
 //! - [`faults`]: which fault strikes which request, and latency;
 //! - [`error`]: every error body, per dialect;
-//! - [`routes`]: the API endpoints; [`control`]: `/_mock/*`;
-//! - [`journal`], [`stats`]: what the mock saw; [`state`]: what handlers share;
-//! - [`server`]: the accept loop (resettable connections, graceful shutdown).
+//! - [`routes`]: the API endpoints; [`control`]: `/_mock/*`; [`admin`]: its optional token;
+//! - [`journal`], [`stats`]: what the mock saw; [`mask`]: keys as `/_mock/*` shows them;
+//! - [`state`]: what handlers share;
+//! - [`server`]: the accept loop (read timeouts, resettable connections, graceful shutdown);
+//!   [`exposure`]: the warning logged when it listens beyond loopback.
 
+pub mod admin;
+pub mod bodies;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod exposure;
 pub mod faults;
 pub mod headers;
 pub mod journal;
 pub mod limiter;
+pub mod mask;
 pub mod reply;
 pub mod request;
 pub mod routes;
@@ -54,6 +62,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -62,6 +71,7 @@ use tokio::task::JoinHandle;
 
 pub use spillway_clock::Clock;
 
+pub use crate::admin::AdminToken;
 pub use crate::error::MockError;
 pub use crate::journal::JournalEntry;
 pub use crate::limiter::{KeyModelStats, WindowPeak};
@@ -81,14 +91,26 @@ pub fn build_app(state: Arc<MockState>) -> Router {
 }
 
 /// Serves a mock on `listener` until `shutdown` resolves, then finishes in-flight responses
-/// (hanging ones are released) and returns.
+/// (hanging ones are released) and returns. Logs a warning first when `listener` is not on a
+/// loopback address (see [`exposure::exposure_warning`]).
 pub async fn run(
     listener: TcpListener,
     state: Arc<MockState>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    if let Some(warning) = exposure::exposure_warning(addr, state.spec.admin_token.is_some()) {
+        tracing::warn!(%addr, "{warning}");
+    }
     let app = build_app(state.clone());
-    server::serve(listener, app, shutdown, move || state.shutdown.cancel()).await
+    let read_timeout = state.spec.read_timeout;
+    // Hanging responses are released as accepting stops, so the connections can finish.
+    let shutdown = async move {
+        shutdown.await;
+        state.shutdown.cancel();
+    };
+    server::serve(listener, app, read_timeout, shutdown).await;
+    Ok(())
 }
 
 /// Why a mock could not start.
@@ -161,6 +183,22 @@ impl MockProviderBuilder {
     /// Largest request body read.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.spec.max_body_bytes = bytes;
+        self
+    }
+
+    /// How long (wall-clock time) a client gets to send a request's headers, and then its body
+    /// (default 30 s): a connection that sends nothing, or too slowly, is closed; a body that
+    /// does not arrive in time gets 408.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.read_timeout = timeout;
+        self
+    }
+
+    /// Requires `Authorization: Bearer TOKEN` on every `/_mock/*` request (the control plane is
+    /// open without it). This handle's own methods ([`MockProvider::stats`] and the rest) read
+    /// the state directly and keep working.
+    pub fn admin_token(mut self, token: impl AsRef<str>) -> Self {
+        self.spec.admin_token = Some(AdminToken::new(token.as_ref()));
         self
     }
 
@@ -282,12 +320,12 @@ impl MockProvider {
         format!("http://{}/v1", self.addr)
     }
 
-    /// What the mock counted so far.
+    /// What the mock counted so far, keys whole (`/_mock/stats` masks them).
     pub fn stats(&self) -> Stats {
         self.state.stats()
     }
 
-    /// Every request so far, in order.
+    /// Every request so far, in order, keys whole (`/_mock/journal` masks them).
     pub fn journal(&self) -> Vec<JournalEntry> {
         self.state.journal.since(0)
     }

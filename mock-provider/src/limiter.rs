@@ -1,5 +1,5 @@
 //! Rolling-window rate limiting per API key and model, as Groq enforces it, and the peaks that
-//! make the mock an independent witness of a client's pacing (DESIGN.md invariant 1).
+//! make the mock an independent witness of a client's pacing (ARCHITECTURE.md, invariant 1).
 //!
 //! A unit admitted at clock time `t` counts against a window of length `W` until `t + W`. A
 //! request is admitted when, for every limited window, what is in the window plus what the

@@ -52,41 +52,16 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration)]
     latency: Option<Duration>,
     /// Header dialect: groq, openai, cerebras or anthropic.
-    #[arg(long, value_parser = parse_dialect)]
+    #[arg(long)]
     dialect: Option<Dialect>,
-}
-
-fn parse_dialect(s: &str) -> Result<Dialect, String> {
-    match s {
-        "groq" => Ok(Dialect::Groq),
-        "openai" => Ok(Dialect::OpenAi),
-        "cerebras" => Ok(Dialect::Cerebras),
-        "anthropic" => Ok(Dialect::Anthropic),
-        other => Err(format!(
-            "unknown dialect {other:?}: expected groq, openai, cerebras or anthropic"
-        )),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    /// Wall-clock time a client gets to send a request's headers (idle connections are closed
+    /// after it too), then its body (else 408), e.g. 30s [default: 30s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    read_timeout: Option<Duration>,
+    /// Name of the environment variable holding the control plane's token: every /_mock/*
+    /// request must then send `Authorization: Bearer TOKEN` (open without one).
+    #[arg(long, value_name = "NAME")]
+    admin_token_env: Option<String>,
 }
 
 #[tokio::main]
@@ -116,8 +91,11 @@ async fn main() -> anyhow::Result<()> {
         latency: args.latency,
         time_scale: args.time_scale,
         listen: args.listen,
+        read_timeout: args.read_timeout,
+        admin_token_env: args.admin_token_env,
     };
-    let resolved = config::resolve(file, &overrides).map_err(anyhow::Error::msg)?;
+    let resolved =
+        config::resolve(file, &overrides, &config::ProcessEnv).map_err(anyhow::Error::msg)?;
     let clock = Clock::scaled(resolved.time_scale)?;
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
@@ -127,6 +105,6 @@ async fn main() -> anyhow::Result<()> {
     writeln!(stdout, "listening on http://{addr}")?;
     stdout.flush()?;
     let state = Arc::new(MockState::new(resolved.spec, clock));
-    spillway_mock::run(listener, state, shutdown_signal()).await?;
+    spillway_mock::run(listener, state, spillway_plumbing::shutdown::signal()).await?;
     Ok(())
 }

@@ -1,10 +1,57 @@
-//! Parsing and validating request bodies the way Groq does: a malformed body or a missing or
-//! mistyped field is a 400 that names the field; unknown fields are ignored.
+//! Reading and validating request bodies the way Groq does: a body over the size limit is a
+//! 413, one that does not arrive within the read timeout a 408, one that cannot be read (broken
+//! chunked framing, a client that hung up) a 400; a malformed body or a missing or mistyped
+//! field is a 400 that names the field; unknown fields are ignored.
 
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 
 use crate::error::MockError;
 use crate::tokens;
+
+/// The token of an `Authorization: Bearer TOKEN` header (`bearer` in lower case too), trimmed.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// Reads a whole request body: at most `limit` bytes (413 beyond, refused at once when
+/// `content-length` says so), within `timeout` of wall-clock time (408 after it).
+pub async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, MockError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(MockError::BodyTooLarge { limit });
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(MockError::BodyTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(MockError::InvalidRequest {
+            message: format!("The request body could not be read: {e}"),
+            param: None,
+        }),
+        Err(_) => Err(MockError::RequestTimeout { after: timeout }),
+    }
+}
 
 /// A validated chat-completions request: what the mock's answer depends on.
 #[derive(Debug, Clone)]

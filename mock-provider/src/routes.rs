@@ -5,29 +5,25 @@
 //! before admission (status, reset, hang) → rate limiter (413 / 429) → latency → the answer,
 //! possibly cut or garbled by a fault. Every request is journaled with the status it got.
 
-use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use tokio::sync::mpsc;
 
+use crate::bodies::{json_body, stream_body};
 use crate::error::MockError;
 use crate::faults::{self, FaultPlan};
 use crate::headers::{retry_after_secs, write_rate_limit_headers};
 use crate::journal::JournalEntry;
 use crate::limiter::{Decision, Usage};
-use crate::reply::{
-    Ids, StreamWriter, completion_body, embeddings_body, reply_for, stream_events, stream_pieces,
-};
-use crate::request::{ChatRequest, EmbeddingsRequest};
-use crate::spec::{Dialect, Fault};
+use crate::reply::{Ids, completion_body, embeddings_body, reply_for};
+use crate::request::{ChatRequest, EmbeddingsRequest, read_body};
+use crate::spec::Fault;
 use crate::state::MockState;
 
 /// Marks a response whose connection the server must reset instead of answering.
@@ -106,6 +102,10 @@ fn reject(
     err: MockError,
     extra: HeaderMap,
 ) -> Response {
+    let retry_in = match &err {
+        MockError::RateLimited { denial, .. } => Some(denial.wait),
+        _ => None,
+    };
     let mut response = err.into_response_in(st.spec.dialect);
     response.headers_mut().extend(extra);
     entry.status = response.status().as_u16();
@@ -114,21 +114,9 @@ fn reject(
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    entry.retry_in_ms = retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     st.record(key, model, entry);
     response
-}
-
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, MockError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(MockError::BodyTooLarge { limit });
-    }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| MockError::BodyTooLarge { limit })
 }
 
 /// What the limiter said, as the response headers and (on refusal) the error.
@@ -149,8 +137,10 @@ fn admit(
             write_rate_limit_headers(&mut headers, st.spec.dialect, &snapshot, &st.clock);
             None
         }
-        Decision::Deny(denial, snapshot) => {
+        Decision::Deny(mut denial, snapshot) => {
             write_rate_limit_headers(&mut headers, st.spec.dialect, &snapshot, &st.clock);
+            // `retry-after` and the message's "Please try again in" are wall-clock time.
+            denial.wait = st.clock.to_wall(denial.wait);
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs(denial.wait)),
@@ -224,7 +214,7 @@ async fn chat(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Body) 
         Err(e) => return reject(&st, None, None, entry, e, HeaderMap::new()),
     };
     entry.key = Some(st.limiter.key_name(key).to_string());
-    let req = match read_body(body, &headers, st.spec.max_body_bytes)
+    let req = match read_body(body, &headers, st.spec.max_body_bytes, st.spec.read_timeout)
         .await
         .and_then(|bytes| ChatRequest::parse(&bytes))
     {
@@ -271,7 +261,7 @@ async fn chat(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Body) 
         r
     } else {
         let body = completion_body(&req, &reply, &ids);
-        let mut r = Response::new(json_body(body, plan.fault));
+        let mut r = Response::new(json_body(body, plan.fault, &st.shutdown));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -290,112 +280,6 @@ fn finish_headers(response: &mut Response, limit_headers: HeaderMap, ids: &Ids) 
     }
 }
 
-/// A JSON body, possibly garbled or cut by a fault.
-fn json_body(body: String, fault: Option<Fault>) -> Body {
-    match fault {
-        Some(Fault::InvalidJson) => Body::from(body[..body.len() / 2].to_string()),
-        Some(Fault::CutStream { .. }) => {
-            let body = Bytes::from(body);
-            let first = body.slice(..body.len() / 2);
-            let parts = futures_util::stream::unfold(Some(first), |part| async move {
-                match part {
-                    Some(bytes) => Some((Ok(bytes), None)),
-                    None => {
-                        // Let the first half be flushed before the connection drops.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        None::<(Result<Bytes, io::Error>, Option<Bytes>)>
-                    }
-                }
-            });
-            let cut = futures_util::stream::iter([Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "injected fault: body cut",
-            ))]);
-            Body::from_stream(futures_util::StreamExt::chain(parts, cut))
-        }
-        _ => Body::from(body),
-    }
-}
-
-/// The SSE body of a streamed answer: all at once when nothing paces or breaks it, otherwise
-/// written event by event from a task.
-fn stream_body(
-    st: &MockState,
-    req: &ChatRequest,
-    reply: &crate::reply::Reply,
-    ids: &Ids,
-    plan: &FaultPlan,
-) -> Body {
-    let events = stream_events(req, reply, ids);
-    let paced =
-        plan.latency.time_to_first_token.is_some() || plan.latency.tokens_per_second.is_some();
-    let fault = plan.fault;
-    if !paced && fault.is_none() {
-        return Body::from(events.concat());
-    }
-    let content_chunks = stream_pieces(&reply.text).count();
-    let error_event = match st.spec.dialect {
-        Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_string(),
-        _ => StreamWriter::new(req, ids).error(
-            "Internal server error: the response stream was interrupted (injected fault: cut_stream)",
-        ),
-    };
-    let garbled = format!(
-        "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"delta\":{{\"content\":\n\n",
-        ids.completion
-    );
-    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
-    let clock = st.clock.clone();
-    let shutdown = st.shutdown.clone();
-    let latency = plan.latency;
-    tokio::spawn(async move {
-        let per_chunk = latency
-            .tokens_per_second
-            .map(|tps| Duration::from_secs_f64(1.0 / tps))
-            .unwrap_or_default();
-        for (i, event) in events.into_iter().enumerate() {
-            // Event 0 is the role chunk; events 1..=content_chunks carry text.
-            let delay = match i {
-                1 => latency.time_to_first_token.unwrap_or_default(),
-                i if i > 1 && i <= content_chunks => per_chunk,
-                _ => Duration::ZERO,
-            };
-            if !delay.is_zero() {
-                tokio::select! {
-                    _ = clock.sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-            if let Some(Fault::CutStream { after_chunks }) = fault
-                && i == (after_chunks as usize + 1).min(content_chunks + 1)
-            {
-                let _ = tx.send(Ok(Bytes::from(error_event))).await;
-                // Let the server flush what was sent before the connection drops: hyper
-                // writes buffered bytes only once the body has nothing more ready.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "injected fault: stream cut",
-                    )))
-                    .await;
-                return;
-            }
-            let event = if fault == Some(Fault::InvalidJson) && i == 2 {
-                garbled.clone()
-            } else {
-                event
-            };
-            if tx.send(Ok(Bytes::from(event))).await.is_err() {
-                return; // the client went away
-            }
-        }
-    });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
-}
-
 async fn embeddings(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Body) -> Response {
     let seq = st.next_request();
     let mut entry = new_entry(&st, seq, "embeddings", &headers);
@@ -404,7 +288,7 @@ async fn embeddings(State(st): State<Arc<MockState>>, headers: HeaderMap, body: 
         Err(e) => return reject(&st, None, None, entry, e, HeaderMap::new()),
     };
     entry.key = Some(st.limiter.key_name(key).to_string());
-    let req = match read_body(body, &headers, st.spec.max_body_bytes)
+    let req = match read_body(body, &headers, st.spec.max_body_bytes, st.spec.read_timeout)
         .await
         .and_then(|bytes| EmbeddingsRequest::parse(&bytes))
     {
@@ -436,7 +320,7 @@ async fn embeddings(State(st): State<Arc<MockState>>, headers: HeaderMap, body: 
     st.record(Some(key), Some(model), entry);
     st.clock.sleep(plan.delay).await;
     let ids = Ids::new(st.instance, seq, st.clock.unix_now().as_secs());
-    let mut response = Response::new(json_body(embeddings_body(&req), plan.fault));
+    let mut response = Response::new(json_body(embeddings_body(&req), plan.fault, &st.shutdown));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

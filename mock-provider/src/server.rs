@@ -1,5 +1,7 @@
-//! The accept loop: HTTP/1.1 with keep-alive, connections that can be reset on purpose (the
-//! `reset` fault, answered with a TCP RST), and graceful shutdown.
+//! The accept loop: HTTP/1.1 with keep-alive, a read timeout on request headers (which also
+//! closes idle keep-alive connections) and graceful shutdown, as `spillway_plumbing::accept`
+//! runs them for the proxy too; and what only the mock does with a connection: reset it on
+//! purpose (the `reset` fault, answered with a TCP RST).
 
 use std::future::Future;
 use std::io;
@@ -12,8 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use spillway_plumbing::accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
@@ -92,35 +93,24 @@ impl std::error::Error for ResetRequested {}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// responses finish (up to five seconds), and returns.
+///
+/// A client gets `read_timeout` (wall-clock time) to send each request's headers: hyper starts
+/// that clock when the connection waits for a request, so a connection that sends nothing, a
+/// slowloris trickling header bytes and an idle keep-alive connection are all closed after it,
+/// without an answer. (The body's share is timed where it is read, which answers 408.)
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send,
-    on_shutdown: impl FnOnce() + Send,
-) -> io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+) {
+    let options = accept::Options::new(read_timeout).with_grace(GRACE);
+    accept::serve(listener, options, shutdown, |stream, http| {
         let reset = Arc::new(AtomicBool::new(false));
-        let io = TokioIo::new(ResettableStream {
+        let io = ResettableStream {
             inner: stream,
             reset: reset.clone(),
-        });
+        };
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let app = app.clone();
@@ -137,18 +127,7 @@ pub async fn serve(
                 Ok::<_, ResetRequested>(response)
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
-    drop(listener);
-    on_shutdown();
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(GRACE) => {
-            tracing::warn!("connections still open after the grace period; dropping them");
-        }
-    }
-    Ok(())
+        tokio::spawn(http.serve_connection(io, service));
+    })
+    .await;
 }

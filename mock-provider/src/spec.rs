@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::AdminToken;
+
 /// Groq's production chat model ids, served when no model list is given.
 pub const GROQ_PRODUCTION_MODELS: &[&str] = &[
     "llama-3.1-8b-instant",
@@ -29,6 +31,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many journal entries the mock keeps (oldest dropped first) unless configured.
 pub const DEFAULT_JOURNAL_CAPACITY: usize = 100_000;
+
+/// How long a client gets to send a request's headers, and then its body, unless configured
+/// (wall-clock time).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One model's rate limits for one API key. A `None` window is not enforced, and the headers that
 /// would report it are left out, as Groq leaves out requests-per-minute.
@@ -270,33 +276,9 @@ impl LimitKind {
     }
 }
 
-/// Which provider's rate-limit headers and error bodies a mock speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    /// `x-ratelimit-*-requests` per day, `x-ratelimit-*-tokens` per minute, Go-duration resets.
-    #[default]
-    Groq,
-    /// The same six names, both per minute.
-    #[serde(rename = "openai")]
-    OpenAi,
-    /// `x-ratelimit-*-requests-day` and `-tokens-minute`, float-second resets.
-    Cerebras,
-    /// `anthropic-ratelimit-*`, RFC 3339 resets, Anthropic's error bodies and 529.
-    Anthropic,
-}
-
-impl Dialect {
-    /// The dialect's name as configs spell it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Dialect::Groq => "groq",
-            Dialect::OpenAi => "openai",
-            Dialect::Cerebras => "cerebras",
-            Dialect::Anthropic => "anthropic",
-        }
-    }
-}
+/// Which provider's rate-limit headers and error bodies a mock speaks: the one definition the
+/// proxy reads by too, so a config names a dialect the same way for both.
+pub use spillway_plumbing::Dialect;
 
 /// Latency added to responses. All durations are clock time, so they shrink with the time scale
 /// like everything else the mock does.
@@ -331,6 +313,13 @@ pub enum Fault {
         /// Content chunks delivered before the cut.
         after_chunks: u32,
     },
+    /// Stream: send this many content chunks, then nothing more, without ending the body, until
+    /// the client goes away or the mock shuts down (then the body breaks). Non-streaming: send
+    /// the headers and half the body, then stall likewise.
+    StallStream {
+        /// Content chunks delivered before the stall.
+        after_chunks: u32,
+    },
     /// Status 200 with a body that is not valid JSON (for streams: a chunk that is not JSON).
     InvalidJson,
     /// Never send the response headers (until the client gives up or the mock shuts down).
@@ -344,6 +333,7 @@ impl Fault {
             Fault::Status(s) => format!("status_{s}"),
             Fault::Reset => "reset".into(),
             Fault::CutStream { .. } => "cut_stream".into(),
+            Fault::StallStream { .. } => "stall_stream".into(),
             Fault::InvalidJson => "invalid_json".into(),
             Fault::Hang => "hang".into(),
         }
@@ -419,19 +409,26 @@ impl TryFrom<RawFaultRule> for FaultRule {
             "cut_stream" => Fault::CutStream {
                 after_chunks: raw.after_chunks.unwrap_or(3),
             },
+            "stall_stream" => Fault::StallStream {
+                after_chunks: raw.after_chunks.unwrap_or(3),
+            },
             "invalid_json" => Fault::InvalidJson,
             "hang" => Fault::Hang,
             other => {
                 return Err(format!(
-                    "unknown fault {other:?}: expected one of status, reset, cut_stream, invalid_json, hang"
+                    "unknown fault {other:?}: expected one of status, reset, cut_stream, stall_stream, invalid_json, hang"
                 ));
             }
         };
         if raw.status.is_some() && !matches!(fault, Fault::Status(_)) {
             return Err("`status` only applies to fault = \"status\"".into());
         }
-        if raw.after_chunks.is_some() && !matches!(fault, Fault::CutStream { .. }) {
-            return Err("`after_chunks` only applies to fault = \"cut_stream\"".into());
+        if raw.after_chunks.is_some()
+            && !matches!(fault, Fault::CutStream { .. } | Fault::StallStream { .. })
+        {
+            return Err(
+                "`after_chunks` only applies to fault = \"cut_stream\" or \"stall_stream\"".into(),
+            );
         }
         let trigger = match (raw.probability, raw.requests) {
             (Some(p), None) => {
@@ -480,6 +477,10 @@ impl From<FaultRule> for RawFaultRule {
             Fault::CutStream { after_chunks } => {
                 raw.after_chunks = Some(after_chunks);
                 "cut_stream".into()
+            }
+            Fault::StallStream { after_chunks } => {
+                raw.after_chunks = Some(after_chunks);
+                "stall_stream".into()
             }
             Fault::InvalidJson => "invalid_json".into(),
             Fault::Hang => "hang".into(),
@@ -576,8 +577,8 @@ impl Faults {
 /// Everything that decides how a mock behaves.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MockSpec {
-    /// Accepted API keys. They double as the key's name in stats and the journal: mock keys are
-    /// not secrets.
+    /// Accepted API keys. They double as the key's name in stats and the journal (masked by the
+    /// HTTP control plane): mock keys are not secrets.
     pub keys: Vec<String>,
     /// Served model ids, in the order `GET models` lists them.
     pub models: Vec<String>,
@@ -593,6 +594,13 @@ pub struct MockSpec {
     pub max_body_bytes: usize,
     /// Journal entries kept (oldest dropped first); 0 keeps none.
     pub journal_capacity: usize,
+    /// How long a client gets to send a request's headers (an idle keep-alive connection is
+    /// closed after it too), and then its body (else 408). Wall-clock time, not the mock's
+    /// clock: it protects the process, not the simulation.
+    pub read_timeout: Duration,
+    /// When set, every `/_mock/*` request must send `Authorization: Bearer TOKEN`; when not,
+    /// the control plane is open.
+    pub admin_token: Option<AdminToken>,
     /// Faults and latency at start-up.
     pub faults: Faults,
 }
@@ -612,6 +620,8 @@ impl Default for MockSpec {
             flex_capacity_exceeded: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             journal_capacity: DEFAULT_JOURNAL_CAPACITY,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            admin_token: None,
             faults: Faults::none(),
         }
     }
@@ -670,6 +680,12 @@ impl MockSpec {
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be at least 1".into());
         }
+        if self.read_timeout.is_zero() {
+            return Err("read_timeout must be longer than zero".into());
+        }
+        if self.admin_token.as_ref().is_some_and(AdminToken::is_empty) {
+            return Err("admin_token: the token is empty".into());
+        }
         Ok(())
     }
 }
@@ -721,12 +737,49 @@ mod tests {
     }
 
     #[test]
+    fn stall_stream_reads_from_toml_with_three_chunks_by_default() {
+        let faults: Faults = toml::from_str(
+            r#"
+            [[rules]]
+            fault = "stall_stream"
+            probability = 1.0
+            [[rules]]
+            fault = "stall_stream"
+            after_chunks = 7
+            requests = [1, 2]
+            "#,
+        )
+        .expect("valid faults");
+        assert_eq!(
+            faults.rules[0].fault,
+            Fault::StallStream { after_chunks: 3 }
+        );
+        assert_eq!(
+            faults.rules[1].fault,
+            Fault::StallStream { after_chunks: 7 }
+        );
+        assert_eq!(faults.rules[0].fault.label(), "stall_stream");
+        assert!(!faults.rules[0].fault.precedes_admission(), "it is counted");
+        let err = toml::from_str::<Faults>(
+            "[[rules]]\nfault = \"hang\"\nafter_chunks = 2\nprobability = 1.0\n",
+        )
+        .expect_err("after_chunks does not apply to hang");
+        assert!(err.to_string().contains("stall_stream"), "{err}");
+    }
+
+    #[test]
     fn fault_rules_round_trip_through_json() {
-        let faults = Faults::none().with_rule(FaultRule {
-            fault: Fault::CutStream { after_chunks: 4 },
-            trigger: Trigger::Probability(0.25),
-            model: Some("m".into()),
-        });
+        let faults = Faults::none()
+            .with_rule(FaultRule {
+                fault: Fault::CutStream { after_chunks: 4 },
+                trigger: Trigger::Probability(0.25),
+                model: Some("m".into()),
+            })
+            .with_rule(FaultRule {
+                fault: Fault::StallStream { after_chunks: 0 },
+                trigger: Trigger::Requests { from: 2, to: 3 },
+                model: None,
+            });
         let json = serde_json::to_string(&faults).expect("serializes");
         let back: Faults = serde_json::from_str(&json).expect("deserializes");
         assert_eq!(back, faults);

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::MockError;
 use crate::journal::{Journal, JournalEntry};
 use crate::limiter::Limiter;
+use crate::request::bearer_token;
 use crate::spec::{Faults, MockSpec};
 use crate::stats::Stats;
 
@@ -77,15 +78,8 @@ impl MockState {
 
     /// The key a request authenticates with (`Authorization: Bearer` or `x-api-key`).
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<usize, MockError> {
-        let bearer = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let key = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+        let key = bearer_token(headers)
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         key.and_then(|k| self.limiter.key_index(k))
             .ok_or(MockError::InvalidApiKey)
     }

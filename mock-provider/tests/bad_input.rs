@@ -1,10 +1,20 @@
-//! Bad input gets Groq's status and body, never a panic or a hang.
+//! Bad input gets Groq's status and body, never a panic or a hang: a few cases checked body for
+//! body, then a table of malformed requests of every kind (bodies, fields, headers, methods,
+//! framing, sizes, slow clients, the control plane), sent as raw bytes, each bounded in time and
+//! followed by a valid request the mock must still serve.
 
 mod common;
+#[path = "bad_input/table.rs"]
+mod table;
 
+use std::time::Duration;
+
+use common::raw::{self, Reply};
 use common::*;
 use serde_json::{Value, json};
 use spillway_mock::MockProvider;
+use table::{Case, Expect, LIMIT, Sending};
+use tokio::io::AsyncWriteExt;
 
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
@@ -189,4 +199,136 @@ async fn both_base_paths_serve_the_api() {
         .await
         .unwrap();
     assert_eq!(one["id"], "openai/gpt-oss-120b");
+}
+
+/// The table mock's read timeout.
+const READ_TIMEOUT: Duration = Duration::from_millis(400);
+/// No case may take longer than this to settle.
+const CASE_BOUND: Duration = Duration::from_secs(5);
+
+/// Sends one case and checks what came back; `Err` says what was wrong.
+async fn run_case(addr: std::net::SocketAddr, case: &Case) -> Result<(), String> {
+    let head = case.bytes.starts_with(b"HEAD ");
+    let stream = raw::send(addr, &case.bytes).await;
+    let (mut read, mut write) = stream.into_split();
+    let _trickler = match case.sending {
+        Sending::All => {
+            // Keep the write side open for the whole case.
+            tokio::spawn(async move {
+                tokio::time::sleep(CASE_BOUND).await;
+                drop(write);
+            })
+        }
+        Sending::ThenEof => {
+            write
+                .shutdown()
+                .await
+                .map_err(|e| format!("shutdown: {e}"))?;
+            tokio::spawn(async {})
+        }
+        Sending::ThenTrickle(tail) => raw::trickle(write, tail, Duration::from_millis(20)),
+    };
+    let reply = raw::read_reply(&mut read, head, CASE_BOUND).await;
+    match (case.expect, reply) {
+        (Expect::ClosedUnanswered, Reply::Closed { partial }) if partial.is_empty() => Ok(()),
+        (Expect::Bare(status), Reply::Answer(a)) => {
+            if a.status != status || !a.body.is_empty() {
+                return Err(format!("expected a bare {status}, got {a:?}"));
+            }
+            if !raw::closes_within(&mut read, CASE_BOUND).await {
+                return Err("the connection stayed open after a framing error".into());
+            }
+            Ok(())
+        }
+        (Expect::Head(status), Reply::Answer(a)) if a.status == status => Ok(()),
+        (Expect::Completion, Reply::Answer(a)) => match a.json() {
+            Some(v) if a.status == 200 && v["object"] == "chat.completion" => Ok(()),
+            _ => Err(format!(
+                "expected a completion, got {} {}",
+                a.status,
+                a.text()
+            )),
+        },
+        (Expect::Embeddings, Reply::Answer(a)) => match a.json() {
+            Some(v) if a.status == 200 && v["object"] == "list" => Ok(()),
+            _ => Err(format!(
+                "expected embeddings, got {} {}",
+                a.status,
+                a.text()
+            )),
+        },
+        (
+            Expect::Error {
+                status,
+                code,
+                param,
+            },
+            Reply::Answer(a),
+        ) => {
+            let shown = format!("{} {}", a.status, a.text());
+            if a.status != status {
+                return Err(format!("expected {status}, got {shown}"));
+            }
+            if a.header("content-type") != Some("application/json") {
+                return Err(format!("not labelled JSON: {:?}", a.headers));
+            }
+            let Some(body) = a.json() else {
+                return Err(format!("not JSON: {shown}"));
+            };
+            let err = &body["error"];
+            if err["message"].as_str().is_none_or(str::is_empty) || !err["type"].is_string() {
+                return Err(format!("not an error object with a message: {shown}"));
+            }
+            if let Some(code) = code
+                && err["code"] != code
+            {
+                return Err(format!("expected code {code}: {shown}"));
+            }
+            if let Some(param) = param
+                && err["param"] != param
+            {
+                return Err(format!("expected param {param}: {shown}"));
+            }
+            Ok(())
+        }
+        (expect, reply) => Err(format!("expected {expect:?}, got {reply:?}")),
+    }
+}
+
+#[tokio::test]
+async fn every_malformed_request_gets_a_bounded_answer_and_the_mock_keeps_serving() {
+    let cases = table::cases();
+    assert!(cases.len() >= 90, "only {} cases", cases.len());
+    let mock = MockProvider::builder()
+        .key("k1")
+        .max_body_bytes(LIMIT)
+        .read_timeout(READ_TIMEOUT)
+        .start()
+        .await;
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Err(why) = run_case(mock.addr(), case).await {
+            failures.push(format!("{}: {why}", case.name));
+        }
+        // Whatever the case did, the mock still serves a valid request.
+        let after = tokio::time::timeout(
+            CASE_BOUND,
+            chat(&mock.url(), "k1", &chat_body(MODEL, "still there?")),
+        )
+        .await;
+        match after {
+            Ok(resp) if resp.status() == 200 => {}
+            other => failures.push(format!(
+                "{}: the next valid request was not served: {other:?}",
+                case.name
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

@@ -228,3 +228,73 @@ async fn a_cut_plain_answer_delivers_part_of_the_body_then_breaks() {
         String::from_utf8_lossy(&received)
     );
 }
+
+#[tokio::test]
+async fn a_stalled_plain_answer_sends_headers_and_part_of_the_body_then_nothing() {
+    let faults = Faults::none().with_rule(rule(
+        Fault::StallStream { after_chunks: 3 },
+        Trigger::Probability(1.0),
+    ));
+    let mock = MockProvider::builder()
+        .key("k1")
+        .faults(faults)
+        .start()
+        .await;
+    let mut resp = chat(&mock.url(), "k1", &chat_body(MODEL, "x")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-type"), "application/json");
+    let first = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+        .await
+        .expect("part of the body comes")
+        .expect("no error")
+        .expect("a chunk");
+    assert!(
+        first.starts_with(b"{\"id\":\"chatcmpl-"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    let next = tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await;
+    assert!(next.is_err(), "expected silence, got {next:?}");
+    assert_eq!(mock.journal()[0].fault.as_deref(), Some("stall_stream"));
+    // The mock's shutdown releases it well within its grace, breaking the body.
+    tokio::time::timeout(Duration::from_secs(2), mock.shutdown())
+        .await
+        .expect("shutdown releases the stalled answer");
+    let end = tokio::time::timeout(Duration::from_secs(2), resp.chunk())
+        .await
+        .expect("the body ends");
+    assert!(end.is_err(), "{end:?}");
+}
+
+#[tokio::test]
+async fn stall_stream_is_set_through_the_control_plane() {
+    let mock = MockProvider::builder().key("k1").start().await;
+    let put = client()
+        .put(format!("{}/_mock/faults", mock.base_url()))
+        .json(&json!({"rules": [{"fault": "stall_stream", "after_chunks": 2, "requests": [1, 1]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let set: Value = put.json().await.unwrap();
+    assert_eq!(set["rules"][0]["fault"], "stall_stream");
+    assert_eq!(set["rules"][0]["after_chunks"], 2);
+    assert_eq!(
+        mock.state().faults.load().rules[0].fault,
+        Fault::StallStream { after_chunks: 2 }
+    );
+    let bad = client()
+        .put(format!("{}/_mock/faults", mock.base_url()))
+        .json(&json!({"rules": [{"fault": "stall", "probability": 1.0}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let err: Value = bad.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stall_stream")),
+        "{err}"
+    );
+}

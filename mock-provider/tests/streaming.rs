@@ -145,3 +145,146 @@ async fn time_to_first_token_and_pace_delay_the_stream() {
     assert!(mock.clock().now() - started >= Duration::from_millis(300));
     assert!(events(&text).last().is_some_and(|e| e == "[DONE]"));
 }
+
+/// Reads `resp` until `enough` holds for what arrived (within 5 s), and returns it.
+async fn read_until(resp: &mut reqwest::Response, enough: impl Fn(&str) -> bool) -> String {
+    let mut received = String::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !enough(&received) {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => received.push_str(&String::from_utf8_lossy(&bytes)),
+                other => panic!("the stream ended early ({other:?}) after {received:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the first chunks never came: {received:?}"));
+    received
+}
+
+fn content_chunks(received: &str) -> usize {
+    events(received)
+        .iter()
+        .filter(|e| e.contains("\"delta\":{\"content\""))
+        .count()
+}
+
+fn stall_after(after_chunks: u32) -> Faults {
+    Faults::none().with_rule(FaultRule {
+        fault: Fault::StallStream { after_chunks },
+        trigger: Trigger::Probability(1.0),
+        model: None,
+    })
+}
+
+#[tokio::test]
+async fn a_stalled_stream_sends_its_first_chunks_then_nothing_and_stays_open() {
+    let mock = MockProvider::builder()
+        .key("k1")
+        .faults(stall_after(3))
+        .start()
+        .await;
+    let mut resp = chat(&mock.url(), "k1", &streamed(chat_body(MODEL, "q"), false)).await;
+    assert_eq!(resp.status(), 200);
+    let received = read_until(&mut resp, |r| content_chunks(r) >= 3).await;
+    assert!(
+        received.contains("\"role\":\"assistant\""),
+        "the role chunk comes first: {received}"
+    );
+    // Nothing more for 500 ms: no chunk, no end of the body, no error.
+    let next = tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await;
+    assert!(next.is_err(), "expected silence, got {next:?}");
+    assert_eq!(content_chunks(&received), 3, "{received}");
+    assert!(!received.contains("[DONE]"));
+    let entry = &mock.journal()[0];
+    assert_eq!(
+        (entry.status, entry.fault.as_deref()),
+        (200, Some("stall_stream"))
+    );
+    assert_eq!(
+        mock.stats()
+            .key_model("k1", MODEL)
+            .map(|s| s.requests_admitted),
+        Some(1),
+        "a stalled request is counted"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_stalled_stream_within_its_grace() {
+    let mock = MockProvider::builder()
+        .key("k1")
+        .faults(stall_after(1))
+        .start()
+        .await;
+    let mut resp = chat(&mock.url(), "k1", &streamed(chat_body(MODEL, "q"), false)).await;
+    read_until(&mut resp, |r| content_chunks(r) >= 1).await;
+    let clock = Clock::real();
+    let started = clock.now();
+    // Well under the server's 5 s grace: the stall is released, not waited out.
+    tokio::time::timeout(Duration::from_secs(2), mock.shutdown())
+        .await
+        .expect("shutdown releases the stalled stream");
+    assert!(clock.now() - started < Duration::from_secs(2));
+    let end = tokio::time::timeout(Duration::from_secs(2), resp.chunk())
+        .await
+        .expect("the body ends once the mock stops");
+    assert!(
+        end.is_err(),
+        "the body breaks, it does not end cleanly: {end:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_json_in_a_stream_garbles_one_chunk_and_carries_on_to_done() {
+    let faults = Faults::none().with_rule(FaultRule {
+        fault: Fault::InvalidJson,
+        trigger: Trigger::Probability(1.0),
+        model: None,
+    });
+    let mock = MockProvider::builder()
+        .key("k1")
+        .faults(faults)
+        .start()
+        .await;
+    let mut body = chat_body(MODEL, "tell me about rivers");
+    body["max_tokens"] = json!(500);
+    // Replies depend only on (model, messages, seed): a mock without faults gives the text.
+    let clean = MockProvider::builder().key("k1").start().await;
+    let plain: Value = chat(&clean.url(), "k1", &body).await.json().await.unwrap();
+    let text = chat(&mock.url(), "k1", &streamed(body, false))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = events(&text);
+    let parsed: Vec<Result<Value, _>> = events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e))
+        .collect();
+    let bad: Vec<usize> = parsed
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    // Exactly one event is not JSON (besides [DONE]): the third, where the second word was.
+    assert_eq!(bad, vec![2, events.len() - 1], "{text}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        events[2].starts_with("{\"id\":\"chatcmpl-")
+            && events[2].ends_with("\"delta\":{\"content\":"),
+        "{}",
+        events[2]
+    );
+    // Every other chunk is as usual: the text is the plain reply without its second word.
+    let words: Vec<&str> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let full = plain["choices"][0]["message"]["content"].as_str().unwrap();
+    let mut expected: Vec<&str> = full.split_inclusive(' ').collect();
+    expected.remove(1);
+    assert_eq!(words.concat(), expected.concat());
+}

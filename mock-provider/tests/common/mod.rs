@@ -1,6 +1,8 @@
 //! Helpers shared by the mock's integration tests.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
