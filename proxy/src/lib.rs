@@ -6,21 +6,29 @@
 //! 429, a 5xx or a timeout to the next key or target before the client sees anything.
 //!
 //! # Layout
-//! - [`cache`]: content-addressed response cache, single-flight, cassettes;
-//! - [`config`]: `spillway.toml`: raw → validated, secrets from the environment;
-//! - [`limits`]: header dialects, per key+model windows, the pure pacer, token estimates;
-//! - [`router`]: the chain walk, fallback and circuits; the only place that waits;
+//! From the top, each layer using only those below it (ARCHITECTURE.md has the picture and
+//! the rules, and CI checks them):
+//! - [`server`]: HTTP only: routing, reading requests, rendering outcomes, logs, recordings;
+//! - [`state`]: what the endpoints share;
+//! - [`pipeline`]: a request's way: cache policy, lookup, single-flight, router, store, render;
+//! - [`cache`]: request keys, entries, policy, flights, stream conversion, cassettes, the store;
+//! - [`router`]: the chain walk and fallback; the only place that waits;
 //! - [`upstream`]: the HTTP client to providers and what each failure means;
-//! - [`server`]: endpoints, auth, stream relaying, the one error type;
-//! - [`record`]: traffic recording (JSONL);
-//! - [`metrics`]: Prometheus text; [`state`]: what handlers share;
-//! - [`log_sink`]: the buffered stderr the binary logs to.
+//! - [`config`]: `spillway.toml`: raw → validated, secrets from the environment;
+//! - [`error`]: every refusal the proxy answers with, as data;
+//! - [`limits`]: header dialects, windows, circuits, the pure pacer, estimates, the ledger;
+//! - [`record`]: traffic recording (JSONL); [`metrics`]: Prometheus text; [`log_sink`]: the
+//!   buffered stderr the binary logs to; [`heavy`]: very large requests' work kept off the
+//!   async workers' queue.
 
 pub mod cache;
 pub mod config;
+pub mod error;
+pub mod heavy;
 pub mod limits;
 pub mod log_sink;
 pub mod metrics;
+pub mod pipeline;
 pub mod record;
 pub mod router;
 pub mod server;
@@ -30,17 +38,17 @@ pub mod upstream;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use server::build_app;
 pub use spillway_clock::Clock;
 pub use state::AppState;
 
-/// How long shutdown waits for in-flight upstream calls to finish and be stored.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long, after the shutdown grace has ended the streams in progress, the server waits for
+/// their connections to take the error event and close before it returns anyway.
+const AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Keeps one timer pending in the runtime at all times. Every upstream call arms a timeout;
 /// when the runtime's timer wheel is otherwise empty, arming one wakes the thread parked in the
-/// I/O driver so it can shorten its sleep, which cost a cross-thread wake-up (a futex and an
-/// eventfd write) per request in a trace. With a timer always due within a second, a timeout
+/// I/O driver so it can shorten its sleep, which costs a cross-thread wake-up (a futex and an
+/// eventfd write) per request. With a timer always due within a second, a timeout
 /// of seconds or more never needs that wake-up. Real time on purpose: it paces nothing.
 async fn metronome() {
     loop {
@@ -48,21 +56,47 @@ async fn metronome() {
     }
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves the proxy on `listener` until `shutdown` resolves, then finishes in-flight requests
+/// for at most `[server] shutdown_grace` (real time): past it, the streams in progress end
+/// with an error event, and the server returns even if a connection is still open.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let cache = state.cache.clone();
+    let cache = state.pipeline.cache.clone();
     let recorder = state.recorder.clone();
+    let grace = state.config.server.shutdown_grace;
+    let stop_streams = state.stop_streams.clone();
     let metronome = tokio::spawn(metronome());
-    let app = build_app(state.clone());
-    let served = server::listen::serve(listener, state, app, shutdown).await;
+    let (began, begun) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = began.send(());
+    };
+    let deadline = async move {
+        if begun.await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(grace).await;
+        tracing::warn!(
+            grace = ?grace,
+            "shutdown grace passed: ending the streams still open"
+        );
+        stop_streams.cancel();
+        tokio::time::sleep(AFTER_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = server::listen::serve(listener, state, shutdown) => served,
+        () = deadline => {
+            tracing::warn!("connections still open after the shutdown grace: closing them");
+            Ok(())
+        }
+    };
     metronome.abort();
-    // Upstream calls still in flight finish and are stored (bounded: a stuck provider must not
-    // hold shutdown hostage).
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, cache.flights.wait_idle()).await;
+    // Upstream calls still in flight finish and are stored, within the grace (a stuck
+    // provider must not hold shutdown hostage).
+    let _ = tokio::time::timeout(grace, cache.flights.wait_idle()).await;
     cache.flush_async().await;
     if let Some(recorder) = recorder {
         recorder.close().await;

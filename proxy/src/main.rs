@@ -93,14 +93,15 @@ enum CacheCommand {
     },
 }
 
-fn cache_tool(
+/// Opens the cache a `spillway cache` command works on: the config's `[cache]` section (or the
+/// defaults, when only `--path` is given), with `--path` over its path.
+fn open_cache(
     config: &std::path::Path,
     path: Option<PathBuf>,
-    command: CacheCommand,
-) -> anyhow::Result<()> {
-    use spillway::cache::{Cache, cassette, key::CacheKey, policy::CacheMode};
+) -> anyhow::Result<spillway::cache::Cache> {
+    use spillway::config::cache::{CacheConfig, CacheMode};
     let mut cache_config = if path.is_some() && !config.exists() {
-        spillway::cache::policy::CacheConfig::default()
+        CacheConfig::default()
     } else {
         config::load_cache_section(config)?
     };
@@ -111,134 +112,145 @@ fn cache_tool(
         cache_config.mode = CacheMode::ReadWrite;
     }
     let dir = cache_config.path.clone();
-    let cache = Cache::open(cache_config, Clock::real()).with_context(|| {
+    spillway::cache::Cache::open(cache_config, Clock::real()).with_context(|| {
         format!(
             "cannot open the cache at {} (is a spillway using it?)",
             dir.display()
         )
-    })?;
-    let store = cache.store().context("the cache has no store")?.clone();
+    })
+}
+
+fn cache_tool(
+    config: &std::path::Path,
+    path: Option<PathBuf>,
+    command: CacheCommand,
+) -> anyhow::Result<()> {
+    let cache = open_cache(config, path)?;
+    let mut out = std::io::stdout().lock();
     match command {
-        CacheCommand::Stats => {
-            let mut routes: std::collections::BTreeMap<(String, String), usize> =
-                Default::default();
-            let (mut oldest, mut newest) = (u64::MAX, 0);
-            let mut corrupt = 0;
-            for key in store.keys()? {
-                match cache.lookup(&key) {
-                    Some(s) => {
-                        *routes
-                            .entry((s.route.clone(), s.namespace.clone()))
-                            .or_default() += 1;
-                        oldest = oldest.min(s.created);
-                        newest = newest.max(s.created);
-                    }
-                    None => corrupt += 1,
-                }
-            }
-            println!("cache {}", dir.display());
-            println!("entries {} ({} bytes)", store.len(), store.bytes());
-            if newest > 0 {
-                let at = |s: u64| {
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
-                    )
-                };
-                println!("oldest {}, newest {}", at(oldest), at(newest));
-            }
-            if corrupt > 0 {
-                println!("removed {corrupt} corrupt or expired entries");
-            }
-            for ((route, ns), n) in routes {
-                let ns = if ns.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    ns
-                };
-                println!("  route {route}  namespace {ns}: {n}");
-            }
-        }
-        CacheCommand::Get { key } => {
-            let key = CacheKey::from_hex(&key).context("expected a key of 64 hex digits")?;
-            let (stored, request) = cache
-                .lookup_full(&key)
-                .context("no valid entry under that key")?;
-            let line = serde_json::json!({
-                "key": key.to_hex(),
-                "namespace": stored.namespace,
-                "route": stored.route,
-                "endpoint": stored.endpoint,
-                "created": stored.created,
-                "provider": stored.provider,
-                "model": stored.model,
-                "request": request,
-                "response": {
-                    "status": stored.status,
-                    "headers": stored.headers,
-                    "body": stored.body,
-                    "chunks": stored.chunks,
-                },
-            });
-            println!("{}", serde_json::to_string_pretty(&line)?);
-        }
+        CacheCommand::Stats => cache_stats(&cache, &mut out)?,
+        CacheCommand::Get { key } => cache_get(&cache, &key, &mut out)?,
         CacheCommand::Purge {
             namespace,
             older_than,
         } => {
             let n = cache.purge(namespace.as_deref(), older_than)?;
-            println!("removed {n} entries");
+            writeln!(out, "removed {n} entries")?;
         }
-        CacheCommand::Export { file } => {
-            let tmp = file.with_extension("partial");
-            let mut out = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("cannot write {}", tmp.display()))?,
-            );
-            let n = cassette::export(&cache, &mut out);
-            drop(out);
-            match n {
-                Ok(n) => {
-                    std::fs::rename(&tmp, &file)?;
-                    println!("exported {n} entries to {}", file.display());
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e.into());
-                }
-            }
-        }
+        CacheCommand::Export { file } => cache_export(&cache, &file, &mut out)?,
         CacheCommand::Import { file } => {
             let input = std::io::BufReader::new(
                 std::fs::File::open(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?,
             );
-            let n = cassette::import(&cache, input).with_context(|| file.display().to_string())?;
-            println!("imported {n} entries from {}", file.display());
+            let n = spillway::cache::cassette::import(&cache, input)
+                .with_context(|| file.display().to_string())?;
+            writeln!(out, "imported {n} entries from {}", file.display())?;
         }
     }
     cache.flush();
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// `spillway cache stats`: entries, bytes, their age span, and counts per route and namespace.
+fn cache_stats(cache: &spillway::cache::Cache, out: &mut impl Write) -> anyhow::Result<()> {
+    let store = cache.store().context("the cache has no store")?;
+    let mut routes: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    let (mut oldest, mut newest) = (u64::MAX, 0);
+    let mut corrupt = 0;
+    for key in store.keys()? {
+        match cache.lookup(&key) {
+            Some(s) => {
+                *routes
+                    .entry((s.route.clone(), s.namespace.clone()))
+                    .or_default() += 1;
+                oldest = oldest.min(s.created);
+                newest = newest.max(s.created);
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => corrupt += 1,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
+    writeln!(out, "cache {}", cache.config.path.display())?;
+    writeln!(out, "entries {} ({} bytes)", store.len(), store.bytes())?;
+    if newest > 0 {
+        let at = |s: u64| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+        };
+        writeln!(out, "oldest {}, newest {}", at(oldest), at(newest))?;
+    }
+    if corrupt > 0 {
+        writeln!(out, "removed {corrupt} corrupt or expired entries")?;
+    }
+    for ((route, ns), n) in routes {
+        let ns = if ns.is_empty() { "(none)".into() } else { ns };
+        writeln!(out, "  route {route}  namespace {ns}: {n}")?;
+    }
+    Ok(())
+}
+
+/// `spillway cache get KEY`: the entry and its canonical request, as JSON.
+fn cache_get(
+    cache: &spillway::cache::Cache,
+    key: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let key =
+        spillway::cache::key::CacheKey::from_hex(key).context("expected a key of 64 hex digits")?;
+    let (stored, request) = cache
+        .lookup_full(&key)
+        .context("no valid entry under that key")?;
+    let line = serde_json::json!({
+        "key": key.to_hex(),
+        "namespace": stored.namespace,
+        "route": stored.route,
+        "endpoint": stored.endpoint,
+        "created": stored.created,
+        "provider": stored.provider,
+        "model": stored.model,
+        "request": request,
+        "response": {
+            "status": stored.status,
+            "headers": stored.headers,
+            "body": stored.body,
+            "chunks": stored.chunks,
+        },
+    });
+    writeln!(out, "{}", serde_json::to_string_pretty(&line)?)?;
+    Ok(())
+}
+
+/// `spillway cache export FILE`: a cassette written beside the file, then moved into place, so
+/// a failed export never leaves half a cassette under the name.
+fn cache_export(
+    cache: &spillway::cache::Cache,
+    file: &std::path::Path,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let tmp = file.with_extension("partial");
+    let mut cassette_file = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?,
+    );
+    let n = spillway::cache::cassette::export(cache, &mut cassette_file);
+    drop(cassette_file);
+    match n {
+        Ok(n) => {
+            std::fs::rename(&tmp, file)?;
+            writeln!(out, "exported {n} entries to {}", file.display())?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.into())
+        }
+    }
+}
+
+/// SIGINT or SIGTERM, said in the log: what follows (in-flight requests finishing) can take a
+/// while.
+async fn shutdown_signal() {
+    spillway_plumbing::shutdown::signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
@@ -277,11 +289,14 @@ fn describe(config: &config::Config) -> String {
             .map(|k| format!("{} (${})", k.alias, k.env))
             .collect();
         out.push_str(&format!(
-            "provider {}: {} [{} headers, timeout {}] keys: {}\n",
+            "provider {}: {} [{} headers, timeout {}{}] keys: {}\n",
             p.name,
             p.base_url,
             p.dialect.name(),
             humantime::format_duration(p.timeout),
+            p.tier
+                .map(|t| format!(", Groq {} plan limits", t.name()))
+                .unwrap_or_default(),
             keys.join(", ")
         ));
     }
@@ -316,17 +331,23 @@ fn describe(config: &config::Config) -> String {
     out
 }
 
-/// mimalloc: the proxy allocates per request in many threads; glibc's arenas showed up in
-/// profiles. Build with `--no-default-features` for the system allocator (heap profilers).
+/// mimalloc: the proxy allocates per request in many threads, where glibc's per-thread arenas
+/// cost more. Build with `--no-default-features` for the system allocator (heap profilers).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     // Log lines go out through a buffer (one write per burst, not per request), written out
     // before a panic is reported and before the process exits. Colors only on a terminal.
-    let sink = LogSink::new(Box::new(std::io::stderr()))?;
+    let sink = match LogSink::new(Box::new(std::io::stderr())) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("error: cannot start logging: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let before_panic = sink.clone();
     let report_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -343,7 +364,26 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let result = run(Args::parse()).await;
     sink.flush();
-    result
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that went away (`spillway cache stats | head`) is not an error.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes only: a user's mistake is not a program's fault,
+            // so no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// True when `e` (or one of its causes) is a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs one command.
@@ -351,7 +391,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Check { config } => {
             let config = config::load(&config, &ProcessEnv)?;
-            print!("{}", describe(&config));
+            write!(std::io::stdout().lock(), "{}", describe(&config))?;
         }
         Command::Cache {
             config,
@@ -371,7 +411,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 config.server.listen = listen;
             }
             if let Some(mode) = cache_mode {
-                config.cache.mode = spillway::cache::policy::CacheMode::parse(&mode).with_context(|| {
+                config.cache.mode = spillway::config::cache::CacheMode::parse(&mode).with_context(|| {
                     format!("--cache-mode: expected read-write, read-only, replay or off (got {mode:?})")
                 })?;
             }

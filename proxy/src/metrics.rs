@@ -41,10 +41,6 @@ impl Counts2 {
             })
             .collect()
     }
-
-    fn total(&self) -> u64 {
-        self.by.values().flat_map(|i| i.values()).sum()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -130,11 +126,6 @@ impl Metrics {
             c.wait_count += 1;
             c.wait_sum += secs;
         });
-    }
-
-    /// Total upstream 429s seen.
-    pub fn upstream_429s(&self) -> u64 {
-        self.with(|c| c.rate_limited.total())
     }
 
     /// Total fallbacks.

@@ -1,5 +1,5 @@
-//! What every handler shares: the config, the router, metrics, the clock, and the client-key
-//! digests.
+//! What every handler shares: the config, the pipeline (cache and router), metrics, the
+//! clock, the client-key digests and the recorder.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,16 +9,18 @@ use spillway_clock::Clock;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::record::Recorder;
 use crate::router::Router;
+use crate::upstream::Upstream;
 
 /// Shared state of one proxy.
 #[derive(Debug)]
 pub struct AppState {
     /// The validated config.
     pub config: Arc<Config>,
-    /// Key pool, pacing and fallback.
-    pub router: Arc<Router>,
+    /// The request's way: cache, single-flight, router.
+    pub pipeline: Arc<Pipeline>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// The clock everything runs on.
@@ -27,10 +29,10 @@ pub struct AppState {
     pub client_keys: Vec<blake3::Hash>,
     /// Route index by client-facing model name.
     pub routes: HashMap<String, usize>,
-    /// The response cache.
-    pub cache: Arc<Cache>,
     /// Traffic recording, when enabled.
     pub recorder: Option<Arc<Recorder>>,
+    /// Cancelled when the shutdown grace has passed: every stream in progress ends.
+    pub stop_streams: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -38,9 +40,22 @@ impl AppState {
     pub fn new(config: Config, clock: Clock) -> Result<Arc<Self>, String> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
-        let router = Arc::new(Router::new(config.clone(), clock.clone(), metrics.clone())?);
+        let stop_streams = tokio_util::sync::CancellationToken::new();
+        let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
+        let router = Arc::new(Router::new(
+            config.clone(),
+            clock.clone(),
+            metrics.clone(),
+            Arc::new(upstream),
+        ));
         let cache =
             Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);
+        let pipeline = Arc::new(Pipeline {
+            config: config.clone(),
+            router,
+            cache,
+            metrics: metrics.clone(),
+        });
         // The tokenizer takes ~35 MB; load it now only when a configured limit counts tokens
         // (limits learned from headers later load it on first need).
         let counts_tokens = config.providers.iter().any(|p| {
@@ -72,11 +87,11 @@ impl AppState {
                 .map(|(i, r)| (r.model.clone(), i))
                 .collect(),
             config,
-            router,
+            pipeline,
             metrics,
             clock,
-            cache,
             recorder,
+            stop_streams,
         }))
     }
 

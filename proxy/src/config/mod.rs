@@ -1,8 +1,11 @@
 //! Configuration: [`raw`] (what the file says) → [`validate`] (what the program uses), with
-//! secrets from the environment through [`secret`].
+//! secrets from the environment through [`secret`], and Groq's published limits by plan in
+//! [`tiers`].
 
+pub mod cache;
 pub mod raw;
 pub mod secret;
+pub mod tiers;
 pub mod validate;
 
 use std::path::Path;
@@ -34,7 +37,7 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigErro
 }
 
 /// Reads only the `[cache]` section of a config file (the cache tools need no provider keys).
-pub fn load_cache_section(path: &Path) -> Result<crate::cache::policy::CacheConfig, ConfigError> {
+pub fn load_cache_section(path: &Path) -> Result<cache::CacheConfig, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -191,5 +194,49 @@ max_wait = "30s"
         assert!(validate::check_exposure(any, &[]).is_err());
         assert!(validate::check_exposure(local, &[]).is_ok());
         assert!(validate::check_exposure(any, &[ApiKey::new("k")]).is_ok());
+    }
+
+    #[test]
+    fn a_tier_fills_in_groqs_limits_a_limits_file_and_the_config_override_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("limits.toml");
+        std::fs::write(
+            &file,
+            "[\"llama-3.1-8b-instant\"]\ntokens_per_minute = 7000\n[\"my-model\"]\nrequests_per_minute = 5\n",
+        )
+        .unwrap();
+        let text = ISSUE_EXAMPLE.replace(
+            "timeout = \"60s\"",
+            &format!(
+                "timeout = \"60s\"\ntier = \"free\"\nlimits_file = {:?}",
+                file.display().to_string()
+            ),
+        );
+        let config = parse(&text, "spillway.toml", &env()).expect("valid");
+        let groq = &config.providers[0];
+        let l = groq.limits["llama-3.1-8b-instant"];
+        assert_eq!(l.get(Kind::RequestsPerMinute), Some(30), "the config's own");
+        assert_eq!(
+            l.get(Kind::TokensPerMinute),
+            Some(6000),
+            "the config's own over the file's"
+        );
+        assert_eq!(
+            groq.limits["llama-3.3-70b-versatile"].get(Kind::RequestsPerDay),
+            Some(1_000),
+            "from the free plan's table"
+        );
+        assert_eq!(
+            groq.limits["my-model"].get(Kind::RequestsPerMinute),
+            Some(5),
+            "from the file"
+        );
+        assert_eq!(groq.tier, Some(tiers::Tier::Free));
+        let err = error_of(&ISSUE_EXAMPLE.replace("timeout = \"60s\"", "tier = \"gold\""));
+        assert_eq!(err.field, "providers[0].tier");
+        let err = error_of(
+            &ISSUE_EXAMPLE.replace("timeout = \"60s\"", "limits_file = \"/nonexistent.toml\""),
+        );
+        assert_eq!(err.field, "providers[0].limits_file");
     }
 }

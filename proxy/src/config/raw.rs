@@ -37,8 +37,12 @@ pub struct RawCache {
     /// Entries older than this are misses.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
-    /// Largest store size: bytes, or a string with a unit (`"500MB"`, `"2GiB"`).
+    /// Largest store size: bytes, or a string with a unit (`"500MB"`, `"2GiB"`), or `"none"`.
     pub max_size: Option<toml::Value>,
+    /// Largest entry stored: bytes or with a unit.
+    pub max_entry_size: Option<toml::Value>,
+    /// `"always"`, `"shutdown"`, or an interval such as `"1s"`.
+    pub fsync: Option<String>,
     /// `file` (default) or `sled`.
     pub index: Option<String>,
     /// Memory for the sled index's page cache: bytes or with a unit.
@@ -69,6 +73,9 @@ pub struct RawServer {
     pub record: Option<String>,
     /// Record request bodies (default true); otherwise only keys and token counts.
     pub record_bodies: Option<bool>,
+    /// Longest a shutdown waits for requests in progress before ending them.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
 }
 
 /// One `[[providers]]` entry.
@@ -88,19 +95,36 @@ pub struct RawProvider {
     /// Time allowed to connect.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// Longest a stream may go without sending anything (real time).
+    #[serde(default, with = "humantime_serde")]
+    pub stream_idle_timeout: Option<Duration>,
     /// Rate-limit header dialect: `groq`, `openai`, `cerebras` or `anthropic`.
     pub dialect: Option<String>,
     /// Requests in flight per key and model while its requests-per-minute limit is unknown.
     pub unknown_limits_in_flight: Option<u32>,
+    /// Consecutive outages of a target that open its circuit.
+    pub failures_to_open: Option<u32>,
     /// Cooldown after a first failure; doubles with each consecutive one.
     #[serde(default, with = "humantime_serde")]
     pub cooldown: Option<Duration>,
     /// Longest cooldown.
     #[serde(default, with = "humantime_serde")]
     pub max_cooldown: Option<Duration>,
+    /// How long a key the provider refused (401, 403, out of credit) is set aside before one
+    /// request tries it again; doubles while it keeps being refused.
+    #[serde(default, with = "humantime_serde")]
+    pub key_retry: Option<Duration>,
+    /// Longest a refused key is set aside between two tries.
+    #[serde(default, with = "humantime_serde")]
+    pub max_key_retry: Option<Duration>,
     /// Known limits per upstream model id.
     #[serde(default)]
     pub limits: BTreeMap<String, RawLimits>,
+    /// A Groq plan whose published limits fill in every model's: `free` or `developer`.
+    pub tier: Option<String>,
+    /// A TOML file of limits per model (`["MODEL"]` tables with the fields of
+    /// `[providers.limits."MODEL"]`), over the tier's and under the config's own.
+    pub limits_file: Option<String>,
 }
 
 /// `[providers.limits."MODEL"]`.

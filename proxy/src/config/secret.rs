@@ -1,7 +1,7 @@
 //! Secrets: provider and client keys. They print as `***` everywhere, and are read from the
-//! environment through [`Env`] so tests can pass a map (DESIGN.md invariant 7).
+//! environment through [`Env`] (shared with the mock) so tests can pass a map (ARCHITECTURE.md,
+//! invariant 7).
 
-use std::collections::HashMap;
 use std::fmt;
 
 /// A provider or client key. `Debug` and `Display` print `***`; only [`ApiKey::expose`] gives
@@ -33,27 +33,9 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// Where `env:NAME` references are looked up.
-pub trait Env {
-    /// The value of variable `name`, if set.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
+/// Where `env:NAME` references are looked up, and the process environment: shared with the
+/// mock, which reads its admin token the same way.
+pub use spillway_plumbing::env::{Env, ProcessEnv};
 
 #[cfg(test)]
 mod tests {

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::cache::policy::{CacheConfig, CacheMode, CacheWhen, IndexKind, parse_size};
+use crate::config::cache::{CacheConfig, CacheMode, CacheWhen, FsyncPolicy, IndexKind, parse_size};
 use crate::config::raw::{RawCache, RawConfig, RawLimits, RawProvider, RawRoute};
 use crate::config::secret::{ApiKey, Env};
+use crate::config::tiers::{self, Tier};
 use crate::limits::headers::Dialect;
 use crate::limits::kind::{Kind, Limits};
 
@@ -58,6 +59,9 @@ pub struct ServerConfig {
     pub record: Option<std::path::PathBuf>,
     /// Record request bodies (otherwise only keys and token counts).
     pub record_bodies: bool,
+    /// Longest a shutdown waits for requests in progress (streams included) to finish; then
+    /// open streams end with an error event and the process exits.
+    pub shutdown_grace: Duration,
 }
 
 /// One key of a provider: its secret, the variable it came from, and a printable alias.
@@ -84,16 +88,40 @@ pub struct Provider {
     pub timeout: Duration,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
+    /// Longest a stream may go without sending anything (real time); then it is ended with
+    /// an error event and the target counts as failing.
+    pub stream_idle_timeout: Duration,
     /// Its rate-limit header dialect.
     pub dialect: Dialect,
-    /// Requests in flight per key and model while requests-per-minute is unknown (0: no cap).
-    pub unknown_limits_in_flight: u32,
+    /// Requests in flight per key and model while requests-per-minute is unknown: `None`
+    /// adaptive (a congestion window), `Some(0)` no cap, `Some(n)` at most n.
+    pub unknown_limits_in_flight: Option<u32>,
+    /// Consecutive outages of a target that open its circuit.
+    pub failures_to_open: u32,
     /// First cooldown after a failure.
     pub cooldown: Duration,
     /// Longest cooldown.
     pub max_cooldown: Duration,
-    /// Known limits per upstream model.
+    /// How long a refused key is set aside before one request tries it again.
+    pub key_retry: Duration,
+    /// Longest a refused key is set aside between two tries.
+    pub max_key_retry: Duration,
+    /// Known limits per upstream model (the tier's, under the limits file's, under the
+    /// config's own).
     pub limits: BTreeMap<String, Limits>,
+    /// The Groq plan whose limits fill in the table, when given.
+    pub tier: Option<Tier>,
+}
+
+impl Provider {
+    /// When a target of this provider stops being tried after outages, and for how long.
+    pub fn circuit(&self) -> crate::limits::circuit::CircuitPolicy {
+        crate::limits::circuit::CircuitPolicy {
+            failures_to_open: self.failures_to_open,
+            cooldown: self.cooldown,
+            max_cooldown: self.max_cooldown,
+        }
+    }
 }
 
 /// One target: a provider and its model id.
@@ -130,12 +158,22 @@ pub const DEFAULT_MAX_TOKENS: u64 = 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest silence within a stream.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default shutdown grace.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default route `max_wait`.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+/// Default consecutive outages that open a circuit.
+pub const DEFAULT_FAILURES_TO_OPEN: u32 = 3;
 /// Default first cooldown.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
 /// Default longest cooldown.
 pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(60);
+/// Default first set-aside of a refused key.
+pub const DEFAULT_KEY_RETRY: Duration = Duration::from_secs(300);
+/// Default longest set-aside of a refused key.
+pub const DEFAULT_MAX_KEY_RETRY: Duration = Duration::from_secs(3600);
 
 struct Checker<'a> {
     file: &'a str,
@@ -151,22 +189,11 @@ impl Checker<'_> {
         }
     }
 
-    /// Resolves an `env:NAME` reference.
+    /// Resolves an `env:NAME` reference: the variable's name and the key it holds.
     fn secret(&self, field: &str, reference: &str) -> Result<(String, ApiKey), ConfigError> {
-        let Some(name) = reference.strip_prefix("env:") else {
-            return Err(self.err(
-                field,
-                "secrets are given by environment variable name, as \"env:NAME\", never inline",
-            ));
-        };
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(self.err(field, "expected \"env:NAME\" with a variable name"));
-        }
-        match self.env.var(name) {
-            Some(v) if !v.trim().is_empty() => Ok((name.to_string(), ApiKey::new(v.trim()))),
-            Some(_) => Err(self.err(field, format!("environment variable {name} is empty"))),
-            None => Err(self.err(field, format!("environment variable {name} is not set"))),
+        match self.env.resolve(reference) {
+            Ok((name, value)) => Ok((name.to_string(), ApiKey::new(value))),
+            Err(e) => Err(self.err(field, e.to_string())),
         }
     }
 }
@@ -235,6 +262,26 @@ fn limits(c: &Checker<'_>, field: &str, raw: &RawLimits) -> Result<Limits, Confi
     Ok(out)
 }
 
+/// Reads a limits file: `["MODEL"]` tables with the fields of `[providers.limits."MODEL"]`.
+fn limits_file(
+    c: &Checker<'_>,
+    field: &str,
+    path: &str,
+) -> Result<BTreeMap<String, Limits>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| c.err(field, format!("cannot read {path}: {e}")))?;
+    let raw: BTreeMap<String, RawLimits> =
+        toml::from_str(&text).map_err(|e| c.err(field, format!("{path}: {}", e.message())))?;
+    raw.iter()
+        .map(|(model, l)| {
+            Ok((
+                model.clone(),
+                limits(c, &format!("{field} ({path}) \"{model}\""), l)?,
+            ))
+        })
+        .collect()
+}
+
 fn provider(c: &Checker<'_>, i: usize, raw: &RawProvider) -> Result<Provider, ConfigError> {
     let at = |f: &str| format!("providers[{i}].{f}");
     let name = match raw.name.as_deref().map(str::trim) {
@@ -253,37 +300,33 @@ fn provider(c: &Checker<'_>, i: usize, raw: &RawProvider) -> Result<Provider, Co
         }
         None => return Err(c.err(at("base_url"), "expected the provider's base URL")),
     };
-    if raw.keys.is_empty() {
-        return Err(c.err(at("keys"), "expected at least one key, as \"env:NAME\""));
-    }
-    let mut keys = Vec::new();
-    for (k, reference) in raw.keys.iter().enumerate() {
-        let (env, key) = c.secret(&at(&format!("keys[{k}]")), reference)?;
-        keys.push(ProviderKey {
-            alias: format!("{name}#{}", k + 1),
-            env,
-            key,
-        });
-    }
+    let keys = provider_keys(c, &at, &name, &raw.keys)?;
     let dialect = match raw.dialect.as_deref() {
         None => dialect_for_url(&base_url),
-        Some(d) => Dialect::parse(d).ok_or_else(|| {
-            c.err(
-                at("dialect"),
-                format!("expected groq, openai, cerebras or anthropic (got {d:?})"),
-            )
-        })?,
+        Some(d) => Dialect::parse(d).map_err(|e| c.err(at("dialect"), e.to_string()))?,
     };
-    let mut model_limits = BTreeMap::new();
-    for (model, raw_limits) in &raw.limits {
-        model_limits.insert(
-            model.clone(),
-            limits(c, &at(&format!("limits.\"{model}\"")), raw_limits)?,
-        );
-    }
+    let tier = match raw.tier.as_deref() {
+        None => None,
+        Some(t) => Some(Tier::parse(t).ok_or_else(|| {
+            c.err(
+                at("tier"),
+                format!("expected \"free\" or \"developer\" (got {t:?})"),
+            )
+        })?),
+    };
+    let model_limits = provider_limits(c, &at, tier, raw)?;
     let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
     if timeout.is_zero() {
         return Err(c.err(at("timeout"), "expected a duration greater than 0"));
+    }
+    let stream_idle_timeout = raw
+        .stream_idle_timeout
+        .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT);
+    if stream_idle_timeout.is_zero() {
+        return Err(c.err(
+            at("stream_idle_timeout"),
+            "expected a duration greater than 0, such as \"30s\"",
+        ));
     }
     let cooldown = raw.cooldown.unwrap_or(DEFAULT_COOLDOWN);
     let max_cooldown = raw
@@ -292,18 +335,81 @@ fn provider(c: &Checker<'_>, i: usize, raw: &RawProvider) -> Result<Provider, Co
     if max_cooldown < cooldown {
         return Err(c.err(at("max_cooldown"), "expected at least `cooldown`"));
     }
+    let key_retry = raw.key_retry.unwrap_or(DEFAULT_KEY_RETRY);
+    let max_key_retry = raw
+        .max_key_retry
+        .unwrap_or(DEFAULT_MAX_KEY_RETRY.max(key_retry));
+    if max_key_retry < key_retry {
+        return Err(c.err(at("max_key_retry"), "expected at least `key_retry`"));
+    }
     Ok(Provider {
         name,
         base_url,
         keys,
         timeout,
         connect_timeout: raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        stream_idle_timeout,
         dialect,
-        unknown_limits_in_flight: raw.unknown_limits_in_flight.unwrap_or(1),
+        unknown_limits_in_flight: raw.unknown_limits_in_flight,
+        failures_to_open: match raw.failures_to_open {
+            Some(0) => {
+                return Err(c.err(at("failures_to_open"), "expected at least 1"));
+            }
+            Some(n) => n,
+            None => DEFAULT_FAILURES_TO_OPEN,
+        },
         cooldown,
         max_cooldown,
+        key_retry,
+        max_key_retry,
         limits: model_limits,
+        tier,
     })
+}
+
+/// A provider's keys, each read from its environment variable and named `NAME#N`.
+fn provider_keys(
+    c: &Checker<'_>,
+    at: &dyn Fn(&str) -> String,
+    name: &str,
+    references: &[String],
+) -> Result<Vec<ProviderKey>, ConfigError> {
+    if references.is_empty() {
+        return Err(c.err(at("keys"), "expected at least one key, as \"env:NAME\""));
+    }
+    let mut keys = Vec::new();
+    for (k, reference) in references.iter().enumerate() {
+        let (env, key) = c.secret(&at(&format!("keys[{k}]")), reference)?;
+        keys.push(ProviderKey {
+            alias: format!("{name}#{}", k + 1),
+            env,
+            key,
+        });
+    }
+    Ok(keys)
+}
+
+/// A provider's limits per model: its tier's published table, overlaid by its limits file,
+/// overlaid by the limits written in the config (each layer overrides the windows it names).
+fn provider_limits(
+    c: &Checker<'_>,
+    at: &dyn Fn(&str) -> String,
+    tier: Option<Tier>,
+    raw: &RawProvider,
+) -> Result<BTreeMap<String, Limits>, ConfigError> {
+    let mut model_limits = tier.map(tiers::groq_table).unwrap_or_default();
+    if let Some(path) = &raw.limits_file {
+        for (model, from_file) in limits_file(c, &at("limits_file"), path)? {
+            let base = model_limits.get(&model).copied().unwrap_or_default();
+            model_limits.insert(model, tiers::overlay(base, from_file));
+        }
+    }
+    for (model, raw_limits) in &raw.limits {
+        let own = limits(c, &at(&format!("limits.\"{model}\"")), raw_limits)?;
+        let base = model_limits.get(model).copied().unwrap_or_default();
+        model_limits.insert(model.clone(), tiers::overlay(base, own));
+    }
+    Ok(model_limits)
 }
 
 fn route(
@@ -357,6 +463,19 @@ fn route(
     })
 }
 
+/// `value` parsed with `parse`; `default` when absent; `fail(value)` when it does not parse.
+fn parsed<T>(
+    value: Option<&str>,
+    default: T,
+    parse: impl Fn(&str) -> Option<T>,
+    fail: impl FnOnce(&str) -> ConfigError,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse(v).ok_or_else(|| fail(v)),
+    }
+}
+
 /// Validates `[cache]`; needs no secrets, so the cache tools can use it alone.
 pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigError> {
     let err = |field: &str, message: String| ConfigError {
@@ -364,61 +483,66 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         field: format!("cache.{field}"),
         message,
     };
+    // A size in bytes or with a unit: the default when absent, else its parse or an error
+    // with an example.
+    let size = |field: &str, value: &Option<toml::Value>, default: u64, example: &str| match value {
+        None => Ok(default),
+        Some(v) => parse_size(v).ok_or_else(|| {
+            err(
+                field,
+                format!("expected a size in bytes or with a unit, such as \"{example}\" (got {v})"),
+            )
+        }),
+    };
+    // A word from a list: the default when absent, else its parse or an error naming the list.
+    let word = |field: &str, expected: &str| {
+        let field = field.to_string();
+        let expected = expected.to_string();
+        move |v: &str| err(&field, format!("expected {expected} (got {v:?})"))
+    };
     let defaults = CacheConfig::default();
-    let mode = match raw.mode.as_deref() {
-        None => defaults.mode,
-        Some(m) => CacheMode::parse(m).ok_or_else(|| {
-            err(
-                "mode",
-                format!("expected read-write, read-only, replay or off (got {m:?})"),
-            )
-        })?,
-    };
-    let when = match raw.when.as_deref() {
-        None => defaults.when,
-        Some(w) => CacheWhen::parse(w).ok_or_else(|| {
-            err(
-                "when",
-                format!("expected deterministic, always or never (got {w:?})"),
-            )
-        })?,
-    };
+    let mode = parsed(
+        raw.mode.as_deref(),
+        defaults.mode,
+        CacheMode::parse,
+        word("mode", "read-write, read-only, replay or off"),
+    )?;
+    let when = parsed(
+        raw.when.as_deref(),
+        defaults.when,
+        CacheWhen::parse,
+        word("when", "deterministic, always or never"),
+    )?;
+    let fsync = parsed(
+        raw.fsync.as_deref(),
+        defaults.fsync,
+        FsyncPolicy::parse,
+        word(
+            "fsync",
+            "\"always\", \"shutdown\" or an interval such as \"1s\"",
+        ),
+    )?;
+    let index = parsed(
+        raw.index.as_deref(),
+        defaults.index,
+        IndexKind::parse,
+        word("index", "\"file\" or \"sled\""),
+    )?;
     let max_size = match &raw.max_size {
-        None => None,
+        None => defaults.max_size,
+        Some(toml::Value::String(s)) if s.trim() == "none" => None,
         Some(v) => Some(parse_size(v).ok_or_else(|| {
             err(
                 "max_size",
-                format!("expected a size in bytes or with a unit, such as \"500MB\" (got {v})"),
+                format!(
+                    "expected a size in bytes or with a unit, such as \"500MB\", or \"none\" (got {v})"
+                ),
             )
         })?),
     };
-    let index = match raw.index.as_deref() {
-        None => defaults.index,
-        Some(s) => IndexKind::parse(s).ok_or_else(|| {
-            err(
-                "index",
-                format!("expected \"file\" or \"sled\" (got \"{s}\")"),
-            )
-        })?,
-    };
-    let index_memory = match &raw.index_memory {
-        None => defaults.index_memory,
-        Some(v) => parse_size(v).ok_or_else(|| {
-            err(
-                "index_memory",
-                format!("expected a size in bytes or with a unit, such as \"64MB\" (got {v})"),
-            )
-        })?,
-    };
     let hot_memory = match &raw.hot_memory {
-        None => defaults.hot_memory,
         Some(toml::Value::Integer(0)) => 0,
-        Some(v) => parse_size(v).ok_or_else(|| {
-            err(
-                "hot_memory",
-                format!("expected a size in bytes or with a unit, such as \"16MB\" (got {v})"),
-            )
-        })?,
+        value => size("hot_memory", value, defaults.hot_memory, "16MB")?,
     };
     let path = match raw.path.as_deref().map(str::trim) {
         None => defaults.path,
@@ -431,8 +555,20 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         when,
         ttl: raw.ttl,
         max_size,
+        max_entry_size: size(
+            "max_entry_size",
+            &raw.max_entry_size,
+            defaults.max_entry_size,
+            "4MB",
+        )?,
+        fsync,
         index,
-        index_memory,
+        index_memory: size(
+            "index_memory",
+            &raw.index_memory,
+            defaults.index_memory,
+            "64MB",
+        )?,
         hot_memory,
     })
 }
@@ -509,6 +645,7 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
             time_scale,
             record: raw.server.record.as_ref().map(std::path::PathBuf::from),
             record_bodies: raw.server.record_bodies.unwrap_or(true),
+            shutdown_grace: raw.server.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         },
         providers,
         routes,

@@ -1,59 +1,22 @@
 //! Token estimates before sending: the prompt counted with a real tokenizer (OpenAI's
 //! `cl100k_base`, close to Llama 3's; GitHub's `bpe-openai` implementation, which counts exactly
-//! as tiktoken does at twice its speed), the chat format's overhead, and the completion
-//! allowance; corrected per target by what providers report in `usage`.
+//! as tiktoken does at twice its speed), the chat format's overhead (both in
+//! `spillway_plumbing::tokens`), and the completion allowance; corrected per target by what
+//! providers report in `usage`.
 
 use serde_json::Value;
 
-/// Tokens added per chat message, and once to prime the reply.
-const PER_MESSAGE: u64 = 3;
-const REPLY_PRIMING: u64 = 3;
-
-/// Loads the tokenizer now rather than on the first request.
-pub fn warm_up() {
-    let _ = bpe_openai::cl100k_base().count("warm up");
-}
+/// Builds the tokenizer now rather than on the first request.
+pub use spillway_plumbing::tokens::warm_up;
 
 /// Tokens of a text.
 pub fn text_tokens(text: &str) -> u64 {
-    if text.is_empty() {
-        return 0;
-    }
-    bpe_openai::cl100k_base().count(text) as u64
-}
-
-fn content_tokens(content: &Value) -> u64 {
-    match content {
-        Value::String(s) => text_tokens(s),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p.get("text").and_then(Value::as_str) {
-                Some(t) => text_tokens(t),
-                None => text_tokens(&p.to_string()),
-            })
-            .sum(),
-        Value::Null => 0,
-        other => text_tokens(&other.to_string()),
-    }
+    spillway_plumbing::tokens::cl100k_tokens(text)
 }
 
 /// Prompt tokens of a chat request's `messages`.
 pub fn chat_prompt_tokens(messages: &[Value]) -> u64 {
-    let mut total = REPLY_PRIMING;
-    for message in messages {
-        total += PER_MESSAGE;
-        if let Some(obj) = message.as_object() {
-            for (field, value) in obj {
-                total += match field.as_str() {
-                    "role" => 0,
-                    "content" => content_tokens(value),
-                    "name" => 1 + value.as_str().map(text_tokens).unwrap_or(0),
-                    _ => text_tokens(&value.to_string()),
-                };
-            }
-        }
-    }
-    total
+    spillway_plumbing::tokens::chat_prompt_tokens(messages, text_tokens)
 }
 
 /// Prompt tokens of an embeddings request's `input`.
@@ -69,6 +32,54 @@ pub fn embeddings_input_tokens(input: &Value) -> u64 {
             })
             .sum(),
         other => text_tokens(&other.to_string()),
+    }
+}
+
+/// Answers kept to estimate the completion of a request that names no `max_tokens`.
+const COMPLETION_SAMPLES: usize = 128;
+/// Answers needed before they are trusted over `default_max_tokens`.
+const COMPLETION_MIN_SAMPLES: usize = 8;
+
+/// What a target's answers actually used, to estimate the completion tokens of a request that
+/// names no `max_tokens`: the 95th percentile of the last [`COMPLETION_SAMPLES`] answers, once
+/// there are [`COMPLETION_MIN_SAMPLES`]; until then, `default_max_tokens`. An answer that uses
+/// more than the estimate is settled to its real count, so an estimate too low costs a moment of
+/// over-reservation elsewhere, never a limit broken for long; one too high only holds requests
+/// back until their answers settle.
+#[derive(Debug, Clone, Default)]
+pub struct CompletionEstimate {
+    recent: std::collections::VecDeque<u64>,
+    p95: u64,
+}
+
+impl CompletionEstimate {
+    /// Learns from one answer's `usage.completion_tokens`.
+    pub fn learn(&mut self, completion: u64) {
+        if self.recent.len() == COMPLETION_SAMPLES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(completion);
+        if self.recent.len() >= COMPLETION_MIN_SAMPLES {
+            let mut sorted: Vec<u64> = self.recent.iter().copied().collect();
+            sorted.sort_unstable();
+            // Nearest rank: the smallest value at or above 95% of the samples.
+            let rank = (sorted.len() * 95).div_ceil(100).max(1);
+            self.p95 = sorted[rank - 1];
+        }
+    }
+
+    /// Completion tokens to reserve for a request without `max_tokens`.
+    pub fn estimate(&self, default: u64) -> u64 {
+        if self.recent.len() < COMPLETION_MIN_SAMPLES {
+            default
+        } else {
+            self.p95.max(1)
+        }
+    }
+
+    /// Answers learned from (at most [`COMPLETION_SAMPLES`]).
+    pub fn samples(&self) -> usize {
+        self.recent.len()
     }
 }
 
@@ -134,6 +145,25 @@ mod tests {
     fn prompts_count_like_a_tokenizer_plus_chat_overhead() {
         let messages = [json!({"role": "user", "content": "hello world"})];
         assert_eq!(chat_prompt_tokens(&messages), 3 + 3 + 2);
+    }
+
+    #[test]
+    fn completions_are_estimated_from_what_answers_used_once_there_are_enough() {
+        let mut e = CompletionEstimate::default();
+        for used in [40, 60, 50, 45, 55, 70] {
+            e.learn(used);
+        }
+        assert_eq!(e.estimate(1024), 1024, "too few answers: the default");
+        for used in 1..=100 {
+            e.learn(used * 2);
+        }
+        assert_eq!(e.samples(), 106);
+        assert_eq!(e.estimate(1024), 190, "the 95th percentile");
+        for _ in 0..200 {
+            e.learn(30);
+        }
+        assert_eq!(e.samples(), 128);
+        assert_eq!(e.estimate(1024), 30, "the oldest answers are forgotten");
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! - Everyone: `retry-after-ms`, then `retry-after` (seconds, possibly fractional, or an HTTP
 //!   date).
 //!
-//! Parsing takes "now" (calendar time on the proxy's clock) as an argument and never reads a
-//! clock itself. Durations are clock time, as the provider wrote them.
+//! Parsing takes "now" (real calendar time) as an argument and never reads a clock itself.
+//! Durations are as the provider wrote them: wall-clock time, the rule for everything on the
+//! wire; [`RateLimitSnapshot::on_clock`] turns them into the proxy's clock time.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,42 +20,8 @@ use http::HeaderMap;
 
 use crate::limits::kind::Kind;
 
-/// Which provider's headers a response carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Dialect {
-    /// Groq (the default).
-    #[default]
-    Groq,
-    /// OpenAI.
-    OpenAi,
-    /// Cerebras.
-    Cerebras,
-    /// Anthropic.
-    Anthropic,
-}
-
-impl Dialect {
-    /// Reads a dialect name.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "groq" => Some(Dialect::Groq),
-            "openai" => Some(Dialect::OpenAi),
-            "cerebras" => Some(Dialect::Cerebras),
-            "anthropic" => Some(Dialect::Anthropic),
-            _ => None,
-        }
-    }
-
-    /// The dialect's name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Dialect::Groq => "groq",
-            Dialect::OpenAi => "openai",
-            Dialect::Cerebras => "cerebras",
-            Dialect::Anthropic => "anthropic",
-        }
-    }
-}
+/// Which provider's headers a response carries: the one definition the mock writes by too.
+pub use spillway_plumbing::Dialect;
 
 /// One limit as a response reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +45,18 @@ pub struct RateLimitSnapshot {
     pub retry_after: Option<Duration>,
 }
 
+impl RateLimitSnapshot {
+    /// The snapshot with its durations (wall-clock time, as every duration on the wire is)
+    /// taken as `clock`'s time: at a time scale of 60, a reset of 1 s is a minute of limits.
+    pub fn on_clock(mut self, clock: &spillway_clock::Clock) -> Self {
+        for r in &mut self.readings {
+            r.reset = r.reset.map(|d| clock.from_wall(d));
+        }
+        self.retry_after = self.retry_after.map(|d| clock.from_wall(d));
+        self
+    }
+}
+
 /// A header's text, unless it was empty or unreadable.
 fn text(t: Option<&str>) -> Option<&str> {
     t.filter(|t| !t.is_empty())
@@ -94,6 +73,12 @@ fn number(text: Option<&str>) -> Option<u64> {
     })
 }
 
+/// Seconds as a duration; `None` for a value that is negative, not a number, or too large
+/// for one (2^64 s and more: a provider's garbage must not panic the request).
+fn seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs).ok()
+}
+
 /// Parses a Go-style duration (`1m2.5s`, `850ms`, `6m0s`, `1h2m3s`, `1.5µs`) or a bare number of
 /// seconds (`2`, `0.5`).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
@@ -102,7 +87,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         return None;
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let mut total = 0.0f64;
     let mut rest = s;
@@ -135,7 +120,38 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         total += value * factor;
         rest = &rest[len..];
     }
-    total.is_finite().then(|| Duration::from_secs_f64(total))
+    seconds(total)
+}
+
+/// Writes a duration as Go (and Groq's reset headers) spell it: `850ms`, `7.66s`, `2m59.56s`,
+/// `6m0s`, `1h2m3s`; rounded up to the millisecond below a second, to the hundredth above.
+pub fn format_go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d < Duration::from_secs(1) {
+        let ms = d.as_micros().div_ceil(1000);
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+    }
+    let centis = d.as_micros().div_ceil(10_000);
+    let (hours, rest) = (centis / 360_000, centis % 360_000);
+    let (minutes, rest) = (rest / 6_000, rest % 6_000);
+    let (secs, frac) = (rest / 100, rest % 100);
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    match frac {
+        0 => out.push_str(&format!("{secs}s")),
+        f if f % 10 == 0 => out.push_str(&format!("{secs}.{}s", f / 10)),
+        f => out.push_str(&format!("{secs}.{f:02}s")),
+    }
+    out
 }
 
 /// `retry-after-ms` first, then `retry-after` (seconds, fractional allowed, or an HTTP date),
@@ -145,11 +161,11 @@ fn retry_after(ms: Option<&str>, value: Option<&str>, now_unix: Duration) -> Opt
         && ms.is_finite()
         && ms >= 0.0
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return seconds(ms / 1000.0);
     }
     let value = value?;
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at = at.duration_since(UNIX_EPOCH).ok()?;
@@ -230,15 +246,13 @@ const ANTHROPIC: &[Family] = &[
     ),
 ];
 
-impl Dialect {
-    /// The limits the dialect reports, in the order their readings are listed.
-    const fn families(self) -> &'static [Family] {
-        match self {
-            Dialect::Groq => GROQ,
-            Dialect::OpenAi => OPENAI,
-            Dialect::Cerebras => CEREBRAS,
-            Dialect::Anthropic => ANTHROPIC,
-        }
+/// The limits `dialect` reports, in the order their readings are listed.
+const fn families(dialect: Dialect) -> &'static [Family] {
+    match dialect {
+        Dialect::Groq => GROQ,
+        Dialect::OpenAi => OPENAI,
+        Dialect::Cerebras => CEREBRAS,
+        Dialect::Anthropic => ANTHROPIC,
     }
 }
 
@@ -252,7 +266,7 @@ const MAX_FAMILIES: usize = 4;
 /// of a repeated header counts), instead of a lookup per name, each of which would parse and
 /// hash the name again.
 pub fn parse(dialect: Dialect, headers: &HeaderMap, now_unix: Duration) -> RateLimitSnapshot {
-    let families = dialect.families();
+    let families = families(dialect);
     let mut found = [[None::<&str>; 3]; MAX_FAMILIES];
     let (mut retry_ms, mut retry) = (None, None);
     for (name, value) in headers {
@@ -282,7 +296,7 @@ pub fn parse(dialect: Dialect, headers: &HeaderMap, now_unix: Duration) -> RateL
             .parse::<f64>()
             .ok()
             .filter(|f| f.is_finite() && *f >= 0.0)
-            .map(Duration::from_secs_f64),
+            .and_then(seconds),
         Dialect::Anthropic => {
             let at = humantime::parse_rfc3339_weak(t).ok()?;
             Some(at.duration_since(UNIX_EPOCH).ok()?.saturating_sub(now_unix))
@@ -305,6 +319,18 @@ pub fn parse(dialect: Dialect, headers: &HeaderMap, now_unix: Duration) -> RateL
         readings,
         retry_after: retry_after(text(retry_ms), text(retry), now_unix),
     }
+}
+
+/// When a rate-limit message says to try again ("Please try again in 2.5s."), as a duration
+/// (wall-clock time, as the message was written). More precise than `retry-after`, which is
+/// whole seconds.
+pub fn parse_try_again(message: &str) -> Option<Duration> {
+    let after = &message[message.find("try again in ")? + "try again in ".len()..];
+    let end = after
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == 'µ'))
+        .unwrap_or(after.len());
+    // "2.5s." ends with the sentence's full stop.
+    parse_go_duration(after[..end].trim_end_matches('.'))
 }
 
 /// The limit a 429 (or 413) message names, as Groq and OpenAI word it: `... on requests per
@@ -506,5 +532,36 @@ mod tests {
         let m = "Request too large for model `m` in organization `o` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Requested 7000, please reduce";
         assert_eq!(parse_limit_message(m), Some((Kind::TokensPerMinute, 6000)));
         assert_eq!(parse_limit_message("Rate limit reached"), None);
+    }
+
+    #[test]
+    fn durations_are_written_as_go_spells_them_and_read_back() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_micros(12_001), "13ms"),
+            (Duration::from_millis(7_660), "7.66s"),
+            (Duration::from_millis(179_560), "2m59.56s"),
+            (Duration::from_secs(360), "6m0s"),
+            (Duration::from_secs(3723), "1h2m3s"),
+            (Duration::from_millis(1_500), "1.5s"),
+        ] {
+            assert_eq!(format_go_duration(d), text);
+            assert!(parse_go_duration(text).expect(text) >= d);
+        }
+    }
+
+    #[test]
+    fn a_limit_message_says_when_to_try_again_to_the_millisecond() {
+        let m = "... on requests per minute (RPM): Limit 30, Used 30, Requested 1. Please try again in 2.34s. Need more requests?";
+        assert_eq!(parse_try_again(m), Some(Duration::from_millis(2340)));
+        assert_eq!(
+            parse_try_again("Please try again in 34ms."),
+            Some(Duration::from_millis(34))
+        );
+        assert_eq!(
+            parse_try_again("Please try again in 1m2s"),
+            Some(Duration::from_secs(62))
+        );
+        assert_eq!(parse_try_again("Please try again later."), None);
     }
 }

@@ -103,7 +103,9 @@ impl Kind {
     pub fn amount(self, cost: &Cost) -> u64 {
         match self {
             Kind::RequestsPerMinute | Kind::RequestsPerDay => cost.requests,
-            Kind::TokensPerMinute | Kind::TokensPerDay => cost.input_tokens + cost.output_tokens,
+            Kind::TokensPerMinute | Kind::TokensPerDay => {
+                cost.input_tokens.saturating_add(cost.output_tokens)
+            }
             Kind::InputTokensPerMinute => cost.input_tokens,
             Kind::OutputTokensPerMinute => cost.output_tokens,
         }
@@ -167,6 +169,6 @@ impl Cost {
 
     /// Prompt plus completion tokens.
     pub fn tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }

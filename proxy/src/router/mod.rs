@@ -1,214 +1,78 @@
-//! The router: walks a route's chain, sends each request to a target with headroom, waits
-//! (boundedly) when none has, and moves a failed attempt to the next key or target before the
-//! client sees anything. The only place in the proxy that waits (DESIGN.md invariants 1, 2, 5).
-//! [`body`] makes the body each target is sent; [`circuit`] keeps each target's failures.
+//! The router: walks a route's chain, sends each request through a key the ledger admits it
+//! to, waits (boundedly) when none has room, and moves a failed attempt to the next key or
+//! target before the client sees anything. The only place in the proxy that waits
+//! (ARCHITECTURE.md, invariants 1, 2 and 5). [`job`] is what it takes and gives back, [`body`]
+//! the body each target is sent, [`ticket`] a reservation in flight, [`verdict`] what a failed
+//! attempt means.
 
 pub mod body;
-pub mod circuit;
+pub mod job;
+pub mod ticket;
+pub mod verdict;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
-use spillway_clock::Clock;
-use tokio::sync::Notify;
+use spillway_clock::{Clock, Instant};
 
 use crate::config::Config;
-use crate::limits::estimate::Correction;
+use crate::error::ProxyError;
+use crate::limits::concurrency::ConcurrencyPolicy;
 use crate::limits::headers::{self, RateLimitSnapshot};
-use crate::limits::kind::{Cost, Kind};
-use crate::limits::pacer::{self, Decision, KeyView, TargetView};
-use crate::limits::window::{KeyModelLimits, Reservation, micros};
+use crate::limits::kind::Kind;
+use crate::limits::ledger::{
+    Admission, Aftermath, Ask, Failure, Grant, Ledger, Pool, ProviderSpec, Refusal, TargetId,
+    TargetSpec, Verdict,
+};
+use crate::limits::local::LocalLedger;
 use crate::metrics::{Headroom, Metrics};
-use crate::server::error::ProxyError;
-use crate::upstream::{Answer, Disposition, Endpoint, Upstream, UpstreamError};
-use circuit::Circuit;
+use crate::upstream::{Answer, Call, Disposition, Transport, UpstreamError};
+pub use job::{Job, Served};
+pub use ticket::Ticket;
 
-/// One request, ready to route.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// Index of the route in the config.
-    pub route: usize,
-    /// Chat or embeddings.
-    pub endpoint: Endpoint,
-    /// The client's JSON body, parsed; `model` is replaced per target.
-    pub body: Map<String, Value>,
-    /// The client's JSON body as it arrived (sent on with only `model` replaced).
-    pub raw: Bytes,
-    /// `"stream": true`.
-    pub stream: bool,
-    /// Prompt tokens by the local tokenizer (before per-target correction), counted on first
-    /// use: a cache hit never needs them.
-    pub prompt_estimate: std::sync::OnceLock<u64>,
-    /// Completion tokens the request may use.
-    pub max_output: u64,
-}
-
-impl Job {
-    /// Prompt tokens by the local tokenizer, counted once.
-    pub fn prompt_tokens(&self) -> u64 {
-        *self.prompt_estimate.get_or_init(|| match self.endpoint {
-            Endpoint::Chat => self
-                .body
-                .get("messages")
-                .and_then(Value::as_array)
-                .map(|m| crate::limits::estimate::chat_prompt_tokens(m))
-                .unwrap_or(0),
-            Endpoint::Embeddings => self
-                .body
-                .get("input")
-                .map(crate::limits::estimate::embeddings_input_tokens)
-                .unwrap_or(0),
-        })
-    }
-}
-
-/// A successful answer and where it came from.
-#[derive(Debug)]
-pub struct Served {
-    /// The answer.
-    pub answer: Answer,
-    /// Provider name.
-    pub provider: String,
-    /// Upstream model id.
-    pub model: String,
-    /// Key alias.
-    pub key_alias: String,
-    /// Attempts made (1 when the first target answered).
-    pub attempts: u32,
-    /// For streams: settles the key's limit state when the stream ends.
-    pub ticket: Option<Ticket>,
-}
-
-/// One target (provider and model) and its keys' state.
-#[derive(Debug)]
-struct TargetState {
+/// A target: one provider's model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
     provider: usize,
     model: String,
-    circuit: Circuit,
-    correction: Correction,
-    keys: Vec<KeyModelLimits>,
 }
 
+/// The targets every route's chain names, each once.
 #[derive(Debug)]
-struct PoolState {
-    targets: Vec<TargetState>,
-    disabled: Vec<Vec<bool>>,
-}
-
-/// The limit state and circuits of every key and target, and the logic that uses them.
-#[derive(Debug)]
-pub struct Router {
-    config: Arc<Config>,
-    upstream: Upstream,
-    clock: Clock,
-    metrics: Arc<Metrics>,
-    state: Mutex<PoolState>,
-    changed: Notify,
-    chains: Vec<Vec<usize>>,
+struct Plan {
+    targets: Vec<Target>,
+    chains: Vec<Vec<TargetId>>,
+    /// Per route: the most attempts one request makes.
     max_attempts: Vec<u32>,
 }
 
-/// A send in progress on one key: settles the key's limit state exactly once, also when the
-/// request is abandoned (then the estimate stays counted, as the provider may have counted it).
-#[derive(Debug)]
-pub struct Ticket {
-    router: Arc<Router>,
-    target: usize,
-    key: usize,
-    reservation: Reservation,
-    /// The local prompt count, when the decision needed one.
-    prompt_estimate: Option<u64>,
-    probe: bool,
-    open: bool,
-}
-
-impl Ticket {
-    /// Settles a finished stream with the usage it reported (`None`: keep the estimate).
-    pub fn finish(mut self, usage: Option<(u64, u64)>) {
-        self.open = false;
-        self.router.settle_success(
-            self.target,
-            self.key,
-            self.reservation,
-            self.prompt_estimate,
-            usage,
-        );
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if self.open {
-            self.open = false;
-            let now = self.router.now_us();
-            let mut st = self.router.lock();
-            let target = &mut st.targets[self.target];
-            let key = &mut target.keys[self.key];
-            key.confirm(&mut self.reservation, now);
-            key.settle(self.reservation, Some(self.reservation.cost));
-            if self.probe {
-                target.circuit.on_abandoned_probe();
-            }
-            drop(st);
-            self.router.changed.notify_waiters();
-        }
-    }
-}
-
-enum Step {
-    Go(Ticket),
-    /// A target of the chain counts tokens: count the prompt's (outside the lock) and ask again.
-    NeedPrompt,
-    Wait(Option<u64>),
-    Done(ProxyError),
-}
-
-fn outcome_label(err: &UpstreamError) -> String {
-    match err {
-        UpstreamError::Status { status, .. } => status.as_u16().to_string(),
-        UpstreamError::Timeout(_) => "timeout".into(),
-        UpstreamError::Connection(_) => "error".into(),
-        UpstreamError::InvalidBody(_) => "invalid".into(),
-    }
-}
-
-impl Router {
-    /// A router for `config`, with nothing sent yet.
-    pub fn new(config: Arc<Config>, clock: Clock, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let upstream = Upstream::new(&config.providers)?;
-        let mut targets: Vec<TargetState> = Vec::new();
-        let mut chains = Vec::new();
-        for route in &config.routes {
-            let mut chain = Vec::new();
-            for t in &route.targets {
-                let id = match targets
+impl Plan {
+    fn of(config: &Config) -> Self {
+        let mut targets: Vec<Target> = Vec::new();
+        let chains = config
+            .routes
+            .iter()
+            .map(|route| {
+                route
+                    .targets
                     .iter()
-                    .position(|s| s.provider == t.provider && s.model == t.model)
-                {
-                    Some(id) => id,
-                    None => {
-                        let provider = &config.providers[t.provider];
-                        let limits = provider.limits.get(&t.model).copied().unwrap_or_default();
-                        targets.push(TargetState {
+                    .map(|t| {
+                        let target = Target {
                             provider: t.provider,
                             model: t.model.clone(),
-                            circuit: Circuit::default(),
-                            correction: Correction::default(),
-                            keys: provider
-                                .keys
-                                .iter()
-                                .map(|_| KeyModelLimits::new(limits))
-                                .collect(),
-                        });
-                        targets.len() - 1
-                    }
-                };
-                chain.push(id);
-            }
-            chains.push(chain);
-        }
+                        };
+                        targets
+                            .iter()
+                            .position(|s| *s == target)
+                            .unwrap_or_else(|| {
+                                targets.push(target);
+                                targets.len() - 1
+                            })
+                    })
+                    .collect()
+            })
+            .collect();
         let max_attempts = config
             .routes
             .iter()
@@ -218,404 +82,420 @@ impl Router {
                     .iter()
                     .map(|t| config.providers[t.provider].keys.len())
                     .sum();
-                (2 * keys + r.targets.len() + 2) as u32
+                u32::try_from(2 * keys + r.targets.len() + 2).unwrap_or(u32::MAX)
             })
             .collect();
-        let disabled = config
-            .providers
-            .iter()
-            .map(|p| vec![false; p.keys.len()])
-            .collect();
-        Ok(Router {
-            config,
-            upstream,
-            clock,
-            metrics,
-            state: Mutex::new(PoolState { targets, disabled }),
-            changed: Notify::new(),
+        Plan {
+            targets,
             chains,
             max_attempts,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn now_us(&self) -> u64 {
-        micros(self.clock.now())
-    }
-
-    /// Decides under the lock, and reserves the chosen key at once.
-    /// `prompt`: the request's local prompt count, once counted; it is only counted when a
-    /// target of the chain limits tokens (configured or learned), as tokenizing costs more
-    /// than the rest of a decision.
-    fn step(
-        self: &Arc<Self>,
-        job: &Job,
-        prompt_estimate: Option<u64>,
-        skip: &[bool],
-        deadline: u64,
-    ) -> Step {
-        let route = &self.config.routes[job.route];
-        let chain = &self.chains[job.route];
-        let mut st = self.lock();
-        let now = self.now_us();
-        for &id in chain {
-            for key in &mut st.targets[id].keys {
-                key.expire(now);
-            }
-        }
-        let counts_tokens = chain.iter().any(|&id| {
-            st.targets[id]
-                .keys
-                .iter()
-                .any(KeyModelLimits::counts_tokens)
-        });
-        if counts_tokens && prompt_estimate.is_none() {
-            return Step::NeedPrompt;
-        }
-        let prompt = prompt_estimate.unwrap_or(0);
-        let decision = {
-            let views: Vec<TargetView<'_>> = chain
-                .iter()
-                .zip(skip)
-                .map(|(&id, &skip)| {
-                    let target = &st.targets[id];
-                    let provider = &self.config.providers[target.provider];
-                    TargetView {
-                        available_at: target.circuit.available_at(),
-                        keys: target
-                            .keys
-                            .iter()
-                            .enumerate()
-                            .map(|(k, limits)| KeyView {
-                                limits,
-                                disabled: st.disabled[target.provider][k],
-                            })
-                            .collect(),
-                        cost: Cost::request(target.correction.apply(prompt), job.max_output),
-                        probe_cap: provider.unknown_limits_in_flight,
-                        calibrating: !target.correction.calibrated(),
-                        skip,
-                    }
-                })
-                .collect();
-            pacer::decide(now, &views, deadline)
-        };
-        match decision {
-            Decision::Go { target, key } => {
-                let id = chain[target];
-                let t = &mut st.targets[id];
-                let probe = t.circuit.on_dispatch();
-                let cost = Cost::request(t.correction.apply(prompt), job.max_output);
-                let reservation = t.keys[key].reserve(now, cost);
-                Step::Go(Ticket {
-                    router: self.clone(),
-                    target: id,
-                    key,
-                    reservation,
-                    prompt_estimate,
-                    probe,
-                    open: true,
-                })
-            }
-            Decision::Wait(until) => Step::Wait(until),
-            Decision::Exhausted { retry_after, kind } => Step::Done(ProxyError::Exhausted {
-                route: route.model.clone(),
-                retry_after: Duration::from_micros(retry_after),
-                kind,
-            }),
-            Decision::TooLarge(kind) => Step::Done(ProxyError::TooLarge {
-                route: route.model.clone(),
-                kind,
-            }),
-            Decision::Unavailable => Step::Done(ProxyError::Unavailable {
-                route: route.model.clone(),
-            }),
         }
     }
 
-    fn settle_success(
-        &self,
-        target: usize,
-        key: usize,
-        reservation: Reservation,
-        prompt_estimate: Option<u64>,
-        usage: Option<(u64, u64)>,
-    ) {
-        let mut st = self.lock();
-        let t = &mut st.targets[target];
-        let actual = match usage {
-            Some((prompt, completion)) => {
-                if let Some(estimate) = prompt_estimate {
-                    t.correction.learn(estimate, prompt);
+    /// What the ledger is told about the targets and providers.
+    fn specs(&self, config: &Config) -> (Vec<TargetSpec>, Vec<ProviderSpec>) {
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| {
+                let provider = &config.providers[t.provider];
+                TargetSpec {
+                    provider: t.provider,
+                    limits: provider.limits.get(&t.model).copied().unwrap_or_default(),
+                    concurrency: ConcurrencyPolicy::from_setting(provider.unknown_limits_in_flight),
                 }
-                Cost::request(prompt, completion)
-            }
-            None => reservation.cost,
-        };
-        t.keys[key].settle(reservation, Some(actual));
-        drop(st);
-        self.changed.notify_waiters();
+            })
+            .collect();
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| ProviderSpec {
+                keys: p.keys.len(),
+                circuit: p.circuit(),
+                key_retry: p.key_retry,
+                max_key_retry: p.max_key_retry,
+            })
+            .collect();
+        (targets, providers)
     }
+}
 
-    /// Records what a successful answer's headers say.
-    fn after_success(&self, ticket: &mut Ticket, answer: &Answer) {
-        let mut st = self.lock();
-        let t = &mut st.targets[ticket.target];
-        let dialect = self.config.providers[t.provider].dialect;
-        let snapshot = headers::parse(dialect, answer.headers(), self.clock.unix_now());
-        let now = self.now_us();
-        let key = &mut t.keys[ticket.key];
-        key.confirm(&mut ticket.reservation, now);
-        key.observe(now, &snapshot);
-        t.circuit.on_answer();
+/// Routes requests over the configured chains.
+#[derive(Debug)]
+pub struct Router {
+    config: Arc<Config>,
+    transport: Arc<dyn Transport>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    ledger: Arc<dyn Ledger>,
+    plan: Plan,
+}
+
+/// One request's way through the chain so far.
+struct Attempts {
+    deadline: Instant,
+    started: Instant,
+    waited: Option<Duration>,
+    prompt: Option<u64>,
+    /// Per chain position: left out of this request, because the target declined it (for
+    /// good) or failed it (until every other target has had its turn).
+    skip: Vec<bool>,
+    /// Per chain position: left out because it failed this request.
+    failed: Vec<bool>,
+    failures: Vec<String>,
+    count: u32,
+}
+
+impl Attempts {
+    /// Lets the targets that failed this request be tried again.
+    fn retry_failed(&mut self) {
+        for (skip, failed) in self.skip.iter_mut().zip(&mut self.failed) {
+            if std::mem::take(failed) {
+                *skip = false;
+            }
+        }
     }
+}
 
-    /// Records a failed attempt: headers, blocks, disabled keys, circuits; settles the ticket.
-    fn after_failure(&self, mut ticket: Ticket, err: &UpstreamError) {
-        ticket.open = false;
-        let now = self.now_us();
-        let mut st = self.lock();
-        let provider_index = st.targets[ticket.target].provider;
-        let provider = &self.config.providers[provider_index];
-        let alias = &provider.keys[ticket.key].alias;
-        let snapshot = match err {
-            UpstreamError::Status { headers, .. } => {
-                headers::parse(provider.dialect, headers, self.clock.unix_now())
-            }
-            _ => RateLimitSnapshot::default(),
-        };
-        let learned = err
-            .error_message()
-            .and_then(|m| headers::parse_limit_message(&m));
-        let t = &mut st.targets[ticket.target];
-        let model = t.model.clone();
-        let key = &mut t.keys[ticket.key];
-        key.observe(now, &snapshot);
-        if let Some((kind, limit)) = learned {
-            key.learn(kind, limit);
+impl Router {
+    /// A router for `config` that sends through `transport`, with an in-process ledger and
+    /// nothing sent yet.
+    pub fn new(
+        config: Arc<Config>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        let plan = Plan::of(&config);
+        let (targets, providers) = plan.specs(&config);
+        let ledger = Arc::new(LocalLedger::new(&targets, providers));
+        Router {
+            config,
+            transport,
+            clock,
+            metrics,
+            ledger,
+            plan,
         }
-        let mut release = true;
-        match err.disposition() {
-            Disposition::NextKey => {
-                let kind = learned.map(|(k, _)| k);
-                let wait = snapshot
-                    .retry_after
-                    .or_else(|| {
-                        snapshot
-                            .readings
-                            .iter()
-                            .find(|r| Some(r.kind) == kind)
-                            .and_then(|r| r.reset)
-                    })
-                    .unwrap_or(Duration::from_secs(1));
-                key.block(now + micros(wait), kind);
-                t.circuit.on_answer();
-                self.metrics.rate_limited(&provider.name, alias);
-                tracing::warn!(provider = %provider.name, key = %alias, model = %model, wait = ?wait, limit = kind.map(Kind::short), "rate limited by the provider; key blocked until its reset");
-            }
-            Disposition::DisableKey => {
-                t.circuit.on_answer();
-                st.disabled[provider_index][ticket.key] = true;
-                tracing::error!(provider = %provider.name, key = %alias, status = ?err.status(), code = ?err.error_code(), "key disabled: the provider refused it");
-            }
-            Disposition::NextTarget => {
-                if err.is_outage() {
-                    t.circuit
-                        .on_outage(now, provider.cooldown, provider.max_cooldown);
-                    tracing::warn!(provider = %provider.name, key = %alias, model = %model, error = %err, failures = t.circuit.failures(), "target failed; cooling down");
-                } else {
-                    t.circuit.on_answer();
-                }
-                if matches!(err, UpstreamError::Timeout(_)) {
-                    // The provider may have counted it.
-                    release = false;
-                }
-            }
-            Disposition::ReturnToClient => t.circuit.on_answer(),
-        }
-        if ticket.probe && !err.is_outage() {
-            st.targets[ticket.target].circuit.on_answer();
-        }
-        let mut reservation = ticket.reservation;
-        let key = &mut st.targets[ticket.target].keys[ticket.key];
-        if release {
-            key.settle(reservation, None);
-        } else {
-            key.confirm(&mut reservation, now);
-            key.settle(reservation, Some(reservation.cost));
-        }
-        drop(st);
-        self.changed.notify_waiters();
     }
 
     /// Routes one request: returns the first usable answer, the provider's own answer when the
     /// request itself was refused, or an error once every target is exhausted or failed.
     pub async fn execute(self: &Arc<Self>, job: &Job) -> Result<Served, ProxyError> {
         let route = &self.config.routes[job.route];
-        let chain = &self.chains[job.route];
-        let started = self.clock.now();
-        let deadline = micros(started + route.max_wait);
-        let mut skip = vec![false; chain.len()];
-        let mut failures: Vec<String> = Vec::new();
-        let mut attempts = 0u32;
-        let max_attempts = self.max_attempts[job.route];
-        let mut prompt = None;
-        let mut wait_recorded = false;
+        let chain = &self.plan.chains[job.route];
+        let started = self.clock.instant();
+        let mut run = Attempts {
+            deadline: started + route.max_wait,
+            started,
+            waited: None,
+            prompt: None,
+            skip: vec![false; chain.len()],
+            failed: vec![false; chain.len()],
+            failures: Vec::new(),
+            count: 0,
+        };
         loop {
-            let notified = self.changed.notified();
+            let notified = self.ledger.changed().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.step(job, prompt, &skip, deadline) {
-                Step::NeedPrompt => prompt = Some(job.prompt_tokens()),
-                Step::Done(err) => {
-                    if !wait_recorded {
-                        self.metrics.queue_wait(self.clock.now() - started);
-                    }
-                    return Err(match err {
-                        ProxyError::Exhausted { kind: None, .. }
-                        | ProxyError::Unavailable { .. }
-                            if !failures.is_empty() =>
-                        {
-                            ProxyError::AllFailed {
-                                route: route.model.clone(),
-                                attempts: failures,
-                            }
-                        }
-                        other => other,
-                    });
+            let ask = Ask {
+                chain,
+                skip: &run.skip,
+                prompt: run.prompt,
+                completion: job.completion(),
+                default_completion: self.config.server.default_max_tokens,
+                deadline: run.deadline,
+            };
+            match self.ledger.admit(&ask, self.clock.instant()) {
+                Admission::NeedPrompt => {
+                    run.prompt = Some(crate::heavy::for_body(job.raw.len(), || {
+                        job.prompt_tokens()
+                    }));
                 }
-                Step::Wait(until) => {
-                    let wake = until.unwrap_or(deadline).min(deadline);
+                // Every other target has had its turn: the ones that failed this request may
+                // be tried again (their circuits permitting).
+                Admission::Refused(_) if run.failed.contains(&true) => run.retry_failed(),
+                Admission::Refused(refusal) => {
+                    self.note_wait(&mut run);
+                    return Err(self.refusal(job, refusal, run.failures));
+                }
+                Admission::Wait(until) => {
+                    let wake = until.unwrap_or(run.deadline).min(run.deadline);
                     tokio::select! {
-                        () = self.clock.sleep_until(Duration::from_micros(wake)) => {}
+                        () = self.clock.sleep_until(wake.since_origin()) => {}
                         () = &mut notified => {}
                     }
                 }
-                Step::Go(ticket) => {
-                    if !wait_recorded {
-                        self.metrics.queue_wait(self.clock.now() - started);
-                        wait_recorded = true;
-                    }
-                    attempts += 1;
-                    let (provider_index, model) = {
-                        let st = self.lock();
-                        let t = &st.targets[ticket.target];
-                        (t.provider, t.model.clone())
-                    };
-                    let provider = &self.config.providers[provider_index];
-                    let key = &provider.keys[ticket.key];
-                    let bytes =
-                        Bytes::from(body::with_model(&job.raw, &job.body, &model).map_err(
-                            |e| ProxyError::Internal(format!("cannot encode the request: {e}")),
-                        )?);
-                    let result = self
-                        .upstream
-                        .send(
-                            provider_index,
-                            provider,
-                            ticket.key,
-                            job.endpoint,
-                            bytes,
-                            job.stream,
-                            &self.clock,
-                        )
-                        .await;
-                    match result {
-                        Ok(answer) => {
-                            self.metrics.attempt(&provider.name, "200");
-                            let mut ticket = ticket;
-                            self.after_success(&mut ticket, &answer);
-                            let ticket = match &answer {
-                                Answer::Full { usage, .. } => {
-                                    ticket.finish(*usage);
-                                    None
-                                }
-                                Answer::Stream { .. } => Some(ticket),
-                            };
-                            return Ok(Served {
-                                answer,
-                                provider: provider.name.clone(),
-                                model,
-                                key_alias: key.alias.clone(),
-                                attempts,
-                                ticket,
-                            });
-                        }
-                        Err(err) => {
-                            self.metrics.attempt(&provider.name, &outcome_label(&err));
-                            let disposition = err.disposition();
-                            let target_pos = chain.iter().position(|&id| id == ticket.target);
-                            self.after_failure(ticket, &err);
-                            failures.push(format!("{} {}: {}", key.alias, model, err));
-                            match disposition {
-                                Disposition::ReturnToClient => {
-                                    if let UpstreamError::Status {
-                                        status,
-                                        headers,
-                                        body,
-                                    } = err
-                                    {
-                                        return Err(ProxyError::Passthrough {
-                                            status,
-                                            content_type: headers
-                                                .get(http::header::CONTENT_TYPE)
-                                                .cloned(),
-                                            body,
-                                        });
-                                    }
-                                }
-                                Disposition::NextTarget if !err.is_outage() => {
-                                    // Too large or unavailable for this target: skip it for
-                                    // this request without waiting.
-                                    if let Some(pos) = target_pos {
-                                        skip[pos] = true;
-                                    }
-                                }
-                                _ => {}
-                            }
-                            if attempts >= max_attempts {
-                                return Err(ProxyError::AllFailed {
-                                    route: route.model.clone(),
-                                    attempts: failures,
-                                });
-                            }
-                            self.metrics.fallback(&route.model);
-                        }
+                Admission::Go(grant) => {
+                    self.note_wait(&mut run);
+                    if let Some(done) = self.attempt(job, grant, &mut run).await {
+                        return done;
                     }
                 }
             }
         }
+    }
+
+    /// Records the time a request waited for headroom, once.
+    fn note_wait(&self, run: &mut Attempts) {
+        if run.waited.is_none() {
+            let waited = self.clock.instant().saturating_duration_since(run.started);
+            self.metrics.queue_wait(waited);
+            run.waited = Some(waited);
+        }
+    }
+
+    /// The client's error for a request no target can take, with the attempts that failed
+    /// before: a route whose targets are all failing is unavailable (503, every attempt
+    /// listed), never "at its rate limits"; a route with a target at its limits is exhausted
+    /// (429, with that target's honest `retry-after`), whatever the others did.
+    fn refusal(&self, job: &Job, refusal: Refusal, failures: Vec<String>) -> ProxyError {
+        let route = self.config.routes[job.route].model.clone();
+        match refusal {
+            Refusal::Exhausted { retry_after, kind } => ProxyError::Exhausted {
+                route,
+                retry_after: self.clock.to_wall(retry_after),
+                kind,
+            },
+            Refusal::TooLarge(kind) => ProxyError::TooLarge { route, kind },
+            Refusal::Unavailable { retry_after } => ProxyError::Unavailable {
+                route,
+                retry_after: retry_after.map(|d| self.clock.to_wall(d)),
+                attempts: failures,
+            },
+        }
+    }
+
+    /// Sends one attempt; `Some` when the request is answered (an answer, or an error the
+    /// client gets), `None` to go on to the next key or target.
+    async fn attempt(
+        self: &Arc<Self>,
+        job: &Job,
+        grant: Grant,
+        run: &mut Attempts,
+    ) -> Option<Result<Served, ProxyError>> {
+        run.count += 1;
+        let target = &self.plan.targets[grant.target];
+        let (key, position) = (grant.key, grant.position);
+        let ticket = Ticket::new(self.clone(), grant);
+        let body = match body::with_model(&job.raw, &job.body, &target.model) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                let e = format!("cannot encode the request: {e}");
+                return Some(Err(ProxyError::Internal(e)));
+            }
+        };
+        let call = Call {
+            provider: target.provider,
+            key,
+            endpoint: job.endpoint,
+            body,
+            stream: job.stream,
+        };
+        match self.transport.send(call).await {
+            Ok(answer) => Some(Ok(self.served(target, key, ticket, answer, run))),
+            Err(err) => self.failed(job, target, (key, position), ticket, err, run),
+        }
+    }
+
+    /// An answer: its headers read, its reservation settled (a stream's when it ends).
+    fn served(
+        &self,
+        target: &Target,
+        key: usize,
+        mut ticket: Ticket,
+        answer: Answer,
+        run: &Attempts,
+    ) -> Served {
+        let provider = &self.config.providers[target.provider];
+        let alias = &provider.keys[key].alias;
+        self.metrics.attempt(&provider.name, "200");
+        let snapshot = self.snapshot(target.provider, answer.headers());
+        if let Some(was) = ticket.answered(&snapshot) {
+            tracing::info!(provider = %provider.name, key = %alias, refused_for = %was, "key accepted again by the provider");
+        }
+        let ticket = match &answer {
+            Answer::Full { usage, .. } => {
+                ticket.finish(*usage);
+                None
+            }
+            Answer::Stream { .. } => Some(ticket),
+        };
+        Served {
+            answer,
+            provider: provider.name.clone(),
+            model: target.model.clone(),
+            key_alias: alias.clone(),
+            attempts: run.count,
+            waited: self.clock.to_wall(run.waited.unwrap_or_default()),
+            ticket,
+        }
+    }
+
+    /// A failed attempt: the ledger learns what it means, the log and metrics say so, and the
+    /// request either ends (the client gets the provider's answer, or every attempt is spent)
+    /// or goes on.
+    fn failed(
+        &self,
+        job: &Job,
+        target: &Target,
+        (key, position): (usize, usize),
+        ticket: Ticket,
+        err: UpstreamError,
+        run: &mut Attempts,
+    ) -> Option<Result<Served, ProxyError>> {
+        let provider = &self.config.providers[target.provider];
+        self.metrics
+            .attempt(&provider.name, &verdict::outcome_label(&err));
+        let snapshot = match &err {
+            UpstreamError::Status { headers, .. } => self.snapshot(target.provider, headers),
+            _ => RateLimitSnapshot::default(),
+        };
+        let failure = verdict::failure(&err, snapshot, self.clock.instant(), &self.clock);
+        let after = ticket.fail(&failure);
+        self.log_failure(target, key, &failure, &after, &err);
+        run.failures.push(format!(
+            "{} {}: {}",
+            provider.keys[key].alias, target.model, err
+        ));
+        match (err.disposition(), err) {
+            (
+                Disposition::ReturnToClient,
+                UpstreamError::Status {
+                    status,
+                    headers,
+                    body,
+                },
+            ) => {
+                return Some(Err(ProxyError::Passthrough {
+                    status,
+                    content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
+                    body,
+                }));
+            }
+            // Too large or unavailable for this target: skip it for this request without
+            // waiting.
+            _ if failure.verdict == Verdict::Declined => run.skip[position] = true,
+            // A failing target: the request moves on to the others first.
+            _ if matches!(failure.verdict, Verdict::Outage { .. }) => {
+                run.skip[position] = true;
+                run.failed[position] = true;
+            }
+            _ => {}
+        }
+        let route = &self.config.routes[job.route];
+        if run.count >= self.plan.max_attempts[job.route] {
+            return Some(Err(ProxyError::AllFailed {
+                route: route.model.clone(),
+                attempts: std::mem::take(&mut run.failures),
+            }));
+        }
+        self.metrics.fallback(&route.model);
+        None
+    }
+
+    /// Says in the log (and metrics) what a failed attempt changed.
+    fn log_failure(
+        &self,
+        target: &Target,
+        key: usize,
+        failure: &Failure,
+        after: &Aftermath,
+        err: &UpstreamError,
+    ) {
+        let provider = &self.config.providers[target.provider];
+        let alias = &provider.keys[key].alias;
+        let model = &target.model;
+        match &failure.verdict {
+            Verdict::RateLimited { until, kind, .. } => {
+                self.metrics.rate_limited(&provider.name, alias);
+                let wait = until.saturating_duration_since(self.clock.instant());
+                tracing::warn!(provider = %provider.name, key = %alias, model = %model, wait = ?wait, limit = kind.map(Kind::short), "rate limited by the provider; key blocked until its reset");
+            }
+            Verdict::KeyRefused { why } => {
+                let retry_in = after.key_set_aside_for.unwrap_or_default();
+                tracing::error!(provider = %provider.name, key = %alias, reason = %why, retry_in = ?retry_in, "key set aside: the provider refused it; one request tries it again after the back-off");
+            }
+            Verdict::Outage { .. } => {
+                tracing::warn!(provider = %provider.name, key = %alias, model = %model, error = %err, failures = after.circuit_failures, "target failed");
+            }
+            Verdict::Declined | Verdict::RequestRefused => {}
+        }
+        if let Some(was) = &after.key_accepted {
+            tracing::info!(provider = %provider.name, key = %alias, refused_for = %was, "key accepted again by the provider");
+        }
+    }
+
+    /// A stream of `target` stalled: the target counts as failing (its circuit opens).
+    fn stream_stalled(&self, target: TargetId) {
+        let failures = self.ledger.stalled(target, self.clock.instant());
+        let t = &self.plan.targets[target];
+        let provider = &self.config.providers[t.provider];
+        tracing::warn!(provider = %provider.name, model = %t.model, failures, "a stream stalled; the target counts as failing");
+    }
+
+    /// Reads a response's rate-limit headers in `provider`'s dialect, on this clock.
+    fn snapshot(&self, provider: usize, headers: &http::HeaderMap) -> RateLimitSnapshot {
+        headers::parse(
+            self.config.providers[provider].dialect,
+            headers,
+            self.clock.wall_unix_now(),
+        )
+        .on_clock(&self.clock)
     }
 
     /// Remaining headroom of every known limit, for `/metrics`.
     pub fn headroom(&self) -> Vec<Headroom> {
-        let now = self.now_us();
-        let mut st = self.lock();
-        let mut out = Vec::new();
-        for t in &mut st.targets {
-            let provider = &self.config.providers[t.provider];
-            for (k, key) in t.keys.iter_mut().enumerate() {
-                key.expire(now);
-                for (kind, limit) in key.known().iter() {
-                    out.push(Headroom {
-                        provider: provider.name.clone(),
-                        key: provider.keys[k].alias.clone(),
-                        model: t.model.clone(),
-                        window: kind.short(),
-                        remaining: key.remaining(kind).unwrap_or(limit),
-                        limit,
-                    });
+        self.ledger
+            .readings(self.clock.instant())
+            .into_iter()
+            .map(|r| {
+                let t = &self.plan.targets[r.target];
+                let provider = &self.config.providers[t.provider];
+                Headroom {
+                    provider: provider.name.clone(),
+                    key: provider.keys[r.key].alias.clone(),
+                    model: t.model.clone(),
+                    window: r.kind.short(),
+                    remaining: r.remaining,
+                    limit: r.limit,
                 }
-            }
-        }
-        out
+            })
+            .collect()
     }
 
-    /// The proxy's clock.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
+    /// The limits of every key of every target in a route's chain, summed per kind, as far as
+    /// spillway knows them (configured or learned); resets in wall-clock time.
+    pub fn pool(&self, route: usize) -> Pool {
+        let mut pool = self
+            .ledger
+            .pool(&self.plan.chains[route], self.clock.instant());
+        for kind in Kind::ALL {
+            if let Some(mut reading) = pool.get(kind) {
+                reading.resets_in = self.clock.to_wall(reading.resets_in);
+                pool.set(kind, Some(reading));
+            }
+        }
+        pool
+    }
+
+    /// Keys their provider refused: provider, alias and what it said.
+    pub fn refused_keys(&self) -> Vec<(String, String, String)> {
+        self.ledger
+            .refused_keys()
+            .into_iter()
+            .map(|r| {
+                let provider = &self.config.providers[r.provider];
+                (
+                    provider.name.clone(),
+                    provider.keys[r.key].alias.clone(),
+                    r.why,
+                )
+            })
+            .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@
 
 use axum::http::HeaderMap;
 
-use crate::server::error::ProxyError;
+use crate::error::ProxyError;
 use crate::state::AppState;
 
 /// Accepts or refuses a request's credentials.

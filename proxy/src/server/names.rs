@@ -4,8 +4,12 @@
 
 use axum::http::HeaderName;
 
-/// Which cache outcome served the answer (`hit`, `miss`, `coalesced`, `bypass`).
+/// What the cache did (`hit`, `miss`, `coalesced`, `bypass`, `skip`, `none`).
 pub const X_SPILLWAY_CACHE: HeaderName = HeaderName::from_static("x-spillway-cache");
+/// Why the cache left a request out (`nondeterministic`, `never`, `off`), with `skip`.
+pub const X_SPILLWAY_CACHE_REASON: HeaderName = HeaderName::from_static("x-spillway-cache-reason");
+/// Milliseconds (wall-clock) a request waited for headroom before its first attempt.
+pub const X_SPILLWAY_WAIT_MS: HeaderName = HeaderName::from_static("x-spillway-wait-ms");
 /// The answer's cache key, as 64 hex digits.
 pub const X_SPILLWAY_CACHE_KEY: HeaderName = HeaderName::from_static("x-spillway-cache-key");
 /// A client's cache namespace.

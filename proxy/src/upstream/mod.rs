@@ -1,16 +1,20 @@
 //! Talking to providers: one pooled HTTP/1.1 client per provider (hyper, with rustls for
 //! `https://`), its endpoint URLs parsed once, each key's `Authorization` header built once and
-//! marked sensitive; answers read whole (plain) or up to their first byte (streams); failures
-//! classified by [`disposition`].
+//! marked sensitive; answers read whole (plain) or up to their first event (streams, read on as
+//! [`stream::EventStream`] events from [`sse`]); provider keys masked in whatever comes back
+//! ([`scrub`]); failures classified by [`disposition`]. The router sends through the
+//! [`Transport`] trait, so its attempt loop can be tested against scripted answers.
 
 pub mod disposition;
+pub mod scrub;
 pub mod sse;
+pub mod stream;
 
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, BodyStream, Full, Limited};
 use hyper::body::Incoming;
@@ -20,10 +24,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use spillway_clock::Clock;
+use tokio_util::sync::CancellationToken;
 
 pub use disposition::{Disposition, UpstreamError};
+pub use stream::{ByteStream, EventStream, Next, StreamEnd};
 
 use crate::config::Provider;
+use scrub::Scrubber;
 
 /// Largest error body kept from a provider.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -59,9 +66,6 @@ impl Endpoint {
     }
 }
 
-/// The rest of a streamed answer.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
-
 /// A usable answer.
 pub enum Answer {
     /// A plain answer, read whole (and checked to be JSON).
@@ -73,14 +77,12 @@ pub enum Answer {
         /// `(prompt, completion)` tokens from its `usage`, when present.
         usage: Option<(u64, u64)>,
     },
-    /// A streamed answer whose first bytes have arrived.
+    /// A streamed answer whose first event has arrived.
     Stream {
         /// Response headers.
         headers: HeaderMap,
-        /// The first bytes.
-        first: Bytes,
-        /// Everything after them.
-        rest: ByteStream,
+        /// Its events, the first one ready.
+        events: EventStream,
     },
 }
 
@@ -88,9 +90,7 @@ impl std::fmt::Debug for Answer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Answer::Full { body, .. } => write!(f, "Answer::Full({} bytes)", body.len()),
-            Answer::Stream { first, .. } => {
-                write!(f, "Answer::Stream(first {} bytes)", first.len())
-            }
+            Answer::Stream { events, .. } => write!(f, "Answer::Stream({events:?})"),
         }
     }
 }
@@ -104,12 +104,53 @@ impl Answer {
     }
 }
 
+/// One attempt: which provider, key and endpoint, with the body to send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The provider's index.
+    pub provider: usize,
+    /// The key's index among the provider's keys.
+    pub key: usize,
+    /// Chat or embeddings.
+    pub endpoint: Endpoint,
+    /// The request body, with the target's model.
+    pub body: Bytes,
+    /// Ask for a stream.
+    pub stream: bool,
+}
+
+/// What an attempt's future resolves to.
+pub type Sent<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answer, UpstreamError>> + Send + 'a>>;
+
+/// Sends attempts to providers: [`Upstream`] over HTTP, or scripted answers in tests.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Sends one attempt and waits (at most the provider's timeout) for a usable answer: a
+    /// whole plain body, or a stream's first event.
+    fn send(&self, call: Call) -> Sent<'_>;
+}
+
+/// A provider's per-attempt timings.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Longest wait for an answer (a stream's first event).
+    timeout: Duration,
+    /// Longest silence inside a stream.
+    stream_idle_timeout: Duration,
+}
+
 /// HTTP clients for every provider, their endpoint URLs, and their keys' headers.
 #[derive(Clone)]
 pub struct Upstream {
     clients: Vec<HttpClient>,
     urls: Vec<[Uri; 2]>,
     auth: Vec<Vec<HeaderValue>>,
+    timing: Vec<Timing>,
+    clock: Clock,
+    /// Every provider key's value, masked in whatever comes back.
+    scrub: Arc<Scrubber>,
+    /// Ends the streams in progress when the gateway's shutdown deadline passes.
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -184,8 +225,13 @@ fn client(provider: &Provider) -> Result<HttpClient, String> {
 }
 
 impl Upstream {
-    /// Clients for `providers`, in order.
-    pub fn new(providers: &[Provider]) -> Result<Self, String> {
+    /// Clients for `providers`, in order, timed on `clock`; `stop` ends every stream in
+    /// progress.
+    pub fn new(
+        providers: &[Provider],
+        clock: Clock,
+        stop: CancellationToken,
+    ) -> Result<Self, String> {
         let mut clients = Vec::new();
         let mut urls = Vec::new();
         let mut auth = Vec::new();
@@ -214,26 +260,38 @@ impl Upstream {
                     .collect::<Result<Vec<_>, String>>()?,
             );
         }
+        let scrub = Arc::new(Scrubber::new(
+            providers
+                .iter()
+                .flat_map(|p| p.keys.iter().map(|k| k.key.expose())),
+        ));
+        let timing = providers
+            .iter()
+            .map(|p| Timing {
+                timeout: p.timeout,
+                stream_idle_timeout: p.stream_idle_timeout,
+            })
+            .collect();
         Ok(Upstream {
             clients,
             urls,
             auth,
+            timing,
+            clock,
+            scrub,
+            stop,
         })
     }
 
-    /// Sends one attempt with key number `key_index` and waits (at most the provider's timeout, in clock time) for a
-    /// usable answer: a whole plain body, or a stream's first bytes.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn send(
-        &self,
-        index: usize,
-        provider: &Provider,
-        key_index: usize,
-        endpoint: Endpoint,
-        body: Bytes,
-        stream: bool,
-        clock: &Clock,
-    ) -> Result<Answer, UpstreamError> {
+    async fn send_now(&self, call: Call) -> Result<Answer, UpstreamError> {
+        let Call {
+            provider: index,
+            key: key_index,
+            endpoint,
+            body,
+            stream,
+        } = call;
+        let timing = self.timing[index];
         let request = http::Request::post(self.urls[index][endpoint as usize].clone())
             .header(
                 http::header::AUTHORIZATION,
@@ -249,44 +307,48 @@ impl Upstream {
                 .map_err(|e| UpstreamError::Connection(describe(&e)))?;
             let (parts, body) = resp.into_parts();
             let status = parts.status;
-            let headers = parts.headers;
+            let mut headers = parts.headers;
+            self.scrub.headers(&mut headers);
             if status != StatusCode::OK {
                 let body = read_bounded(body, MAX_ERROR_BODY).await.unwrap_or_default();
                 return Err(UpstreamError::Status {
                     status,
                     headers,
-                    body,
+                    body: self.scrub.body(body),
                 });
             }
             if stream {
-                let mut rest = BodyStream::new(body).filter_map(|frame| {
+                let bytes: ByteStream = Box::pin(BodyStream::new(body).filter_map(|frame| {
                     futures_util::future::ready(match frame {
                         Ok(frame) => frame.into_data().ok().map(Ok),
                         Err(e) => Some(Err(describe(&e))),
                     })
-                });
-                let first = loop {
-                    match rest.next().await {
-                        Some(Ok(b)) if b.is_empty() => continue,
-                        Some(Ok(b)) => break b,
-                        Some(Err(e)) => return Err(UpstreamError::Connection(e)),
-                        None => {
-                            return Err(UpstreamError::InvalidBody(
-                                "the stream ended before its first byte".into(),
-                            ));
-                        }
-                    }
-                };
-                let rest: ByteStream = Box::pin(rest);
-                Ok(Answer::Stream {
-                    headers,
-                    first,
-                    rest,
-                })
+                }));
+                let mut events = EventStream::new(
+                    bytes,
+                    self.scrub.clone(),
+                    timing.stream_idle_timeout,
+                    self.stop.clone(),
+                );
+                match events.first().await {
+                    // An error before anything of an answer: the attempt failed, and nothing
+                    // has reached the client, so the request can still move on.
+                    Ok(()) if events.error().is_some() => Err(UpstreamError::InvalidBody(format!(
+                        "the stream opened with an error: {}",
+                        events.error().unwrap_or_default()
+                    ))),
+                    Ok(()) => Ok(Answer::Stream { headers, events }),
+                    Err(StreamEnd::Stalled(after)) => Err(UpstreamError::Timeout(after)),
+                    Err(end) => Err(UpstreamError::InvalidBody(format!(
+                        "the stream ended before its first event: {}",
+                        end.why().unwrap_or_default()
+                    ))),
+                }
             } else {
                 let body = read_bounded(body, MAX_ANSWER_BODY)
                     .await
                     .map_err(UpstreamError::Connection)?;
+                let body = self.scrub.body(body);
                 let usage = parse_answer(&body).map_err(|_| {
                     UpstreamError::InvalidBody("status 200 with a body that is not JSON".into())
                 })?;
@@ -297,9 +359,15 @@ impl Upstream {
                 })
             }
         };
-        clock
-            .timeout(provider.timeout, attempt)
+        self.clock
+            .timeout(timing.timeout, attempt)
             .await
-            .unwrap_or(Err(UpstreamError::Timeout(provider.timeout)))
+            .unwrap_or(Err(UpstreamError::Timeout(timing.timeout)))
+    }
+}
+
+impl Transport for Upstream {
+    fn send(&self, call: Call) -> Sent<'_> {
+        Box::pin(self.send_now(call))
     }
 }
