@@ -342,8 +342,8 @@ async fn export_then_import_into_an_empty_store_replays_byte_for_byte() {
     let questions = ["alpha", "beta", "gamma"];
     let originals = ask_plain_and_streamed(&first, &questions).await;
     let mut cassette = Vec::new();
-    let exported =
-        spillway::cache::cassette::export(&first.state.cache, &mut cassette).expect("exports");
+    let exported = spillway::cache::cassette::export(&first.state.pipeline.cache, &mut cassette)
+        .expect("exports");
     assert_eq!(exported, 6);
     first.shutdown().await;
     let text = String::from_utf8(cassette.clone()).unwrap();
@@ -363,8 +363,8 @@ async fn export_then_import_into_an_empty_store_replays_byte_for_byte() {
         Clock::real(),
     )
     .await;
-    let imported =
-        spillway::cache::cassette::import(&replay.state.cache, &cassette[..]).expect("imports");
+    let imported = spillway::cache::cassette::import(&replay.state.pipeline.cache, &cassette[..])
+        .expect("imports");
     assert_eq!(imported, 6);
     let replayed = ask_plain_and_streamed(&replay, &questions).await;
     assert_eq!(replayed, originals);
@@ -377,15 +377,17 @@ async fn only_deterministic_requests_are_cached_unless_the_policy_says_always() 
     let proxy = Proxy::start(&config(&mock.url(), &path), &[("K1", "k1")], Clock::real()).await;
     let mut warm = deterministic("creative");
     warm["temperature"] = json!(0.7);
+    // Left out by the policy: `skip`, and why (not `bypass`, which is the client's own ask).
     for _ in 0..2 {
         let resp = send(&proxy, &warm, &[]).await;
-        assert_eq!(header(&resp, "x-spillway-cache"), "bypass");
+        assert_eq!(header(&resp, "x-spillway-cache"), "skip");
+        assert_eq!(header(&resp, "x-spillway-cache-reason"), "nondeterministic");
     }
     let mut unset = deterministic("no temperature");
     unset.as_object_mut().unwrap().remove("temperature");
     assert_eq!(
         header(&send(&proxy, &unset, &[]).await, "x-spillway-cache"),
-        "bypass"
+        "skip"
     );
     assert_eq!(mock.stats().requests, 3);
 

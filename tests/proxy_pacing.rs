@@ -74,7 +74,8 @@ max_wait = "10m"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_absent_from_config_are_learned_with_at_most_one_429_per_key() {
+async fn with_one_request_in_flight_while_unknown_limits_are_learned_with_at_most_one_429_per_key()
+{
     let clock = Clock::scaled(60.0).expect("scale");
     let mock = MockProvider::builder()
         .keys(["k1", "k2"])
@@ -88,6 +89,9 @@ async fn limits_absent_from_config_are_learned_with_at_most_one_429_per_key() {
 name = "groq"
 base_url = "{}"
 keys = ["env:K1", "env:K2"]
+# A fixed cap of one: the strictest way to learn (the adaptive default is tested in
+# proxy_admission.rs).
+unknown_limits_in_flight = 1
 
 [[routes]]
 model = "fast"
@@ -257,4 +261,72 @@ max_wait = "5m"
         "the second request went {gap:.2} s after the first"
     );
     assert_eq!(mock.stats().responses(429), 0);
+}
+
+/// Every duration on the wire is wall-clock time, so components at different time scales agree:
+/// a proxy running sixty times faster than real time, in front of a provider in real time,
+/// holds a key the provider refused for the provider's real minute — not for a simulated minute
+/// (one real second), after which it would be refused again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_clock_proxy_honors_a_real_time_providers_reset_in_real_time() {
+    let mock = MockProvider::builder()
+        .key("k1")
+        .limits(GROQ_MODEL, Limits::rpm(3))
+        .clock(Clock::real())
+        .start()
+        .await;
+    let config = format!(
+        r#"
+[[providers]]
+name = "groq"
+base_url = "{}"
+keys = ["env:K1"]
+unknown_limits_in_flight = 0
+
+[[routes]]
+model = "fast"
+targets = [{{ provider = "groq", model = "{GROQ_MODEL}" }}]
+max_wait = "2m"
+"#,
+        mock.url()
+    );
+    // 2 simulated minutes of max_wait: 2 real seconds.
+    let proxy = Proxy::start(
+        &config,
+        &[("K1", "k1")],
+        Clock::scaled(60.0).expect("scale"),
+    )
+    .await;
+    let url = proxy.url();
+    let mut statuses = Vec::new();
+    let mut retry_after_ms = Vec::new();
+    // Six requests over about four real seconds: three fit the provider's minute.
+    for i in 0..6 {
+        let resp = chat(&url, &chat_body("fast", &format!("q{i}"), 10)).await;
+        statuses.push(resp.status().as_u16());
+        if let Some(ms) = resp
+            .headers()
+            .get("retry-after-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            retry_after_ms.push(ms);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        mock.stats().responses(429),
+        1,
+        "one 429 taught the proxy the key's real reset; it did not come back a second early"
+    );
+    // The clients are told the provider's own wait, in their (real) time: most of a minute.
+    assert!(!retry_after_ms.is_empty());
+    assert!(
+        retry_after_ms
+            .iter()
+            .all(|ms| (40_000..=61_000).contains(ms)),
+        "{retry_after_ms:?}"
+    );
 }

@@ -1,5 +1,5 @@
 //! No provider key ever appears in what the proxy writes: logs (captured at TRACE level, the
-//! HTTP stack's included), response bodies and headers, metrics (DESIGN.md invariant 7).
+//! HTTP stack's included), response bodies and headers, metrics (ARCHITECTURE.md, invariant 7).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

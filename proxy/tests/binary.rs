@@ -72,10 +72,12 @@ fn check_prints_resolved_routes_and_names_missing_variables() {
     );
     assert!(!stdout.contains(KEY));
 
+    // A user's mistake prints its message, never a backtrace, whatever RUST_BACKTRACE says.
     let missing = Command::new(env!("CARGO_BIN_EXE_spillway"))
         .args(["check", "--config"])
         .arg(&path)
         .env_remove("SPILLWAY_TEST_GROQ_KEY")
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("runs");
     assert!(!missing.status.success());
@@ -86,6 +88,8 @@ fn check_prints_resolved_routes_and_names_missing_variables() {
         stderr.contains("SPILLWAY_TEST_GROQ_KEY is not set"),
         "{stderr}"
     );
+    assert!(!stderr.contains("Stack backtrace"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
 #[test]

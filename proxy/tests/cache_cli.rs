@@ -9,7 +9,7 @@ use spillway::Clock;
 use spillway::cache::Cache;
 use spillway::cache::entry::Stored;
 use spillway::cache::key::cache_key;
-use spillway::cache::policy::CacheConfig;
+use spillway::config::cache::CacheConfig;
 
 fn populate(dir: &std::path::Path, n: u64, namespace: &str) -> Vec<String> {
     let cache = Cache::open(
@@ -108,4 +108,35 @@ fn the_cache_tools_inspect_export_import_and_purge() {
     let (_, out, _) = spillway(&fresh, &["get", &keys[6]]);
     let entry: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(entry["namespace"], "run-2");
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_tools_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = populate(dir.path(), 3, "");
+    for args in [vec!["stats"], vec!["get", keys[0].as_str()]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .arg("cache")
+            .arg("--path")
+            .arg(dir.path())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // The reader closes its end before reading anything, as `| true` does.
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().expect("exits");
+        assert!(status.success(), "{args:?}: {status} {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

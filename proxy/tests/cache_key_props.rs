@@ -1,6 +1,6 @@
 //! The cache key is a pure function of the fields that can change the answer: for any request,
 //! field order, whitespace and number spelling do not change it; any change to a counted field
-//! does; changes to excluded fields do not (DESIGN.md invariant 3).
+//! does; changes to excluded fields do not (ARCHITECTURE.md, invariant 3).
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
