@@ -1,5 +1,6 @@
-//! Expectations: a small, regular vocabulary of checks on what a run produced. Each names what
-//! it compares and reports both sides, so a failure reads as "expected X, got Y".
+//! Expectations as a scenario file writes them: the `[expect]` table and its small, regular
+//! vocabulary of checks. Each expectation names what it compares; [`crate::verdict`] holds them
+//! against a run, so reading a scenario needs nothing of how a run is recorded.
 //!
 //! A check is written as a comparison string (`">= 0.5"`, `"< 2s"`, `"== 0"`), a table of
 //! bounds (`{ min = 1, max = 10 }`), a bare number (exactly that), or, for counts, `"all"` /
@@ -10,8 +11,6 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::runner::{ClientRecord, RunResult};
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -205,51 +204,12 @@ pub struct Expect {
     pub p99_latency: Option<Check>,
     /// Slowest client request (simulated time): nothing hangs.
     pub max_latency: Option<Check>,
-    /// Every client 429's `retry-after` (seconds).
+    /// Every client 429's `retry-after` (wall-clock seconds, as a client reads it).
     pub client_retry_after: Option<Check>,
     /// No request reached a key before the `retry-after` the key had given.
     pub retry_after_honored: Option<bool>,
     /// First request sent to last response received (simulated time).
     pub makespan: Option<Check>,
-}
-
-/// One evaluated expectation.
-#[derive(Clone, Debug, Serialize)]
-pub struct Verdict {
-    /// What was compared (`served_by.groq`).
-    pub name: String,
-    /// The expectation, as written.
-    pub expected: String,
-    /// What the run produced.
-    pub actual: String,
-    /// Whether it held.
-    pub pass: bool,
-}
-
-impl Verdict {
-    /// A check against a number.
-    pub fn number(name: impl Into<String>, check: &Check, actual: f64, total: f64) -> Self {
-        Verdict {
-            name: name.into(),
-            expected: check.to_string(),
-            actual: trim_number(actual),
-            pass: check.holds(actual, total),
-        }
-    }
-
-    /// A yes/no expectation.
-    pub fn flag(name: impl Into<String>, expected: bool, actual: bool, detail: String) -> Self {
-        Verdict {
-            name: name.into(),
-            expected: expected.to_string(),
-            actual: if detail.is_empty() {
-                actual.to_string()
-            } else {
-                format!("{actual} ({detail})")
-            },
-            pass: expected == actual,
-        }
-    }
 }
 
 impl Expect {
@@ -275,226 +235,6 @@ pub fn status_code(key: &str) -> Option<u16> {
         "error" => Some(0),
         k => k.parse::<u16>().ok().filter(|s| (100..600).contains(s)),
     }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Latency percentiles (simulated seconds) of a run's client requests.
-pub fn latencies(r: &RunResult) -> (f64, f64, f64) {
-    let mut l: Vec<f64> = r.clients.iter().map(|c| c.latency).collect();
-    l.sort_by(f64::total_cmp);
-    (
-        percentile(&l, 0.5),
-        percentile(&l, 0.99),
-        l.last().copied().unwrap_or(0.0),
-    )
-}
-
-/// True for a client request the cache answered (hit or coalesced).
-pub fn from_cache(c: &ClientRecord) -> bool {
-    matches!(c.cache.as_deref(), Some("hit") | Some("coalesced"))
-}
-
-/// Keys of mocks that received a request before the `retry-after` they had given on that
-/// model, as `mock/key: at t, told to wait r, came back after d`.
-pub fn retry_after_violations(r: &RunResult) -> Vec<String> {
-    let mut out = Vec::new();
-    for mock in &r.mocks {
-        let mut last_429: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
-        for e in &mock.journal {
-            let (Some(key), Some(model)) = (&e.key, &e.model) else {
-                continue;
-            };
-            let slot = (key.clone(), model.clone());
-            if let Some((at, wait)) = last_429.get(&slot)
-                && e.at + 0.1 < at + wait
-            {
-                out.push(format!(
-                    "{}/{key}: 429 at {at:.1}s said wait {wait}s, next request at {:.1}s",
-                    mock.name, e.at
-                ));
-            }
-            if e.status == 429 {
-                last_429.insert(slot, (e.at, e.retry_after.unwrap_or(0) as f64));
-            } else if e.status != 0 {
-                last_429.remove(&slot);
-            }
-        }
-    }
-    out
-}
-
-/// Evaluates every expectation against a run.
-pub fn evaluate(expect: &Expect, r: &RunResult) -> Vec<Verdict> {
-    let total = r.clients.len() as f64;
-    let mut out = Vec::new();
-    for (status, check) in &expect.client_status {
-        let code = status_code(status).unwrap_or(0);
-        let n = r.clients.iter().filter(|c| c.status == code).count();
-        out.push(Verdict::number(
-            format!("client_status.{status}"),
-            check,
-            n as f64,
-            total,
-        ));
-    }
-    if let Some(check) = &expect.upstream_429 {
-        let n: u64 = r.mocks.iter().map(|m| m.stats.responses(429)).sum();
-        out.push(Verdict::number("upstream_429", check, n as f64, total));
-    }
-    if let Some(expected) = expect.peak_within_limits {
-        let mut over = Vec::new();
-        for m in &r.mocks {
-            for (key, models) in &m.stats.keys {
-                for (model, s) in models {
-                    if !s.peaks_within_limits() {
-                        over.push(format!("{}/{key}/{model}", m.name));
-                    }
-                }
-            }
-        }
-        out.push(Verdict::flag(
-            "peak_within_limits",
-            expected,
-            over.is_empty(),
-            over.join(", "),
-        ));
-    }
-    let upstream: Vec<&ClientRecord> = r
-        .clients
-        .iter()
-        .filter(|c| c.status == 200 && !from_cache(c))
-        .collect();
-    for (name, check) in &expect.served_by {
-        let n = upstream
-            .iter()
-            .filter(|c| c.provider.as_deref() == Some(name) || c.key.as_deref() == Some(name))
-            .count();
-        let share = if upstream.is_empty() {
-            0.0
-        } else {
-            n as f64 / upstream.len() as f64
-        };
-        let mut v = Verdict::number(format!("served_by.{name}"), check, share, 1.0);
-        v.actual = format!("{} ({n} of {})", trim_number(share), upstream.len());
-        out.push(v);
-    }
-    let hits = |cs: &[&ClientRecord]| {
-        cs.iter()
-            .filter(|c| c.cache.as_deref() == Some("hit"))
-            .count()
-    };
-    if let Some(check) = &expect.cache_hit_ratio {
-        let all: Vec<&ClientRecord> = r.clients.iter().collect();
-        let share = if all.is_empty() {
-            0.0
-        } else {
-            hits(&all) as f64 / all.len() as f64
-        };
-        out.push(Verdict::number("cache_hit_ratio", check, share, 1.0));
-    }
-    if let Some(check) = &expect.final_pass_hit_ratio {
-        let last: Vec<&ClientRecord> = r.clients.iter().filter(|c| c.pass == r.passes).collect();
-        let share = if last.is_empty() {
-            0.0
-        } else {
-            hits(&last) as f64 / last.len() as f64
-        };
-        out.push(Verdict::number("final_pass_hit_ratio", check, share, 1.0));
-    }
-    if let Some(check) = &expect.coalesced {
-        let n = r
-            .clients
-            .iter()
-            .filter(|c| c.cache.as_deref() == Some("coalesced"))
-            .count();
-        out.push(Verdict::number("coalesced", check, n as f64, total));
-    }
-    if let Some(check) = &expect.fallbacks {
-        out.push(Verdict::number(
-            "fallbacks",
-            check,
-            r.fallbacks as f64,
-            total,
-        ));
-    }
-    let (p50, p99, max) = latencies(r);
-    for (name, check, v) in [
-        ("p50_latency", &expect.p50_latency, p50),
-        ("p99_latency", &expect.p99_latency, p99),
-        ("max_latency", &expect.max_latency, max),
-    ] {
-        if let Some(check) = check {
-            let mut verdict = Verdict::number(name, check, v, 0.0);
-            verdict.actual = format!("{}s", trim_number(v));
-            out.push(verdict);
-        }
-    }
-    if let Some(check) = &expect.client_retry_after {
-        let waits: Vec<f64> = r
-            .clients
-            .iter()
-            .filter(|c| c.status == 429)
-            .filter_map(|c| c.retry_after)
-            .collect();
-        let refused = r.clients.iter().filter(|c| c.status == 429).count();
-        let pass = waits.len() == refused && waits.iter().all(|w| check.holds(*w, 0.0));
-        let lo = waits.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = waits.iter().copied().fold(0.0, f64::max);
-        out.push(Verdict {
-            name: "client_retry_after".into(),
-            expected: format!("every 429's retry-after {check}"),
-            actual: if refused == 0 {
-                "no 429s".into()
-            } else {
-                format!(
-                    "{} of {refused} carried one, {}s to {}s",
-                    waits.len(),
-                    trim_number(lo),
-                    trim_number(hi)
-                )
-            },
-            pass,
-        });
-    }
-    if let Some(expected) = expect.retry_after_honored {
-        let violations = retry_after_violations(r);
-        let given: u64 = r.mocks.iter().map(|m| m.stats.responses(429)).sum();
-        let detail = if violations.is_empty() {
-            format!("{given} retry-after given")
-        } else {
-            violations.join("; ")
-        };
-        out.push(Verdict::flag(
-            "retry_after_honored",
-            expected,
-            violations.is_empty(),
-            detail,
-        ));
-    }
-    if let Some(check) = &expect.makespan {
-        let first = r
-            .clients
-            .iter()
-            .map(|c| c.sent)
-            .fold(f64::INFINITY, f64::min);
-        let last = r
-            .clients
-            .iter()
-            .map(|c| c.sent + c.latency)
-            .fold(0.0, f64::max);
-        let span = if first.is_finite() { last - first } else { 0.0 };
-        let mut v = Verdict::number("makespan", check, span, 0.0);
-        v.actual = format!("{}s", trim_number(span));
-        out.push(v);
-    }
-    out
 }
 
 #[cfg(test)]

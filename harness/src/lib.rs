@@ -7,25 +7,31 @@
 //! # Layout
 //! - [`scenario`]: scenario files (schema, loading, errors naming file, line and field);
 //! - [`traffic`]: synthetic arrivals and recorded-traffic replay;
+//! - [`record`]: what a run produced, from both sides (client records, mock outcomes);
 //! - [`runner`]: starting mocks and proxy, driving traffic, collecting both sides;
-//! - [`expect`]: expectations → verdicts;
+//! - [`expect`]: the `[expect]` table and its checks, as a scenario file writes them;
+//! - [`verdict`]: each expectation held against a run;
 //! - [`report`]: figures (JSON), the summary table, timeline data;
 //! - [`timeline`]: the timeline picture (SVG);
 //! - [`load`]: a closed-loop HTTP/1.1 load generator with HDR latency histograms;
 //! - [`subjects`]: the processes a benchmark measures, started as children;
 //! - [`forwarder`]: the bare forwarder, the floor a gateway is measured against;
-//! - [`bench`]: `spillway-harness bench`: subjects in turn, medians, a table.
+//! - [`bench`]: `spillway-harness bench`: subjects in turn, medians, a table;
+//! - [`chaos`]: `spillway-harness chaos`: the fault matrix, crash rounds and memory soak.
 
 pub mod bench;
+pub mod chaos;
 pub mod expect;
 pub mod forwarder;
 pub mod load;
+pub mod record;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod subjects;
 pub mod timeline;
 pub mod traffic;
+pub mod verdict;
 
 use std::path::Path;
 
@@ -57,7 +63,7 @@ pub async fn run_scenario(
         Ok(r) => r,
         Err(e) => return ScenarioOutcome::Error(format!("{}: {e}", path.display())),
     };
-    let verdicts = expect::evaluate(&scenario.expect, &result);
+    let verdicts = verdict::evaluate(&scenario.expect, &result);
     let report = report::build(&scenario, seed_used, &result, verdicts);
     if let Some(out) = out {
         let svg = timeline::render_svg(&report::timeline(&scenario.name, &result));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http::header::InvalidHeaderValue;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -130,6 +131,17 @@ pub struct LoadReport {
     pub max_us: u64,
 }
 
+impl LoadReport {
+    /// Answers with any status but 200 (errors and malformed 200s are counted apart).
+    pub fn non_200(&self) -> u64 {
+        self.by_status
+            .iter()
+            .filter(|(s, _)| **s != 200)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// Why a load run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -144,15 +156,6 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-struct Worker {
-    histogram: Histogram<u64>,
-    by_status: BTreeMap<u16, u64>,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-    invalid: u64,
 }
 
 fn authority(url: &Uri) -> Result<String, LoadError> {
@@ -186,132 +189,244 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         source,
     })?;
     let clock = Clock::real();
-    let measure_from = clock.now() + spec.warmup;
-    let stop_at = measure_from + spec.duration;
-    let counter = Arc::new(AtomicU64::new(0));
-    let slots = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(spec.concurrency);
-    for _ in 0..spec.concurrency.max(1) {
-        let spec = spec.clone();
-        let addr = addr.clone();
-        let clock = clock.clone();
-        let counter = counter.clone();
-        let slots = slots.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut w = Worker {
-                histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
-                    .expect("valid histogram bounds"),
-                by_status: BTreeMap::new(),
-                requests: 0,
-                errors: 0,
-                first_error: None,
-                invalid: 0,
-            };
-            let mut sender: Option<Sender> = None;
-            loop {
-                let now = clock.now();
-                if now >= stop_at {
-                    break;
-                }
-                let s = match sender.as_mut() {
-                    Some(s) => s,
-                    None => match connect(&addr).await {
-                        Ok(s) => sender.insert(s),
-                        Err(_) => {
-                            w.errors += u64::from(now >= measure_from);
-                            clock.sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
-                };
-                // A measured request takes one of `max_requests` slots before it is sent, so
-                // exactly that many are measured however many workers run.
-                if let Some(max) = spec.max_requests
-                    && clock.now() >= measure_from
-                    && slots.fetch_add(1, Ordering::Relaxed) >= max
-                {
-                    break;
-                }
-                let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
-                let (method, body) = match spec.bodies.nth(n) {
-                    Some(b) => (Method::POST, b),
-                    None => (Method::GET, Bytes::new()),
-                };
-                let mut req = Request::builder()
-                    .method(method)
-                    .uri(spec.url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-                    .header(http::header::HOST, &addr);
-                for (name, value) in &spec.headers {
-                    req = req.header(name, value);
-                }
-                let req = req.body(Full::new(body)).expect("a valid request");
-                let started = clock.now();
-                // hyper's connection may still be finishing the previous answer (the end of a
-                // chunked body); sending before it is ready fails with "connection was not ready".
-                let outcome = match s.ready().await {
-                    Ok(()) => s.send_request(req).await,
-                    Err(e) => Err(e),
-                };
-                let outcome = match outcome {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        resp.into_body()
-                            .collect()
-                            .await
-                            .map(|b| (status, status != 200 || spec.check.passes(&b.to_bytes())))
-                            .map_err(|e| format!("reading the answer: {}", describe(&e)))
-                    }
-                    Err(e) => Err(format!("sending: {}", describe(&e))),
-                };
-                let ended = clock.now();
-                let counted = started >= measure_from && ended <= stop_at;
-                match outcome {
-                    Ok((status, valid)) => {
-                        if counted {
-                            w.invalid += u64::from(!valid);
-                            let us = (ended - started).as_micros().max(1) as u64;
-                            let _ = w.histogram.record(us.min(60_000_000));
-                            *w.by_status.entry(status).or_insert(0) += 1;
-                            w.requests += 1;
-                        }
-                    }
-                    Err(e) => {
-                        if counted {
-                            w.errors += 1;
-                            w.first_error.get_or_insert(e);
-                        }
-                        sender = None;
-                    }
-                }
-            }
-            w
-        }));
-    }
-    let mut histogram: Histogram<u64> =
-        Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-    let mut report = LoadReport::default();
+    let from = clock.now() + spec.warmup;
+    let window = Window {
+        from,
+        to: from + spec.duration,
+    };
+    let workers = spec.concurrency.max(1);
+    let run = Arc::new(Run {
+        spec,
+        addr,
+        clock: clock.clone(),
+        window,
+        sent: AtomicU64::new(0),
+        slots: AtomicU64::new(0),
+    });
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(work(run.clone())))
+        .collect();
+    let mut total = Tally::new();
     for task in tasks {
-        if let Ok(w) = task.await {
-            let _ = histogram.add(&w.histogram);
-            report.requests += w.requests;
-            report.errors += w.errors;
-            if report.first_error.is_none() {
-                report.first_error = w.first_error;
+        if let Ok(tally) = task.await {
+            total.absorb(tally);
+        }
+    }
+    let measured = clock.now().min(window.to).saturating_sub(window.from);
+    Ok(total.report(measured))
+}
+
+/// The measured period of a run, as times on its clock: answers to requests sent before `from`
+/// (the warm-up) are not counted, and nothing is sent after `to`.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Duration,
+    to: Duration,
+}
+
+/// What every worker of a run shares: what to send, where, when, and the request counters.
+struct Run {
+    spec: LoadSpec,
+    addr: String,
+    clock: Clock,
+    window: Window,
+    /// Requests sent so far, by every worker: the next one's number.
+    sent: AtomicU64,
+    /// Measured requests started so far, against `max_requests`.
+    slots: AtomicU64,
+}
+
+impl Run {
+    /// Takes one of `max_requests` slots for a request about to be sent; false when none is
+    /// left. A measured request takes its slot before it is sent, so exactly that many are
+    /// measured however many workers run.
+    fn take_slot(&self) -> bool {
+        match self.spec.max_requests {
+            Some(max) => {
+                self.clock.now() < self.window.from
+                    || self.slots.fetch_add(1, Ordering::Relaxed) < max
             }
-            report.invalid += w.invalid;
-            for (status, n) in w.by_status {
-                *report.by_status.entry(status).or_insert(0) += n;
+            None => true,
+        }
+    }
+
+    /// The next request: the next body (a GET when there are none), the extra headers.
+    fn next_request(&self) -> Request<Full<Bytes>> {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed) as usize;
+        let (method, body) = match self.spec.bodies.nth(n) {
+            Some(b) => (Method::POST, b),
+            None => (Method::GET, Bytes::new()),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(
+                self.spec
+                    .url
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/"),
+            )
+            .header(http::header::HOST, &self.addr);
+        for (name, value) in &self.spec.headers {
+            req = req.header(name, value);
+        }
+        req.body(Full::new(body)).expect("a valid request")
+    }
+}
+
+/// One worker: its own connection (made again after a failure), one request in flight, until
+/// the window ends or the slots run out.
+async fn work(run: Arc<Run>) -> Tally {
+    let (clock, window) = (&run.clock, run.window);
+    let mut tally = Tally::new();
+    let mut sender: Option<Sender> = None;
+    loop {
+        let now = clock.now();
+        if now >= window.to {
+            break;
+        }
+        let s = match sender.as_mut() {
+            Some(s) => s,
+            None => match connect(&run.addr).await {
+                Ok(s) => sender.insert(s),
+                Err(_) => {
+                    tally.errors += u64::from(now >= window.from);
+                    clock.sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        if !run.take_slot() {
+            break;
+        }
+        let req = run.next_request();
+        let started = clock.now();
+        let outcome = exchange(s, req, run.spec.check).await;
+        let ended = clock.now();
+        let failed = outcome.is_err();
+        if started >= window.from && ended <= window.to {
+            tally.count(outcome, ended - started);
+        }
+        if failed {
+            sender = None;
+        }
+    }
+    tally
+}
+
+/// Sends one request and reads its whole answer: its status, and whether its body passed the
+/// check (any other status than 200 passes).
+async fn exchange(
+    s: &mut Sender,
+    req: Request<Full<Bytes>>,
+    check: BodyCheck,
+) -> Result<(u16, bool), String> {
+    // hyper's connection may still be finishing the previous answer (the end of a chunked
+    // body); sending before it is ready fails with "connection was not ready".
+    let outcome = match s.ready().await {
+        Ok(()) => s.send_request(req).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            resp.into_body()
+                .collect()
+                .await
+                .map(|b| (status, status != 200 || check.passes(&b.to_bytes())))
+                .map_err(|e| format!("reading the answer: {}", describe(&e)))
+        }
+        Err(e) => Err(format!("sending: {}", describe(&e))),
+    }
+}
+
+/// What one worker, or every worker together, counted in the measured window.
+struct Tally {
+    histogram: Histogram<u64>,
+    by_status: BTreeMap<u16, u64>,
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    invalid: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds"),
+            by_status: BTreeMap::new(),
+            requests: 0,
+            errors: 0,
+            first_error: None,
+            invalid: 0,
+        }
+    }
+
+    /// Counts one measured request: its answer's status and validity, and its latency; or the
+    /// error that ended it.
+    fn count(&mut self, outcome: Result<(u16, bool), String>, latency: Duration) {
+        match outcome {
+            Ok((status, valid)) => {
+                self.invalid += u64::from(!valid);
+                let us = latency.as_micros().max(1) as u64;
+                let _ = self.histogram.record(us.min(60_000_000));
+                *self.by_status.entry(status).or_insert(0) += 1;
+                self.requests += 1;
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
             }
         }
     }
-    let ended = clock.now().min(stop_at);
-    report.seconds = ended.saturating_sub(measure_from).as_secs_f64().max(1e-9);
-    report.rps = report.requests as f64 / report.seconds;
-    report.p50_us = histogram.value_at_quantile(0.50);
-    report.p99_us = histogram.value_at_quantile(0.99);
-    report.p999_us = histogram.value_at_quantile(0.999);
-    report.max_us = histogram.max();
-    Ok(report)
+
+    /// Adds another worker's counts to these (the first error seen stays the first).
+    fn absorb(&mut self, other: Tally) {
+        let _ = self.histogram.add(&other.histogram);
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.invalid += other.invalid;
+        for (status, n) in other.by_status {
+            *self.by_status.entry(status).or_insert(0) += n;
+        }
+    }
+
+    /// The report of these counts over `measured` time.
+    fn report(self, measured: Duration) -> LoadReport {
+        let seconds = measured.as_secs_f64().max(1e-9);
+        LoadReport {
+            requests: self.requests,
+            errors: self.errors,
+            first_error: self.first_error,
+            invalid: self.invalid,
+            by_status: self.by_status,
+            seconds,
+            rps: self.requests as f64 / seconds,
+            p50_us: self.histogram.value_at_quantile(0.50),
+            p99_us: self.histogram.value_at_quantile(0.99),
+            p999_us: self.histogram.value_at_quantile(0.999),
+            max_us: self.histogram.max(),
+        }
+    }
+}
+
+/// The two headers every JSON request to an OpenAI-compatible endpoint carries: the bearer
+/// `key` and the content type.
+pub fn json_headers(key: &str) -> Result<Vec<(HeaderName, HeaderValue)>, InvalidHeaderValue> {
+    Ok(vec![
+        (
+            HeaderName::from_static("authorization"),
+            HeaderValue::from_str(&format!("Bearer {key}"))?,
+        ),
+        (
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("application/json"),
+        ),
+    ])
 }
 
 /// `count` chat-completions bodies for load runs, each with a different prompt of about

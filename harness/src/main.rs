@@ -1,18 +1,21 @@
 //! `spillway-harness`: parse arguments and hand over to the library.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use http::{HeaderName, HeaderValue};
 use spillway_harness::bench::{self, BenchSpec, run_bench};
-use spillway_harness::load::{Bodies, LoadSpec, bodies, numbered_bodies, run_load};
-use spillway_harness::scenario::{MockEntry, Scenario};
-use spillway_harness::{ScenarioOutcome, report, run_scenario, runner, subjects, traffic};
+use spillway_harness::chaos::{ChaosSpec, run_chaos};
+use spillway_harness::load::{
+    Bodies, BodyCheck, LoadReport, LoadSpec, bodies, json_headers, numbered_bodies, run_load,
+};
+use spillway_harness::scenario::{MockEntry, Scenario, mock_references};
+use spillway_harness::{ScenarioOutcome, record, report, run_scenario, runner, subjects, traffic};
 
 /// Scenarios and benchmarks for spillway.
 #[derive(Parser, Debug)]
@@ -26,23 +29,7 @@ struct Args {
 enum Command {
     /// Run scenario files (or every `.toml` in the given folders): exit 0 when every
     /// expectation holds, 1 when any fails, 2 when a file is invalid.
-    Run {
-        /// Scenario files or folders.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Where to write NAME.json and NAME.svg.
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
-        /// Use this seed instead of each scenario's own.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Only scenarios whose name or file name contains this.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Print every report as JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Start a scenario's mocks and proxy and keep them serving until Ctrl-C: the way to point
     /// a real app at a simulated Groq.
     Up {
@@ -52,98 +39,24 @@ enum Command {
     /// Replay a recording (`spillway serve --record`) with its original inter-arrival times
     /// divided by --speed, against mocks described by the config (`base_url = "mock:NAME"`) or
     /// against a running proxy, and print the report.
-    Replay {
-        /// The recording (JSONL).
-        recording: PathBuf,
-        /// The spillway config to run (its `mock:NAME` providers get default mocks).
-        #[arg(long, required_unless_present = "against")]
-        proxy_config: Option<PathBuf>,
-        /// Divide the recorded inter-arrival times by this.
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
-        /// Send to this running proxy (`http://host:port/v1`) instead.
-        #[arg(long)]
-        against: Option<String>,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// Simulated seconds per wall second for the mocks and proxy started from the config.
-        #[arg(long, default_value_t = 1.0)]
-        time_scale: f64,
-    },
+    Replay(ReplayArgs),
     /// Measure spillway against going direct to the mock, a bare forwarder and installed peers,
     /// in one run: the same request mix, closed loop, subjects taking turns, medians of
     /// `--repeat` runs; then a memory soak. Exit 1 when any subject answered wrongly.
-    Bench {
-        /// Measured time per run.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Unmeasured warm-up per run.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
-        /// Concurrency levels, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-        concurrency: Vec<usize>,
-        /// Runs per subject and level.
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-        /// Peers to measure too, comma-separated (known: litellm); one that cannot be installed
-        /// or started is skipped with a message.
-        #[arg(long, value_delimiter = ',')]
-        peers: Vec<String>,
-        /// Where the peers' scripts are.
-        #[arg(long, default_value = "bench/peers")]
-        peers_dir: PathBuf,
-        /// Longest a peer may take to install (first run) and start.
-        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
-        peer_start: Duration,
-        /// Requests per memory-soak stage (three stages through a fresh spillway; 0: no soak).
-        #[arg(long, default_value_t = 100_000)]
-        soak: u64,
-        /// Where to write bench.json, bench.md and bench.svg.
-        #[arg(long, default_value = "out/bench")]
-        out: PathBuf,
-        /// Print the report as JSON instead of Markdown.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArgs),
     /// Drive an OpenAI-compatible chat endpoint with a closed-loop load and print throughput and
     /// latency percentiles.
-    Load {
-        /// Full URL of the chat-completions endpoint.
-        #[arg(long)]
-        url: http::Uri,
-        /// Bearer token sent with every request.
-        #[arg(long, default_value = "mock-key")]
-        key: String,
-        /// Model id sent in every request.
-        #[arg(long, default_value = "llama-3.1-8b-instant")]
-        model: String,
-        /// Concurrent connections (one request in flight on each).
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Measured duration.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Unmeasured warm-up before it.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
-        /// Number of distinct prompts cycled through (1: every request identical; 0: a new
-        /// prompt for every request, however many are sent).
-        #[arg(long, default_value_t = 1000)]
-        distinct: usize,
-        /// Stop after this many requests past the warm-up, if `--duration` has not ended first.
-        #[arg(long)]
-        requests: Option<u64>,
-        /// Text every prompt starts with (runs with different prefixes share no prompt).
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// Ask for streamed answers (each must end with `data: [DONE]`).
-        #[arg(long)]
-        stream: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+    Load(LoadArgs),
+    /// The reliability suite: a fault matrix (plain and streamed requests through 429s, 5xx,
+    /// resets, cut and stalled streams, invalid JSON and slow headers, every outcome
+    /// classified), crash rounds (SIGKILLs during cache writes, with lost unsynced writes) and a
+    /// memory soak. Exit 1 when a request hung, was silently truncated or answered wrongly.
+    Chaos(ChaosArgs),
+    /// (internal) Serve spillway from a config file, for the crash rounds.
+    #[command(hide = true)]
+    ServeConfig {
+        /// The config file.
+        config: PathBuf,
     },
     /// (internal) Serve a limit-free mock for a benchmark.
     #[command(hide = true)]
@@ -164,16 +77,167 @@ enum Command {
         /// Where the proxy keeps its cache.
         #[arg(long)]
         cache_dir: PathBuf,
+        /// Hold the key's requests in flight to a congestion window while its limits are
+        /// unknown (spillway's default) instead of leaving them uncapped.
+        #[arg(long)]
+        adaptive: bool,
     },
 }
 
-/// mimalloc: the proxy allocates per request in many threads; glibc's arenas showed up in
-/// profiles.
+// `run`'s flags.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Scenario files or folders.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Where to write NAME.json and NAME.svg.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Use this seed instead of each scenario's own.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Only scenarios whose name or file name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Print every report as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+// `replay`'s flags.
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// The recording (JSONL).
+    recording: PathBuf,
+    /// The spillway config to run (its `mock:NAME` providers get default mocks).
+    #[arg(long, required_unless_present = "against")]
+    proxy_config: Option<PathBuf>,
+    /// Divide the recorded inter-arrival times by this.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Send to this running proxy (`http://host:port/v1`) instead.
+    #[arg(long)]
+    against: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Simulated seconds per wall second for the mocks and proxy started from the config.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+}
+
+// `bench`'s flags.
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Measured time per run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up per run.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Runs per subject and level.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Peers to measure too, comma-separated (known: litellm); one that cannot be installed
+    /// or started is skipped with a message.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Where the peers' scripts are.
+    #[arg(long, default_value = "bench/peers")]
+    peers_dir: PathBuf,
+    /// Longest a peer may take to install (first run) and start.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    peer_start: Duration,
+    /// Requests per memory-soak stage (three stages through a fresh spillway; 0: no soak).
+    #[arg(long, default_value_t = 100_000)]
+    soak: u64,
+    /// Where to write bench.json, bench.md and bench.svg.
+    #[arg(long, default_value = "out/bench")]
+    out: PathBuf,
+    /// Print the report as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+}
+
+// `load`'s flags.
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// Full URL of the chat-completions endpoint.
+    #[arg(long)]
+    url: http::Uri,
+    /// Bearer token sent with every request.
+    #[arg(long, default_value = "mock-key")]
+    key: String,
+    /// Model id sent in every request.
+    #[arg(long, default_value = "llama-3.1-8b-instant")]
+    model: String,
+    /// Concurrent connections (one request in flight on each).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Measured duration.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Number of distinct prompts cycled through (1: every request identical; 0: a new
+    /// prompt for every request, however many are sent).
+    #[arg(long, default_value_t = 1000)]
+    distinct: usize,
+    /// Stop after this many requests past the warm-up, if `--duration` has not ended first.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Text every prompt starts with (runs with different prefixes share no prompt).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Ask for streamed answers (each must end with `data: [DONE]`).
+    #[arg(long)]
+    stream: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+// `chaos`'s flags.
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// `short` (CI: 1,000 requests, 4 crash rounds, no soak) or `full` (10,000 requests,
+    /// 20 crash rounds, a 500,000-request soak).
+    #[arg(long, default_value = "short", value_parser = ["short", "full"])]
+    profile: String,
+    /// Requests in the fault matrix, instead of the profile's.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Crash rounds, instead of the profile's (0: none).
+    #[arg(long)]
+    crash_rounds: Option<u32>,
+    /// Soak requests in all, instead of the profile's (0: no soak).
+    #[arg(long)]
+    soak: Option<u64>,
+    /// Seed of the faults, prompts, kill times and losses.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where to write chaos.json and chaos.md.
+    #[arg(long, default_value = "out/chaos")]
+    out: PathBuf,
+    /// Print the report as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+}
+
+/// mimalloc: the proxy allocates per request in many threads, where glibc's per-thread arenas
+/// cost more.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Reports `(done, total)` of one stage.
+type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
+
 /// Shows progress as a bar on a terminal, or as plain lines (no terminal, or `CI` set).
-fn progress_for(name: &str) -> Box<dyn Fn(usize, usize) + Sync> {
+fn progress_for(name: &str) -> Progress {
     let fancy = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     if fancy {
         let bar = indicatif::ProgressBar::new(0);
@@ -195,27 +259,19 @@ fn progress_for(name: &str) -> Box<dyn Fn(usize, usize) + Sync> {
     }
 }
 
-async fn run_command(
-    paths: Vec<PathBuf>,
-    out: PathBuf,
-    seed: Option<u64>,
-    filter: Option<String>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let files = spillway_harness::scenario::collect(&paths).map_err(anyhow::Error::msg)?;
+async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let files = spillway_harness::scenario::collect(&args.paths).map_err(anyhow::Error::msg)?;
     let mut reports = Vec::new();
     let (mut invalid, mut errors) = (0, 0);
     for file in files {
-        if let Some(f) = &filter {
-            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            let name = Scenario::load(&file).map(|s| s.name).unwrap_or_default();
-            if !stem.contains(f.as_str()) && !name.contains(f.as_str()) {
-                continue;
-            }
+        if let Some(f) = &args.filter
+            && !matches_filter(&file, f)
+        {
+            continue;
         }
         let label = file.display().to_string();
         let progress = progress_for(&label);
-        match run_scenario(&file, seed, Some(&out), &*progress).await {
+        match run_scenario(&file, args.seed, Some(&args.out), &*progress).await {
             ScenarioOutcome::Ran(r) => {
                 eprintln!(
                     "{} {} ({} requests, {:.1} s)",
@@ -239,11 +295,11 @@ async fn run_command(
             }
         }
     }
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else if !reports.is_empty() {
         print!("{}", report::table(&reports));
-        println!("reports and timelines in {}", out.display());
+        println!("reports and timelines in {}", args.out.display());
     }
     Ok(if invalid > 0 {
         ExitCode::from(2)
@@ -252,6 +308,14 @@ async fn run_command(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// True when `--filter TEXT` selects `file`: its file name or its scenario's name contains
+/// `TEXT` (an unreadable file is selected by its file name only).
+fn matches_filter(file: &Path, filter: &str) -> bool {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let name = Scenario::load(file).map(|s| s.name).unwrap_or_default();
+    stem.contains(filter) || name.contains(filter)
 }
 
 /// Prints a line to stdout, ignoring a closed pipe: `up` keeps serving when its reader has gone
@@ -277,22 +341,23 @@ async fn up_command(path: PathBuf) -> anyhow::Result<ExitCode> {
     #[cfg(unix)]
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let started = runner::start(&scenario).await.map_err(anyhow::Error::msg)?;
+    say_how_to_connect(&scenario, &started);
+    #[cfg(unix)]
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    started.proxy.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `up`'s greeting: where the proxy and each mock listen, then a `curl` line and an OpenAI SDK
+/// snippet that ask the scenario's model.
+fn say_how_to_connect(scenario: &Scenario, started: &runner::Started) {
     let url = started.url();
-    let model = scenario
-        .traffic
-        .model
-        .clone()
-        .or_else(|| {
-            scenario
-                .proxy
-                .get("routes")
-                .and_then(|r| r.as_array())
-                .and_then(|r| r.first())
-                .and_then(|r| r.get("model"))
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "MODEL".into());
+    let model = example_model(scenario);
     say!("listening on {url}");
     say!(
         "scenario {:?}: {} mock(s), time scale {}",
@@ -314,38 +379,34 @@ async fn up_command(path: PathBuf) -> anyhow::Result<ExitCode> {
         "\nfrom openai import OpenAI\nclient = OpenAI(base_url=\"{url}\", api_key=\"unused\")\nprint(client.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"hi\"}}]).choices[0].message.content)"
     );
     say!("\nCtrl-C to stop.");
-    #[cfg(unix)]
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    started.proxy.stop().await;
-    Ok(ExitCode::SUCCESS)
+}
+
+/// The model the examples ask for: the traffic's, else the first route's, else a placeholder.
+fn example_model(scenario: &Scenario) -> String {
+    scenario
+        .traffic
+        .model
+        .clone()
+        .or_else(|| {
+            scenario
+                .proxy
+                .get("routes")
+                .and_then(|r| r.as_array())
+                .and_then(|r| r.first())
+                .and_then(|r| r.get("model"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "MODEL".into())
 }
 
 /// A scenario made from a plain spillway config: each `mock:NAME` gets a default mock with
 /// Groq's free-plan limits.
-fn replay_scenario(
-    config: &PathBuf,
-    recording: PathBuf,
-    speed: f64,
-    clients: usize,
-    time_scale: f64,
-) -> anyhow::Result<Scenario> {
+fn replay_scenario(config: &PathBuf, args: &ReplayArgs) -> anyhow::Result<Scenario> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let proxy: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
-    let mut names: Vec<String> = text
-        .split("mock:")
-        .skip(1)
-        .map(|p| {
-            p.chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
-                .collect()
-        })
-        .collect();
+    let mut names: Vec<String> = mock_references(&text).collect();
     names.sort();
     names.dedup();
     let mocks = names
@@ -365,54 +426,34 @@ fn replay_scenario(
         .collect();
     Ok(Scenario {
         path: config.clone(),
-        name: format!("replay of {}", recording.display()),
+        name: format!("replay of {}", args.recording.display()),
         description: None,
         seed: 0,
-        time_scale,
+        time_scale: args.time_scale,
         mocks,
         proxy,
         traffic: toml::from_str::<traffic::Traffic>(&format!(
-            "clients = {clients}\nreplay = {:?}\nspeed = {speed}\n",
-            recording.display().to_string()
+            "clients = {}\nreplay = {:?}\nspeed = {}\n",
+            args.clients,
+            args.recording.display().to_string(),
+            args.speed
         ))?,
         expect: Default::default(),
     })
 }
 
-async fn replay_command(
-    recording: PathBuf,
-    proxy_config: Option<PathBuf>,
-    speed: f64,
-    against: Option<String>,
-    clients: usize,
-    time_scale: f64,
-) -> anyhow::Result<ExitCode> {
-    let planned = traffic::from_recording(&recording, speed).map_err(anyhow::Error::msg)?;
+async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let recording = &args.recording;
+    let planned = traffic::from_recording(recording, args.speed).map_err(anyhow::Error::msg)?;
     let progress = progress_for(&recording.display().to_string());
-    let result = match against {
-        Some(url) => {
-            let clock = spillway_clock::Clock::real();
-            let clients_seen = runner::drive(
-                &url,
-                &clock,
-                &[planned],
-                clients,
-                Duration::from_secs(600),
-                &*progress,
-            )
-            .await;
-            runner::RunResult {
-                sim_seconds: clock.now().as_secs_f64(),
-                wall_seconds: clock.now().as_secs_f64(),
-                clients: clients_seen,
-                mocks: Vec::new(),
-                fallbacks: 0,
-                passes: 1,
-            }
-        }
+    let result = match &args.against {
+        Some(url) => drive_running_proxy(url, planned, args.clients, &*progress).await,
         None => {
-            let config = proxy_config.context("--proxy-config or --against is needed")?;
-            let scenario = replay_scenario(&config, recording.clone(), speed, clients, time_scale)?;
+            let config = args
+                .proxy_config
+                .as_ref()
+                .context("--proxy-config or --against is needed")?;
+            let scenario = replay_scenario(config, &args)?;
             runner::run(&scenario, None, &*progress)
                 .await
                 .map_err(anyhow::Error::msg)?
@@ -423,7 +464,7 @@ async fn replay_command(
         name: format!("replay of {}", recording.display()),
         description: None,
         seed: 0,
-        time_scale,
+        time_scale: args.time_scale,
         mocks: Vec::new(),
         proxy: toml::Table::new(),
         traffic: toml::from_str(&format!("replay = {:?}", recording.display().to_string()))?,
@@ -435,178 +476,250 @@ async fn replay_command(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `replay --against URL`: the recording driven through a proxy already running, on the wall
+/// clock; only the client side is seen.
+async fn drive_running_proxy(
+    url: &str,
+    planned: Vec<traffic::Planned>,
+    clients: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> record::RunResult {
+    let clock = spillway_clock::Clock::real();
+    let clients_seen = runner::drive(
+        url,
+        &clock,
+        &[planned],
+        clients,
+        Duration::from_secs(600),
+        progress,
+    )
+    .await;
+    record::RunResult {
+        sim_seconds: clock.now().as_secs_f64(),
+        wall_seconds: clock.now().as_secs_f64(),
+        clients: clients_seen,
+        mocks: Vec::new(),
+        fallbacks: 0,
+        passes: 1,
+        time_scale: 1.0,
+    }
+}
+
+async fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(unknown) = args
+        .peers
+        .iter()
+        .find(|p| !subjects::PEERS.contains(&p.as_str()))
+    {
+        eprintln!(
+            "unknown peer {unknown:?} (known: {})",
+            subjects::PEERS.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if args.concurrency.contains(&0) || args.repeat == 0 {
+        eprintln!("--concurrency levels and --repeat must be at least 1");
+        return Ok(ExitCode::from(2));
+    }
+    let spec = BenchSpec {
+        duration: args.duration,
+        warmup: args.warmup,
+        soak_concurrency: args.concurrency.iter().copied().max().unwrap_or(64),
+        concurrency: args.concurrency,
+        repeat: args.repeat,
+        exe: std::env::current_exe().context("cannot find the harness executable")?,
+        peers: args.peers,
+        peers_dir: args.peers_dir,
+        peer_start: args.peer_start,
+        soak: args.soak,
+    };
+    let report = run_bench(&spec).await.map_err(anyhow::Error::msg)?;
+    let md = bench::table::markdown(&report);
+    let svg = bench::chart::render_svg(&report.rows, "spillway-harness bench: requests per second");
+    write_files(
+        &args.out,
+        &[
+            ("bench.json", &serde_json::to_string_pretty(&report)?),
+            ("bench.md", &md),
+            ("bench.svg", &svg),
+        ],
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{md}");
+        println!(
+            "\nbench.json, bench.md and bench.svg in {}",
+            args.out.display()
+        );
+    }
+    Ok(if report.all_correct() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("some subject answered wrongly: see the probes and the failures above");
+        ExitCode::from(1)
+    })
+}
+
+/// Writes each `(name, contents)` into the folder `out`, made first where it is missing.
+fn write_files(out: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (name, contents) in files {
+        std::fs::write(out.join(name), contents)?;
+    }
+    Ok(())
+}
+
+async fn load_command(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let spec = LoadSpec {
+        url: args.url.clone(),
+        headers: json_headers(&args.key).context("the key is not a valid header value")?,
+        bodies: if args.distinct == 0 {
+            numbered_bodies(&args.model, 200, &args.prefix, args.stream)
+        } else {
+            Bodies::Cycle(Arc::new(bodies(
+                &args.model,
+                args.distinct,
+                200,
+                &args.prefix,
+                args.stream,
+            )))
+        },
+        concurrency: args.concurrency,
+        duration: args.duration,
+        warmup: args.warmup,
+        max_requests: args.requests,
+        check: if args.stream {
+            BodyCheck::Stream
+        } else {
+            BodyCheck::Chat
+        },
+    };
+    let report = run_load(spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        say_load(&args, &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `load`'s summary: throughput, percentiles, errors and statuses, malformed answers, the first
+/// error.
+fn say_load(args: &LoadArgs, report: &LoadReport) {
+    println!(
+        "{}  concurrency {}: {:.0} requests/s over {:.1} s, p50 {} µs, p99 {} µs, p99.9 {} µs, errors {}, statuses {:?}",
+        args.url,
+        args.concurrency,
+        report.rps,
+        report.seconds,
+        report.p50_us,
+        report.p99_us,
+        report.p999_us,
+        report.errors,
+        report.by_status
+    );
+    if report.invalid > 0 {
+        println!(
+            "{} answers with status 200 were not well-formed",
+            report.invalid
+        );
+    }
+    if let Some(e) = &report.first_error {
+        println!("first error: {e}");
+    }
+}
+
+async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let spec = chaos_spec(&args);
+    let exe = std::env::current_exe().context("cannot find the harness executable")?;
+    let bars: std::sync::Mutex<HashMap<String, Progress>> = Default::default();
+    let report = run_chaos(&spec, &exe, &|stage: &str, done: u64, total: u64| {
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars
+            .entry(stage.to_string())
+            .or_insert_with(|| progress_for(stage));
+        bar(done as usize, total as usize);
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let md = report.markdown();
+    write_files(
+        &args.out,
+        &[
+            ("chaos.json", &serde_json::to_string_pretty(&report)?),
+            ("chaos.md", &md),
+        ],
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{md}");
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The profile's spec with the flags that override it: a count of 0 turns crash rounds or the
+/// soak off; a count for a part the profile leaves out takes the full profile's settings.
+fn chaos_spec(args: &ChaosArgs) -> ChaosSpec {
+    let seed = args.seed;
+    let mut spec = if args.profile == "full" {
+        ChaosSpec::full(seed)
+    } else {
+        ChaosSpec::short(seed)
+    };
+    if let Some(n) = args.requests {
+        spec.matrix.requests = n;
+    }
+    if let Some(rounds) = args.crash_rounds {
+        spec.crash = (rounds > 0).then(|| {
+            let mut c = spec
+                .crash
+                .clone()
+                .unwrap_or(ChaosSpec::full(seed).crash.expect("full has crash rounds"));
+            c.rounds = rounds;
+            c
+        });
+    }
+    if let Some(total) = args.soak {
+        spec.soak = (total > 0).then(|| {
+            let mut s = spec
+                .soak
+                .clone()
+                .unwrap_or(ChaosSpec::full(seed).soak.expect("full has a soak"));
+            s.per_stage = total.div_ceil(s.stages as u64);
+            s
+        });
+    }
+    spec
+}
+
+/// A hidden `serve-*` command's end: it serves until killed, so it returns only on an error.
+fn served(outcome: Result<(), String>) -> anyhow::Result<ExitCode> {
+    outcome.map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let args = Args::parse();
-    match args.command {
-        Command::Run {
-            paths,
-            out,
-            seed,
-            filter,
-            json,
-        } => run_command(paths, out, seed, filter, json).await,
+    match Args::parse().command {
+        Command::Run(args) => run_command(args).await,
         Command::Up { scenario } => up_command(scenario).await,
-        Command::Replay {
-            recording,
-            proxy_config,
-            speed,
-            against,
-            clients,
-            time_scale,
-        } => replay_command(recording, proxy_config, speed, against, clients, time_scale).await,
-        Command::Bench {
-            duration,
-            warmup,
-            concurrency,
-            repeat,
-            peers,
-            peers_dir,
-            peer_start,
-            soak,
-            out,
-            json,
-        } => {
-            if let Some(unknown) = peers
-                .iter()
-                .find(|p| !subjects::PEERS.contains(&p.as_str()))
-            {
-                eprintln!(
-                    "unknown peer {unknown:?} (known: {})",
-                    subjects::PEERS.join(", ")
-                );
-                return Ok(ExitCode::from(2));
-            }
-            if concurrency.contains(&0) || repeat == 0 {
-                eprintln!("--concurrency levels and --repeat must be at least 1");
-                return Ok(ExitCode::from(2));
-            }
-            let spec = BenchSpec {
-                duration,
-                warmup,
-                soak_concurrency: concurrency.iter().copied().max().unwrap_or(64),
-                concurrency,
-                repeat,
-                exe: std::env::current_exe().context("cannot find the harness executable")?,
-                peers,
-                peers_dir,
-                peer_start,
-                soak,
-            };
-            let report = run_bench(&spec).await.map_err(anyhow::Error::msg)?;
-            let md = bench::table::markdown(&report);
-            std::fs::create_dir_all(&out)
-                .with_context(|| format!("cannot create {}", out.display()))?;
-            std::fs::write(
-                out.join("bench.json"),
-                serde_json::to_string_pretty(&report)?,
-            )?;
-            std::fs::write(out.join("bench.md"), &md)?;
-            std::fs::write(
-                out.join("bench.svg"),
-                bench::chart::render_svg(
-                    &report.rows,
-                    "spillway-harness bench: requests per second",
-                ),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{md}");
-                println!("\nbench.json, bench.md and bench.svg in {}", out.display());
-            }
-            Ok(if report.all_correct() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("some subject answered wrongly: see the probes and the failures above");
-                ExitCode::from(1)
-            })
-        }
-        Command::Load {
-            url,
-            key,
-            model,
-            concurrency,
-            duration,
-            warmup,
-            distinct,
-            requests,
-            prefix,
-            stream,
-            json,
-        } => {
-            let spec = LoadSpec {
-                url: url.clone(),
-                headers: vec![
-                    (
-                        HeaderName::from_static("authorization"),
-                        HeaderValue::from_str(&format!("Bearer {key}"))
-                            .context("the key is not a valid header value")?,
-                    ),
-                    (
-                        HeaderName::from_static("content-type"),
-                        HeaderValue::from_static("application/json"),
-                    ),
-                ],
-                bodies: if distinct == 0 {
-                    numbered_bodies(&model, 200, &prefix, stream)
-                } else {
-                    Bodies::Cycle(Arc::new(bodies(&model, distinct, 200, &prefix, stream)))
-                },
-                concurrency,
-                duration,
-                warmup,
-                max_requests: requests,
-                check: if stream {
-                    spillway_harness::load::BodyCheck::Stream
-                } else {
-                    spillway_harness::load::BodyCheck::Chat
-                },
-            };
-            let report = run_load(spec).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "{url}  concurrency {concurrency}: {:.0} requests/s over {:.1} s, p50 {} µs, p99 {} µs, p99.9 {} µs, errors {}, statuses {:?}",
-                    report.rps,
-                    report.seconds,
-                    report.p50_us,
-                    report.p99_us,
-                    report.p999_us,
-                    report.errors,
-                    report.by_status
-                );
-                if report.invalid > 0 {
-                    println!(
-                        "{} answers with status 200 were not well-formed",
-                        report.invalid
-                    );
-                }
-                if let Some(e) = &report.first_error {
-                    println!("first error: {e}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::ServeMock => {
-            subjects::serve_mock().await.map_err(anyhow::Error::msg)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::ServeForwarder { upstream } => {
-            subjects::serve_forwarder(&upstream)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Replay(args) => replay_command(args).await,
+        Command::Bench(args) => bench_command(args).await,
+        Command::Load(args) => load_command(args).await,
+        Command::Chaos(args) => chaos_command(args).await,
+        Command::ServeConfig { config } => served(subjects::serve_config(&config).await),
+        Command::ServeMock => served(subjects::serve_mock().await),
+        Command::ServeForwarder { upstream } => served(subjects::serve_forwarder(&upstream).await),
         Command::ServeProxy {
             upstream,
             cache_dir,
-        } => {
-            subjects::serve_proxy(&upstream, &cache_dir)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            Ok(ExitCode::SUCCESS)
-        }
+            adaptive,
+        } => served(subjects::serve_proxy(&upstream, &cache_dir, adaptive).await),
     }
 }

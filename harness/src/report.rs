@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::expect::{Verdict, from_cache, latencies};
-use crate::runner::RunResult;
+use crate::record::RunResult;
 use crate::scenario::Scenario;
 use crate::timeline::{ClientEvent, KeySeries, Outcome, Timeline};
+use crate::verdict::Verdict;
 
 /// One mock key's busiest window against its limit.
 #[derive(Clone, Debug, Serialize)]
@@ -89,7 +89,7 @@ pub fn build(scenario: &Scenario, seed: u64, r: &RunResult, expectations: Vec<Ve
             .entry(c.cache.clone().unwrap_or_else(|| "-".into()))
             .or_insert(0) += 1;
         if c.status == 200
-            && !from_cache(c)
+            && !c.from_cache()
             && let Some(p) = &c.provider
         {
             *served_by.entry(p.clone()).or_insert(0) += 1;
@@ -126,7 +126,7 @@ pub fn build(scenario: &Scenario, seed: u64, r: &RunResult, expectations: Vec<Ve
             }
         }
     }
-    let (p50, p99, max) = latencies(r);
+    let (p50, p99, max) = r.latencies();
     let pass = expectations.iter().all(|v| v.pass);
     Report {
         scenario: scenario.name.clone(),

@@ -7,72 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use spillway_clock::Clock;
-use spillway_mock::{JournalEntry, MockProvider, Stats};
+use spillway_mock::MockProvider;
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::scenario::Scenario;
+use crate::record::{ClientRecord, MockOutcome, RunResult};
+use crate::scenario::{MockEntry, Scenario};
 use crate::traffic::{self, Planned};
-
-/// What one client request saw.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ClientRecord {
-    /// Pass number, from 1.
-    pub pass: usize,
-    /// Position in its pass.
-    pub index: usize,
-    /// When it was sent (simulated seconds from the start of the run).
-    pub sent: f64,
-    /// Time to its complete answer (simulated seconds).
-    pub latency: f64,
-    /// HTTP status; 0 when no response came.
-    pub status: u16,
-    /// Provider that answered.
-    pub provider: Option<String>,
-    /// Key alias that answered.
-    pub key: Option<String>,
-    /// `x-spillway-cache`.
-    pub cache: Option<String>,
-    /// `x-spillway-attempts`.
-    pub attempts: u32,
-    /// `retry-after` on a 429 (seconds).
-    pub retry_after: Option<f64>,
-    /// `x-should-retry`.
-    pub should_retry: Option<bool>,
-    /// Asked for a stream.
-    pub stream: bool,
-    /// What went wrong, when something did.
-    pub error: Option<String>,
-}
-
-/// What one mock saw.
-#[derive(Clone, Debug, Serialize)]
-pub struct MockOutcome {
-    /// The mock's name.
-    pub name: String,
-    /// Its counters and peaks.
-    pub stats: Stats,
-    /// Every request it received.
-    pub journal: Vec<JournalEntry>,
-}
-
-/// Everything a run produced.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunResult {
-    /// Every client request, in send order.
-    pub clients: Vec<ClientRecord>,
-    /// Every mock.
-    pub mocks: Vec<MockOutcome>,
-    /// Fallbacks the proxy counted.
-    pub fallbacks: u64,
-    /// Passes driven.
-    pub passes: usize,
-    /// Simulated seconds the run took.
-    pub sim_seconds: f64,
-    /// Wall-clock seconds the run took.
-    pub wall_seconds: f64,
-}
 
 /// A proxy serving in this process.
 pub struct ProxyHandle {
@@ -125,7 +66,7 @@ pub fn proxy_config(
     let mut env = HashMap::new();
     let by_name: HashMap<&str, &MockProvider> =
         mocks.iter().map(|(n, m)| (n.as_str(), m)).collect();
-    let entries: HashMap<&str, &crate::scenario::MockEntry> = scenario
+    let entries: HashMap<&str, &MockEntry> = scenario
         .mocks
         .iter()
         .map(|m| (m.name.as_str(), m))
@@ -142,28 +83,7 @@ pub fn proxy_config(
                 p.insert("base_url".into(), toml::Value::String(mock.url()));
             }
             if let Some(toml::Value::Array(keys)) = p.get("keys") {
-                let mut resolved = Vec::new();
-                for key in keys {
-                    match key.as_str().and_then(|k| k.strip_prefix("mock:")) {
-                        Some(name) => {
-                            for (i, k) in entries
-                                .get(name)
-                                .map(|e| e.key_names())
-                                .unwrap_or_default()
-                                .into_iter()
-                                .enumerate()
-                            {
-                                let var = format!(
-                                    "SPILLWAY_HARNESS_{}_{i}",
-                                    name.to_uppercase().replace('-', "_")
-                                );
-                                env.insert(var.clone(), k);
-                                resolved.push(toml::Value::String(format!("env:{var}")));
-                            }
-                        }
-                        None => resolved.push(key.clone()),
-                    }
-                }
+                let resolved = mock_keys(keys, &entries, &mut env);
                 p.insert("keys".into(), toml::Value::Array(resolved));
             }
         }
@@ -187,6 +107,32 @@ pub fn proxy_config(
         );
     }
     (toml::to_string(&table).unwrap_or_default(), env)
+}
+
+/// A provider's keys with each `mock:NAME` replaced by all of that mock's keys, as references
+/// to environment variables (set in `env`), as real keys are passed to the proxy.
+fn mock_keys(
+    keys: &[toml::Value],
+    entries: &HashMap<&str, &MockEntry>,
+    env: &mut HashMap<String, String>,
+) -> Vec<toml::Value> {
+    let mut resolved = Vec::new();
+    for key in keys {
+        let Some(name) = key.as_str().and_then(|k| k.strip_prefix("mock:")) else {
+            resolved.push(key.clone());
+            continue;
+        };
+        let names = entries.get(name).map(|e| e.key_names()).unwrap_or_default();
+        for (i, k) in names.into_iter().enumerate() {
+            let var = format!(
+                "SPILLWAY_HARNESS_{}_{i}",
+                name.to_uppercase().replace('-', "_")
+            );
+            env.insert(var.clone(), k);
+            resolved.push(toml::Value::String(format!("env:{var}")));
+        }
+    }
+    resolved
 }
 
 /// Starts a scenario's mocks and proxy on one clock.
@@ -422,5 +368,6 @@ pub async fn run(
         passes: passes.len(),
         sim_seconds,
         wall_seconds: wall.now().as_secs_f64(),
+        time_scale: scenario.time_scale,
     })
 }

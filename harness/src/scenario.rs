@@ -162,79 +162,26 @@ impl Scenario {
 
     /// Parses and checks scenario text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
-        let file = path.display().to_string();
-        let raw: RawScenario = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            let message = e.message().trim().to_string();
-            let field = message
-                .split('`')
-                .nth(1)
-                .filter(|_| {
-                    message.starts_with("unknown field") || message.starts_with("missing field")
-                })
-                .map(str::to_string)
-                .or_else(|| key_at(text, offset))
-                .unwrap_or_else(|| "(syntax)".into());
-            ScenarioError {
-                file: file.clone(),
-                line: if e.span().is_some() {
-                    line_of(text, offset)
-                } else {
-                    0
-                },
-                field,
-                message,
-            }
-        })?;
-        let err = |field: &str, needle: &str, message: String| ScenarioError {
-            file: file.clone(),
-            line: find_line(text, needle),
-            field: field.to_string(),
-            message,
+        let source = Source {
+            file: path.display().to_string(),
+            text,
         };
+        let raw: RawScenario = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         let time_scale = raw.time_scale.unwrap_or(1.0);
         if !(time_scale.is_finite() && time_scale > 0.0) {
-            return Err(err(
+            return Err(source.error(
                 "time_scale",
                 "time_scale",
                 "expected a number greater than 0".into(),
             ));
         }
-        let mut names = HashMap::new();
-        for (i, m) in raw.mocks.iter().enumerate() {
-            if names.insert(m.name.clone(), i).is_some() {
-                return Err(err(
-                    &format!("mocks[{i}].name"),
-                    &format!("\"{}\"", m.name),
-                    format!("mock {:?} is defined twice", m.name),
-                ));
-            }
-            m.spec()
-                .validate()
-                .map_err(|e| err(&format!("mocks[{i}]"), &format!("\"{}\"", m.name), e))?;
-        }
-        // Every `mock:NAME` the proxy mentions must exist.
-        let proxy_text = toml::to_string(&raw.proxy).unwrap_or_default();
-        for piece in proxy_text.split("mock:").skip(1) {
-            let name: String = piece
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
-            if !names.contains_key(&name) {
-                let known: Vec<&str> = raw.mocks.iter().map(|m| m.name.as_str()).collect();
-                return Err(err(
-                    "proxy",
-                    &format!("mock:{name}"),
-                    format!("no mock named {name:?} (mocks: {})", known.join(", ")),
-                ));
-            }
-        }
+        check_mocks(&raw, &source)?;
         raw.expect.check().map_err(|(field, message)| {
-            err(&format!("expect.{field}"), "client_status", message)
+            source.error(&format!("expect.{field}"), "client_status", message)
         })?;
-        raw.traffic
-            .check()
-            .map_err(|(field, message)| err(&format!("traffic.{field}"), field, message))?;
+        raw.traffic.check().map_err(|(field, message)| {
+            source.error(&format!("traffic.{field}"), field, message)
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut traffic = raw.traffic;
         if let Some(replay) = &traffic.replay
@@ -281,6 +228,89 @@ impl Scenario {
             out
         }
     }
+}
+
+/// A scenario's text and the name of its file, to place an error on the line it concerns.
+struct Source<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error about `field`, on the first line that mentions `needle`.
+    fn error(&self, field: &str, needle: &str, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.file.clone(),
+            line: find_line(self.text, needle),
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    /// A TOML error as a scenario error: the field it names (an unknown or missing one, else
+    /// the key assigned where it happened) and its line.
+    fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
+        let offset = e.span().map_or(0, |s| s.start);
+        let message = e.message().trim().to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .filter(|_| {
+                message.starts_with("unknown field") || message.starts_with("missing field")
+            })
+            .map(str::to_string)
+            .or_else(|| key_at(self.text, offset))
+            .unwrap_or_else(|| "(syntax)".into());
+        ScenarioError {
+            file: self.file.clone(),
+            line: if e.span().is_some() {
+                line_of(self.text, offset)
+            } else {
+                0
+            },
+            field,
+            message,
+        }
+    }
+}
+
+/// Every mock is named once and valid, and every `mock:NAME` the proxy mentions names one.
+fn check_mocks(raw: &RawScenario, source: &Source) -> Result<(), ScenarioError> {
+    let mut names = HashMap::new();
+    for (i, m) in raw.mocks.iter().enumerate() {
+        if names.insert(m.name.clone(), i).is_some() {
+            return Err(source.error(
+                &format!("mocks[{i}].name"),
+                &format!("\"{}\"", m.name),
+                format!("mock {:?} is defined twice", m.name),
+            ));
+        }
+        m.spec()
+            .validate()
+            .map_err(|e| source.error(&format!("mocks[{i}]"), &format!("\"{}\"", m.name), e))?;
+    }
+    let proxy_text = toml::to_string(&raw.proxy).unwrap_or_default();
+    for name in mock_references(&proxy_text) {
+        if !names.contains_key(&name) {
+            let known: Vec<&str> = raw.mocks.iter().map(|m| m.name.as_str()).collect();
+            return Err(source.error(
+                "proxy",
+                &format!("mock:{name}"),
+                format!("no mock named {name:?} (mocks: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The NAME of every `mock:NAME` in `text`, in order, repeats included.
+pub fn mock_references(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split("mock:").skip(1).map(|piece| {
+        piece
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
+    })
 }
 
 /// Every `.toml` file under `paths` (files as given, folders searched one level deep), sorted.

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use spillway_mock::{MockProvider, MockSpec, MockState};
+use tokio::net::TcpListener;
 
 /// The model id the benchmark's mock serves.
 pub const BENCH_MODEL: &str = "llama-3.1-8b-instant";
@@ -111,6 +113,15 @@ impl Subject {
         }
     }
 
+    /// Kills the process at once with SIGKILL, as a crash or a power cut would stop it, and
+    /// waits for it to be gone.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Resident memory of the process and every process it started, in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let pids = process_tree(self.child.as_ref()?.id());
@@ -204,7 +215,7 @@ pub const PEERS: &[&str] = &["litellm"];
 /// `within` for a first-run install; an error says why it was skipped.
 pub fn spawn_peer(
     name: &str,
-    peers_dir: &std::path::Path,
+    peers_dir: &Path,
     mock_url: &str,
     within: Duration,
     env: &[(&str, &str)],
@@ -232,11 +243,52 @@ pub fn spawn_peer(
     )
 }
 
-fn print_listening(addr: std::net::SocketAddr) {
+/// Starts `exe serve-proxy`: spillway in front of the mock at `upstream`, its cache in
+/// `cache_dir` (see [`proxy_config`] for `adaptive`).
+pub fn spawn_proxy(
+    name: &str,
+    exe: &PathBuf,
+    upstream: &str,
+    cache_dir: &Path,
+    adaptive: bool,
+) -> Result<Subject, String> {
+    let mut args = vec![
+        "serve-proxy".into(),
+        "--upstream".into(),
+        upstream.to_string(),
+        "--cache-dir".into(),
+        cache_dir.display().to_string(),
+    ];
+    if adaptive {
+        args.push("--adaptive".into());
+    }
+    Subject::spawn(name, exe, &args, &[])
+}
+
+fn print_listening(addr: SocketAddr) {
     use std::io::Write;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();
+}
+
+/// Listens on a port the OS picks, on the loopback address.
+async fn bind_loopback() -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, addr))
+}
+
+/// Serves spillway with `config` on a loopback port, announced on stdout, until killed.
+async fn serve_spillway(config: spillway::config::Config) -> Result<(), String> {
+    let state = spillway::AppState::new(config, spillway::Clock::real())?;
+    let (listener, addr) = bind_loopback().await?;
+    print_listening(addr);
+    spillway::run(listener, state, std::future::pending())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `serve-mock`: a spillway-mock with no limits, no journal, one key, until killed.
@@ -246,10 +298,7 @@ pub async fn serve_mock() -> Result<(), String> {
         journal_capacity: 0,
         ..MockSpec::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = bind_loopback().await?;
     let state = Arc::new(MockState::new(spec, spillway_mock::Clock::real()));
     let mock = MockProvider::serve(listener, state).map_err(|e| e.to_string())?;
     print_listening(addr);
@@ -260,17 +309,20 @@ pub async fn serve_mock() -> Result<(), String> {
 
 /// `serve-forwarder`: the bare forwarder in front of `upstream`, until killed.
 pub async fn serve_forwarder(upstream: &str) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = bind_loopback().await?;
     print_listening(addr);
     crate::forwarder::serve(listener, upstream).await
 }
 
 /// The proxy config a benchmark uses: one provider (the mock at `upstream`), no limits, one
-/// route, the cache in `cache_dir`.
-pub fn proxy_config(upstream: &str, cache_dir: &std::path::Path) -> String {
+/// route, the cache in `cache_dir`. `adaptive`: the key's requests in flight are held to a
+/// congestion window while its limits are unknown (the default); otherwise uncapped.
+pub fn proxy_config(upstream: &str, cache_dir: &Path, adaptive: bool) -> String {
+    let cap = if adaptive {
+        ""
+    } else {
+        "unknown_limits_in_flight = 0"
+    };
     format!(
         r#"
 [cache]
@@ -280,7 +332,7 @@ path = {:?}
 name = "mock"
 base_url = "{upstream}/openai/v1"
 keys = ["env:BENCH_KEY"]
-unknown_limits_in_flight = 0
+{cap}
 
 [[routes]]
 model = "{BENCH_ROUTE}"
@@ -290,9 +342,17 @@ targets = [{{ provider = "mock", model = "{BENCH_MODEL}" }}]
     )
 }
 
-/// `serve-proxy`: spillway in front of `upstream` with its cache in `cache_dir`, logging
-/// warnings only, until killed.
-pub async fn serve_proxy(upstream: &str, cache_dir: &std::path::Path) -> Result<(), String> {
+/// `serve-config`: spillway from a config file (keys from the environment), logging warnings
+/// only, until killed.
+pub async fn serve_config(path: &Path) -> Result<(), String> {
+    init_quiet_logs();
+    let config =
+        spillway::config::load(path, &spillway::config::ProcessEnv).map_err(|e| e.to_string())?;
+    serve_spillway(config).await
+}
+
+/// Warnings and errors to stderr (RUST_LOG to change).
+fn init_quiet_logs() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -301,16 +361,18 @@ pub async fn serve_proxy(upstream: &str, cache_dir: &std::path::Path) -> Result<
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+}
+
+/// `serve-proxy`: spillway in front of `upstream` with its cache in `cache_dir` (see
+/// [`proxy_config`] for `adaptive`), logging warnings only, until killed.
+pub async fn serve_proxy(upstream: &str, cache_dir: &Path, adaptive: bool) -> Result<(), String> {
+    init_quiet_logs();
     let env: HashMap<String, String> = HashMap::from([("BENCH_KEY".into(), BENCH_KEY.into())]);
-    let config = spillway::config::parse(&proxy_config(upstream, cache_dir), "bench.toml", &env)
-        .map_err(|e| e.to_string())?;
-    let state = spillway::AppState::new(config, spillway::Clock::real())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    print_listening(addr);
-    spillway::run(listener, state, std::future::pending())
-        .await
-        .map_err(|e| e.to_string())
+    let config = spillway::config::parse(
+        &proxy_config(upstream, cache_dir, adaptive),
+        "bench.toml",
+        &env,
+    )
+    .map_err(|e| e.to_string())?;
+    serve_spillway(config).await
 }

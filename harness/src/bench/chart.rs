@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use super::{Row, table::micros};
+use super::report::Row;
+use super::table::micros;
 
 const WIDTH: f64 = 900.0;
 const LABEL: f64 = 190.0;

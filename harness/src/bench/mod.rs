@@ -2,24 +2,31 @@
 //! (A B C A B C... so machine drift cancels), at each concurrency; medians reported with
 //! ratios against going direct to the mock and against a bare forwarder, then a memory soak.
 //!
+//! - [`report`]: what a run produced, as data (rows, soak, probes, targets, machine);
 //! - [`probe`]: one request per subject, checked against the mock's own answer;
-//! - [`table`]: the Markdown tables, the targets and the machine's description;
+//! - [`targets`]: the targets, met, missed or not measured;
+//! - [`table`]: the report as Markdown;
 //! - [`chart`]: the SVG bar chart.
 
 pub mod chart;
 pub mod probe;
+pub mod report;
 pub mod table;
+pub mod targets;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use serde::Serialize;
 
-use crate::load::{Bodies, BodyCheck, LoadReport, LoadSpec, bodies, numbered_bodies, run_load};
-use crate::subjects::{BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, Subject, spawn_peer};
+pub use report::{BenchReport, Machine, Row, Skipped, Soak, TargetCheck};
+
+use crate::load::{
+    Bodies, BodyCheck, LoadReport, LoadSpec, bodies, json_headers, numbered_bodies, run_load,
+};
+use crate::subjects::{BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, Subject, spawn_peer, spawn_proxy};
+use probe::Probe;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -46,96 +53,11 @@ pub struct BenchSpec {
     pub soak_concurrency: usize,
 }
 
-/// One subject's median figures at one concurrency.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    /// Subject name (`spillway miss`).
-    pub subject: String,
-    /// `chat` or `stream`.
-    pub kind: String,
-    /// Concurrency.
-    pub concurrency: usize,
-    /// Median requests per second.
-    pub rps: f64,
-    /// Median p50, µs.
-    pub p50_us: u64,
-    /// Median p99, µs.
-    pub p99_us: u64,
-    /// Median p99.9, µs.
-    pub p999_us: u64,
-    /// Requests measured over all runs.
-    pub requests: u64,
-    /// Non-200 answers, connection errors, and (spillway's miss rows) answers that came from the
-    /// cache, over all runs.
-    pub failures: u64,
-    /// 200 answers whose body was not a chat completion (or stream) over all runs.
-    pub invalid: u64,
-    /// Resident memory of the subject's process (and its children) after the runs, KiB.
-    pub rss_kib: Option<u64>,
-    /// For spillway: answers its cache did not store during these runs because the writer was
-    /// behind (`spillway_cache_writes_dropped_total`).
-    pub unstored: Option<u64>,
-    /// Every run.
-    pub runs: Vec<LoadReport>,
-}
-
-/// The memory soak: spillway on its cache-miss path (every answer stored), RSS after each stage.
-#[derive(Debug, Clone, Serialize)]
-pub struct Soak {
-    /// Requests per stage.
-    pub requests_per_stage: u64,
-    /// Concurrency.
-    pub concurrency: usize,
-    /// RSS after each stage, KiB.
-    pub rss_kib: Vec<u64>,
-    /// Requests measured per stage.
-    pub requests: Vec<u64>,
-    /// Non-200 answers, errors and invalid bodies over all stages.
-    pub failures: u64,
-    /// Answers not stored because the cache writer was behind, over all stages.
-    pub unstored: Option<u64>,
-}
-
-/// A peer that was asked for and not measured, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Skipped {
-    /// The peer.
-    pub peer: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Everything a bench run produced.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    /// The machine it ran on.
-    pub machine: table::Machine,
-    /// Measured seconds per run.
-    pub duration_s: f64,
-    /// Warm-up seconds per run.
-    pub warmup_s: f64,
-    /// Runs per subject and level.
-    pub repeat: usize,
-    /// Each subject's answer to one request, checked against the mock's.
-    pub probes: Vec<probe::Probe>,
-    /// Rows, by concurrency then subject.
-    pub rows: Vec<Row>,
-    /// The memory soak, if run.
-    pub soak: Option<Soak>,
-    /// Peers asked for but not measured.
-    pub skipped: Vec<Skipped>,
-    /// The targets, met or not.
-    pub targets: Vec<table::TargetCheck>,
-}
-
-impl BenchReport {
-    /// Whether every subject answered every request correctly.
-    pub fn all_correct(&self) -> bool {
-        self.probes.iter().all(|p| p.ok)
-            && self.rows.iter().all(|r| r.failures == 0 && r.invalid == 0)
-            && self.soak.as_ref().is_none_or(|s| s.failures == 0)
-    }
-}
+/// Where each subject stands in the list the targets point into; peers follow.
+const MOCK: usize = 0;
+const SPILLWAY: usize = 1;
+const FORWARDER: usize = 2;
+const SPILLWAY_ADAPTIVE: usize = 3;
 
 /// One measured path: a subject, a URL, a request mix.
 struct Target {
@@ -151,22 +73,32 @@ struct Target {
 }
 
 impl Target {
+    /// A target sending with the bench's own key.
+    fn new(
+        name: &str,
+        subject: usize,
+        url: &str,
+        model: &'static str,
+        stream: bool,
+        distinct: usize,
+    ) -> Result<Target, String> {
+        Ok(Target {
+            name: name.into(),
+            subject,
+            url: uri(url.to_string())?,
+            model,
+            key: BENCH_KEY.into(),
+            stream,
+            distinct,
+        })
+    }
+
     fn kind(&self) -> &'static str {
         if self.stream { "stream" } else { "chat" }
     }
 
     fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-        Ok(vec![
-            (
-                HeaderName::from_static("authorization"),
-                HeaderValue::from_str(&format!("Bearer {}", self.key))
-                    .map_err(|e| e.to_string())?,
-            ),
-            (
-                HeaderName::from_static("content-type"),
-                HeaderValue::from_static("application/json"),
-            ),
-        ])
+        json_headers(&self.key).map_err(|e| e.to_string())
     }
 
     fn check(&self) -> BodyCheck {
@@ -174,6 +106,23 @@ impl Target {
             BodyCheck::Stream
         } else {
             BodyCheck::Chat
+        }
+    }
+
+    /// What one run sends. Miss runs: a new prompt for every request, and a tag per run, so a
+    /// cache in front never answers. Hit runs reuse one small prompt set, stored during the
+    /// first warm-up.
+    fn bodies(&self, tag: &str) -> Bodies {
+        if self.distinct == 0 {
+            numbered_bodies(self.model, 200, tag, self.stream)
+        } else {
+            Bodies::Cycle(Arc::new(bodies(
+                self.model,
+                self.distinct,
+                200,
+                "hits ",
+                self.stream,
+            )))
         }
     }
 }
@@ -240,27 +189,57 @@ fn metric(text: &str, prefix: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn spawn_proxy(spec: &BenchSpec, mock: &Subject, dir: &std::path::Path) -> Result<Subject, String> {
-    Subject::spawn(
-        "spillway",
-        &spec.exe,
-        &[
-            "serve-proxy".into(),
-            "--upstream".into(),
-            mock.base_url.clone(),
-            "--cache-dir".into(),
-            dir.join("cache").display().to_string(),
-        ],
-        &[],
-    )
-}
-
 /// Runs the benchmark: starts the mock, the forwarder, spillway and the peers; probes each;
 /// measures; soaks; evaluates the targets.
 pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
-    let mock = Subject::spawn("mock", &spec.exe, &["serve-mock".into()], &[])?;
     let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let proxy = spawn_proxy(spec, &mock, cache_dir.path())?;
+    let adaptive_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let mut subjects = start_subjects(spec, cache_dir.path(), adaptive_dir.path())?;
+    let (peer_targets, skipped) = start_peers(spec, &mut subjects).await?;
+    let targets = targets(&subjects, peer_targets)?;
+    let probes = probe_all(&targets, &subjects[MOCK]).await?;
+    let mut rows = Vec::new();
+    for &concurrency in &spec.concurrency {
+        rows.extend(measure_level(spec, &subjects, &targets, concurrency).await?);
+    }
+    // The soak gets a fresh spillway, so what it measures is its own 3 × N requests.
+    drop(subjects.drain(MOCK + 1..));
+    let soak = if spec.soak > 0 {
+        Some(soak_fresh(spec, &subjects[MOCK]).await?)
+    } else {
+        None
+    };
+    let mut report = BenchReport {
+        machine: Machine::read(),
+        duration_s: spec.duration.as_secs_f64(),
+        warmup_s: spec.warmup.as_secs_f64(),
+        repeat: spec.repeat.max(1),
+        probes,
+        rows,
+        soak,
+        skipped,
+        targets: Vec::new(),
+    };
+    report.targets = targets::evaluate(&report, &spec.peers);
+    Ok(report)
+}
+
+/// Starts the mock, spillway (its cache in `cache_dir`), the forwarder, and spillway with its
+/// congestion window for keys whose limits are unknown (its cache in `adaptive_dir`), each in
+/// its place of the list.
+fn start_subjects(
+    spec: &BenchSpec,
+    cache_dir: &Path,
+    adaptive_dir: &Path,
+) -> Result<Vec<Subject>, String> {
+    let mock = Subject::spawn("mock", &spec.exe, &["serve-mock".into()], &[])?;
+    let proxy = spawn_proxy(
+        "spillway",
+        &spec.exe,
+        &mock.base_url,
+        &cache_dir.join("cache"),
+        false,
+    )?;
     let forwarder = Subject::spawn(
         "forwarder",
         &spec.exe,
@@ -271,35 +250,30 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
         ],
         &[],
     )?;
-    let mut subjects = vec![mock, proxy, forwarder];
+    let adaptive = spawn_proxy(
+        "spillway (limits unknown)",
+        &spec.exe,
+        &mock.base_url,
+        &adaptive_dir.join("cache"),
+        true,
+    )?;
+    Ok(vec![mock, proxy, forwarder, adaptive])
+}
+
+/// Starts the peers asked for, each added to `subjects` with its target; a peer that cannot
+/// be installed or started is skipped, with the reason.
+async fn start_peers(
+    spec: &BenchSpec,
+    subjects: &mut Vec<Subject>,
+) -> Result<(Vec<Target>, Vec<Skipped>), String> {
     let mut skipped = Vec::new();
-    let mut peer_targets = Vec::new();
+    let mut targets = Vec::new();
     for peer in &spec.peers {
         let key = peer_key();
         eprintln!("starting peer {peer} (a first run installs it)");
-        let started = {
-            let (name, dir, mock_url, within) = (
-                peer.clone(),
-                spec.peers_dir.clone(),
-                subjects[0].base_url.clone(),
-                spec.peer_start,
-            );
-            let key = key.clone();
-            tokio::task::spawn_blocking(move || {
-                spawn_peer(
-                    &name,
-                    &dir,
-                    &mock_url,
-                    within,
-                    &[("LITELLM_MASTER_KEY", &key)],
-                )
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        };
-        match started {
+        match start_peer(spec, peer, &subjects[MOCK].base_url, &key).await? {
             Ok(subject) => {
-                peer_targets.push(Target {
+                targets.push(Target {
                     name: peer.clone(),
                     subject: subjects.len(),
                     url: uri(format!("{}/v1/chat/completions", subject.base_url))?,
@@ -319,38 +293,94 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
             }
         }
     }
-    let (mock, proxy, forwarder) = (&subjects[0], &subjects[1], &subjects[2]);
-    let direct_url = format!("{}/openai/v1/chat/completions", mock.base_url);
-    let forwarder_url = format!("{}/openai/v1/chat/completions", forwarder.base_url);
-    let proxy_url = format!("{}/v1/chat/completions", proxy.base_url);
-    let target =
-        |name: &str, subject, url: &str, model, stream, distinct| -> Result<Target, String> {
-            Ok(Target {
-                name: name.into(),
-                subject,
-                url: uri(url.to_string())?,
-                model,
-                key: BENCH_KEY.into(),
-                stream,
-                distinct,
-            })
-        };
-    let mut targets = vec![
-        target("direct", 0, &direct_url, BENCH_MODEL, false, 0)?,
-        target("forwarder", 2, &forwarder_url, BENCH_MODEL, false, 0)?,
-        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, false, 0)?,
-        target("spillway hit", 1, &proxy_url, BENCH_ROUTE, false, 100)?,
-    ];
-    targets.extend(peer_targets);
-    targets.extend([
-        target("direct", 0, &direct_url, BENCH_MODEL, true, 0)?,
-        target("forwarder", 2, &forwarder_url, BENCH_MODEL, true, 0)?,
-        target("spillway miss", 1, &proxy_url, BENCH_ROUTE, true, 0)?,
-    ]);
+    Ok((targets, skipped))
+}
 
-    let mut probes = Vec::new();
+/// Starts one peer in front of the mock at `mock_url`, off the runtime's threads (a first run
+/// installs it, which takes minutes); the inner error says why it did not start.
+async fn start_peer(
+    spec: &BenchSpec,
+    peer: &str,
+    mock_url: &str,
+    key: &str,
+) -> Result<Result<Subject, String>, String> {
+    let (name, dir, mock_url, within, key) = (
+        peer.to_string(),
+        spec.peers_dir.clone(),
+        mock_url.to_string(),
+        spec.peer_start,
+        key.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        spawn_peer(
+            &name,
+            &dir,
+            &mock_url,
+            within,
+            &[("LITELLM_MASTER_KEY", &key)],
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Every measured path, in the order they take turns: plain requests through each subject
+/// (the peers after spillway's), then streams through the mock, the forwarder and spillway.
+fn targets(subjects: &[Subject], peers: Vec<Target>) -> Result<Vec<Target>, String> {
+    let direct_url = format!("{}/openai/v1/chat/completions", subjects[MOCK].base_url);
+    let forwarder_url = format!(
+        "{}/openai/v1/chat/completions",
+        subjects[FORWARDER].base_url
+    );
+    let proxy_url = format!("{}/v1/chat/completions", subjects[SPILLWAY].base_url);
+    let adaptive_url = format!(
+        "{}/v1/chat/completions",
+        subjects[SPILLWAY_ADAPTIVE].base_url
+    );
+    let mut targets = vec![
+        Target::new("direct", MOCK, &direct_url, BENCH_MODEL, false, 0)?,
+        Target::new(
+            "forwarder",
+            FORWARDER,
+            &forwarder_url,
+            BENCH_MODEL,
+            false,
+            0,
+        )?,
+        Target::new("spillway miss", SPILLWAY, &proxy_url, BENCH_ROUTE, false, 0)?,
+        Target::new(
+            "spillway hit",
+            SPILLWAY,
+            &proxy_url,
+            BENCH_ROUTE,
+            false,
+            100,
+        )?,
+        Target::new(
+            "spillway miss (limits unknown)",
+            SPILLWAY_ADAPTIVE,
+            &adaptive_url,
+            BENCH_ROUTE,
+            false,
+            0,
+        )?,
+    ];
+    targets.extend(peers);
+    targets.extend([
+        Target::new("direct", MOCK, &direct_url, BENCH_MODEL, true, 0)?,
+        Target::new("forwarder", FORWARDER, &forwarder_url, BENCH_MODEL, true, 0)?,
+        Target::new("spillway miss", SPILLWAY, &proxy_url, BENCH_ROUTE, true, 0)?,
+    ]);
+    Ok(targets)
+}
+
+/// One request through every target, checked against the mock's own answer; a wrong one is
+/// reported at once.
+async fn probe_all(targets: &[Target], mock: &Subject) -> Result<Vec<Probe>, String> {
+    let direct_url = format!("{}/openai/v1/chat/completions", mock.base_url);
     let reference = probe::reference(&direct_url, BENCH_KEY, BENCH_MODEL).await?;
-    for t in &targets {
+    let mut probes = Vec::new();
+    for t in targets {
         let p = probe::probe(
             &t.name,
             t.kind(),
@@ -366,137 +396,153 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
         }
         probes.push(p);
     }
-
-    let mut rows = Vec::new();
-    for &concurrency in &spec.concurrency {
-        let mut runs: BTreeMap<usize, Vec<LoadReport>> = BTreeMap::new();
-        let mut unstored: BTreeMap<usize, Option<u64>> = BTreeMap::new();
-        // Answers spillway gave from its cache during a miss run: each is a wrong measurement.
-        let mut cached_in_miss_runs: BTreeMap<usize, u64> = BTreeMap::new();
-        for rep in 0..spec.repeat.max(1) {
-            for (i, t) in targets.iter().enumerate() {
-                // Miss runs: a new prompt for every request, and a tag per run, so a cache in
-                // front never answers. Hit runs reuse one small prompt set, stored during the
-                // first warm-up.
-                let bodies = if t.distinct == 0 {
-                    let tag = format!("c{concurrency} r{rep} t{i} ");
-                    numbered_bodies(t.model, 200, &tag, t.stream)
-                } else {
-                    Bodies::Cycle(Arc::new(bodies(
-                        t.model, t.distinct, 200, "hits ", t.stream,
-                    )))
-                };
-                let is_spillway = t.subject == 1;
-                let dropped_before = if is_spillway {
-                    dropped_writes(&subjects[1].base_url).await
-                } else {
-                    None
-                };
-                let miss_run = is_spillway && t.distinct == 0;
-                let cached_before = if miss_run {
-                    answered_from_cache(&subjects[1].base_url).await
-                } else {
-                    None
-                };
-                let report = run_load(LoadSpec {
-                    url: t.url.clone(),
-                    headers: t.headers()?,
-                    bodies,
-                    concurrency,
-                    duration: spec.duration,
-                    warmup: spec.warmup,
-                    max_requests: None,
-                    check: t.check(),
-                })
-                .await
-                .map_err(|e| format!("{}: {e}", t.name))?;
-                eprintln!(
-                    "  c={concurrency:<3} run {} {:<22} {:>9.0} req/s  p50 {:>7} µs  p99 {:>7} µs",
-                    rep + 1,
-                    format!("{} ({})", t.name, t.kind()),
-                    report.rps,
-                    report.p50_us,
-                    report.p99_us
-                );
-                if let Some(before) = cached_before
-                    && let Some(after) = answered_from_cache(&subjects[1].base_url).await
-                    && after > before
-                {
-                    eprintln!(
-                        "    {} answers of this miss run came from the cache",
-                        after - before
-                    );
-                    *cached_in_miss_runs.entry(i).or_insert(0) += after - before;
-                }
-                if let Some(e) = &report.first_error {
-                    eprintln!("    {} failed requests; the first: {e}", report.errors);
-                }
-                if is_spillway {
-                    let after = dropped_writes(&subjects[1].base_url).await;
-                    let slot = unstored.entry(i).or_insert(Some(0));
-                    *slot = match (*slot, dropped_before, after) {
-                        (Some(sum), Some(b), Some(a)) => Some(sum + a.saturating_sub(b)),
-                        _ => None,
-                    };
-                }
-                runs.entry(i).or_default().push(report);
-            }
-        }
-        for (i, t) in targets.iter().enumerate() {
-            let reports = runs.remove(&i).unwrap_or_default();
-            let failures = reports
-                .iter()
-                .map(|r| {
-                    r.errors
-                        + r.by_status
-                            .iter()
-                            .filter(|(s, _)| **s != 200)
-                            .map(|(_, n)| n)
-                            .sum::<u64>()
-                })
-                .sum::<u64>()
-                + cached_in_miss_runs.get(&i).copied().unwrap_or(0);
-            rows.push(Row {
-                subject: t.name.clone(),
-                kind: t.kind().into(),
-                concurrency,
-                rps: median_f64(reports.iter().map(|r| r.rps).collect()),
-                p50_us: median_u64(reports.iter().map(|r| r.p50_us).collect()),
-                p99_us: median_u64(reports.iter().map(|r| r.p99_us).collect()),
-                p999_us: median_u64(reports.iter().map(|r| r.p999_us).collect()),
-                requests: reports.iter().map(|r| r.requests).sum(),
-                failures,
-                invalid: reports.iter().map(|r| r.invalid).sum(),
-                rss_kib: subjects[t.subject].rss_kib(),
-                unstored: unstored.remove(&i).flatten(),
-                runs: reports,
-            });
-        }
-    }
-    // The soak gets a fresh spillway, so what it measures is its own 3 × N requests.
-    drop(subjects.drain(1..));
-    let soak = if spec.soak > 0 {
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let proxy = spawn_proxy(spec, &subjects[0], dir.path())?;
-        Some(run_soak(spec, &proxy).await?)
-    } else {
-        None
-    };
-    let mut report = BenchReport {
-        machine: table::Machine::read(),
-        duration_s: spec.duration.as_secs_f64(),
-        warmup_s: spec.warmup.as_secs_f64(),
-        repeat: spec.repeat.max(1),
-        probes,
-        rows,
-        soak,
-        skipped,
-        targets: Vec::new(),
-    };
-    report.targets = table::evaluate(&report, &spec.peers);
-    Ok(report)
+    Ok(probes)
 }
 
+/// One target's runs at one concurrency, as they accumulate.
+#[derive(Default)]
+struct Runs {
+    reports: Vec<LoadReport>,
+    /// Answers spillway gave from its cache during a miss run: each is a wrong measurement.
+    cached_in_miss_runs: u64,
+    /// For spillway, each run's answers its cache did not store (none where a count could not
+    /// be read).
+    unstored: Vec<Option<u64>>,
+}
+
+impl Runs {
+    /// Runs `t` once at `concurrency` (run `rep` of each), reading spillway's counters before
+    /// and after, so what its cache did during the run is known.
+    async fn run(
+        &mut self,
+        spec: &BenchSpec,
+        spillway: &str,
+        t: &Target,
+        tag: &str,
+        concurrency: usize,
+        rep: usize,
+    ) -> Result<(), String> {
+        let is_spillway = t.subject == SPILLWAY;
+        let dropped_before = if is_spillway {
+            dropped_writes(spillway).await
+        } else {
+            None
+        };
+        let miss_run = is_spillway && t.distinct == 0;
+        let cached_before = if miss_run {
+            answered_from_cache(spillway).await
+        } else {
+            None
+        };
+        let report = run_load(LoadSpec {
+            url: t.url.clone(),
+            headers: t.headers()?,
+            bodies: t.bodies(tag),
+            concurrency,
+            duration: spec.duration,
+            warmup: spec.warmup,
+            max_requests: None,
+            check: t.check(),
+        })
+        .await
+        .map_err(|e| format!("{}: {e}", t.name))?;
+        eprintln!(
+            "  c={concurrency:<3} run {} {:<22} {:>9.0} req/s  p50 {:>7} µs  p99 {:>7} µs",
+            rep + 1,
+            format!("{} ({})", t.name, t.kind()),
+            report.rps,
+            report.p50_us,
+            report.p99_us
+        );
+        if let Some(before) = cached_before
+            && let Some(after) = answered_from_cache(spillway).await
+            && after > before
+        {
+            eprintln!(
+                "    {} answers of this miss run came from the cache",
+                after - before
+            );
+            self.cached_in_miss_runs += after - before;
+        }
+        if let Some(e) = &report.first_error {
+            eprintln!("    {} failed requests; the first: {e}", report.errors);
+        }
+        if is_spillway {
+            let dropped_after = dropped_writes(spillway).await;
+            self.unstored.push(match (dropped_before, dropped_after) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+                _ => None,
+            });
+        }
+        self.reports.push(report);
+        Ok(())
+    }
+
+    /// The row of medians over these runs; `rss_kib`, the subject's memory after them.
+    fn row(self, t: &Target, concurrency: usize, rss_kib: Option<u64>) -> Row {
+        let reports = self.reports;
+        let failures =
+            reports.iter().map(|r| r.errors + r.non_200()).sum::<u64>() + self.cached_in_miss_runs;
+        Row {
+            subject: t.name.clone(),
+            kind: t.kind().into(),
+            concurrency,
+            rps: median_f64(reports.iter().map(|r| r.rps).collect()),
+            p50_us: median_u64(reports.iter().map(|r| r.p50_us).collect()),
+            p99_us: median_u64(reports.iter().map(|r| r.p99_us).collect()),
+            p999_us: median_u64(reports.iter().map(|r| r.p999_us).collect()),
+            requests: reports.iter().map(|r| r.requests).sum(),
+            failures,
+            invalid: reports.iter().map(|r| r.invalid).sum(),
+            rss_kib,
+            unstored: if self.unstored.is_empty() {
+                None
+            } else {
+                self.unstored.into_iter().sum()
+            },
+            runs: reports,
+        }
+    }
+}
+
+/// Every target at one concurrency, `repeat` times, the targets taking turns run by run (so
+/// machine drift cancels); one row of medians per target.
+async fn measure_level(
+    spec: &BenchSpec,
+    subjects: &[Subject],
+    targets: &[Target],
+    concurrency: usize,
+) -> Result<Vec<Row>, String> {
+    let spillway = &subjects[SPILLWAY].base_url;
+    let mut runs: Vec<Runs> = targets.iter().map(|_| Runs::default()).collect();
+    for rep in 0..spec.repeat.max(1) {
+        for (i, (t, runs)) in targets.iter().zip(&mut runs).enumerate() {
+            let tag = format!("c{concurrency} r{rep} t{i} ");
+            runs.run(spec, spillway, t, &tag, concurrency, rep).await?;
+        }
+    }
+    Ok(targets
+        .iter()
+        .zip(runs)
+        .map(|(t, runs)| runs.row(t, concurrency, subjects[t.subject].rss_kib()))
+        .collect())
+}
+
+/// The memory soak through a fresh spillway in front of `mock`.
+async fn soak_fresh(spec: &BenchSpec, mock: &Subject) -> Result<Soak, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let proxy = spawn_proxy(
+        "spillway",
+        &spec.exe,
+        &mock.base_url,
+        &dir.path().join("cache"),
+        false,
+    )?;
+    run_soak(spec, &proxy).await
+}
+
+/// Three stages of `spec.soak` new prompts through `proxy` (every answer stored), its memory
+/// read after each.
 async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
     let url = uri(format!("{}/v1/chat/completions", proxy.base_url))?;
     let target = Target {
@@ -542,14 +588,7 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
             report.requests,
             rss as f64 / 1024.0
         );
-        soak.failures += report.errors
-            + report.invalid
-            + report
-                .by_status
-                .iter()
-                .filter(|(s, _)| **s != 200)
-                .map(|(_, n)| n)
-                .sum::<u64>();
+        soak.failures += report.errors + report.invalid + report.non_200();
         soak.requests.push(report.requests);
         soak.rss_kib.push(rss);
     }
@@ -578,7 +617,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let env = HashMap::from([("BENCH_KEY".to_string(), BENCH_KEY.to_string())]);
         let config = spillway::config::parse(
-            &proxy_config(&mock.base_url(), &dir.path().join("cache")),
+            &proxy_config(&mock.base_url(), &dir.path().join("cache"), false),
             "bench.toml",
             &env,
         )
