@@ -113,7 +113,7 @@ EOF
   for f in "$dir"/cg.*-*; do
     n="$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$f" | head -1)"
     total=$((total + ${n:-0}))
-    if grep -q 'spillway::cache::writer::run' "$f"; then
+    if grep -q 'spillway_store::writer::run' "$f"; then
       writer=$((writer + ${n:-0}))
     fi
   done
