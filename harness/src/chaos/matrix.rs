@@ -160,7 +160,8 @@ pub struct MatrixReport {
     pub upstream_requests: u64,
     /// Wall-clock seconds the run took.
     pub seconds: f64,
-    /// A few failures, for the reader: phase, outcome, status and the body's start.
+    /// A few failures and refusals, for the reader: phase, outcome, status and the body's
+    /// start.
     pub examples: Vec<String>,
 }
 
@@ -354,7 +355,7 @@ async fn send_phase(
 
 impl MatrixReport {
     /// Counts what the clients saw in phase `name`, in it and over all phases, and keeps the
-    /// first few failures as examples.
+    /// first few failures and refusals as examples.
     fn add_phase(&mut self, name: &'static str, seen: Vec<Vec<Seen>>) {
         let mut phase = PhaseReport {
             name: name.to_string(),
@@ -365,7 +366,8 @@ impl MatrixReport {
             phase.streamed += u64::from(streamed);
             *phase.outcomes.entry(outcome.name()).or_default() += 1;
             *self.outcomes.entry(outcome.name()).or_default() += 1;
-            if outcome.is_failure() && self.examples.len() < 10 {
+            let telling = outcome.is_failure() || outcome == Outcome::Refused;
+            if telling && self.examples.len() < 10 {
                 self.examples.push(format!(
                     "{name} {} (status {status}): {head}",
                     outcome.name()
