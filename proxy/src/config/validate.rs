@@ -288,18 +288,7 @@ fn provider(c: &Checker<'_>, i: usize, raw: &RawProvider) -> Result<Provider, Co
         Some(n) if !n.is_empty() => n.to_string(),
         _ => return Err(c.err(at("name"), "expected a non-empty provider name")),
     };
-    let base_url = match raw.base_url.as_deref().map(str::trim) {
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-            u.trim_end_matches('/').to_string()
-        }
-        Some(u) => {
-            return Err(c.err(
-                at("base_url"),
-                format!("expected an http:// or https:// URL (got {u:?})"),
-            ));
-        }
-        None => return Err(c.err(at("base_url"), "expected the provider's base URL")),
-    };
+    let base_url = provider_base_url(c, &at, raw.base_url.as_deref())?;
     let keys = provider_keys(c, &at, &name, &raw.keys)?;
     let dialect = match raw.dialect.as_deref() {
         None => dialect_for_url(&base_url),
@@ -365,6 +354,24 @@ fn provider(c: &Checker<'_>, i: usize, raw: &RawProvider) -> Result<Provider, Co
         limits: model_limits,
         tier,
     })
+}
+
+/// A provider's base URL: http or https, without a trailing slash.
+fn provider_base_url(
+    c: &Checker<'_>,
+    at: &dyn Fn(&str) -> String,
+    value: Option<&str>,
+) -> Result<String, ConfigError> {
+    match value.map(str::trim) {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+            Ok(u.trim_end_matches('/').to_string())
+        }
+        Some(u) => Err(c.err(
+            at("base_url"),
+            format!("expected an http:// or https:// URL (got {u:?})"),
+        )),
+        None => Err(c.err(at("base_url"), "expected the provider's base URL")),
+    }
 }
 
 /// A provider's keys, each read from its environment variable and named `NAME#N`.
@@ -476,13 +483,20 @@ fn parsed<T>(
     }
 }
 
-/// Validates `[cache]`; needs no secrets, so the cache tools can use it alone.
-pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigError> {
-    let err = |field: &str, message: String| ConfigError {
-        file: file.to_string(),
-        field: format!("cache.{field}"),
-        message,
-    };
+/// The cache's sizes, as `[cache]` gives them or their defaults.
+struct CacheSizes {
+    max_size: Option<u64>,
+    max_entry_size: u64,
+    index_memory: u64,
+    hot_memory: u64,
+}
+
+/// Reads the sizes of `[cache]`; `err(field, message)` makes the error for a field.
+fn cache_sizes(
+    raw: &RawCache,
+    defaults: &CacheConfig,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<CacheSizes, ConfigError> {
     // A size in bytes or with a unit: the default when absent, else its parse or an error
     // with an example.
     let size = |field: &str, value: &Option<toml::Value>, default: u64, example: &str| match value {
@@ -493,6 +507,47 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
                 format!("expected a size in bytes or with a unit, such as \"{example}\" (got {v})"),
             )
         }),
+    };
+    let max_size = match &raw.max_size {
+        None => defaults.max_size,
+        Some(toml::Value::String(s)) if s.trim() == "none" => None,
+        Some(v) => Some(parse_size(v).ok_or_else(|| {
+            err(
+                "max_size",
+                format!(
+                    "expected a size in bytes or with a unit, such as \"500MB\", or \"none\" (got {v})"
+                ),
+            )
+        })?),
+    };
+    let hot_memory = match &raw.hot_memory {
+        Some(toml::Value::Integer(0)) => 0,
+        value => size("hot_memory", value, defaults.hot_memory, "16MB")?,
+    };
+    Ok(CacheSizes {
+        max_size,
+        max_entry_size: size(
+            "max_entry_size",
+            &raw.max_entry_size,
+            defaults.max_entry_size,
+            "4MB",
+        )?,
+        index_memory: size(
+            "index_memory",
+            &raw.index_memory,
+            defaults.index_memory,
+            "64MB",
+        )?,
+        hot_memory,
+    })
+}
+
+/// Validates `[cache]`; needs no secrets, so the cache tools can use it alone.
+pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigError> {
+    let err = |field: &str, message: String| ConfigError {
+        file: file.to_string(),
+        field: format!("cache.{field}"),
+        message,
     };
     // A word from a list: the default when absent, else its parse or an error naming the list.
     let word = |field: &str, expected: &str| {
@@ -528,22 +583,7 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         IndexKind::parse,
         word("index", "\"file\" or \"sled\""),
     )?;
-    let max_size = match &raw.max_size {
-        None => defaults.max_size,
-        Some(toml::Value::String(s)) if s.trim() == "none" => None,
-        Some(v) => Some(parse_size(v).ok_or_else(|| {
-            err(
-                "max_size",
-                format!(
-                    "expected a size in bytes or with a unit, such as \"500MB\", or \"none\" (got {v})"
-                ),
-            )
-        })?),
-    };
-    let hot_memory = match &raw.hot_memory {
-        Some(toml::Value::Integer(0)) => 0,
-        value => size("hot_memory", value, defaults.hot_memory, "16MB")?,
-    };
+    let sizes = cache_sizes(raw, &defaults, &err)?;
     let path = match raw.path.as_deref().map(str::trim) {
         None => defaults.path,
         Some("") => return Err(err("path", "expected a directory".into())),
@@ -554,22 +594,12 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
         mode,
         when,
         ttl: raw.ttl,
-        max_size,
-        max_entry_size: size(
-            "max_entry_size",
-            &raw.max_entry_size,
-            defaults.max_entry_size,
-            "4MB",
-        )?,
+        max_size: sizes.max_size,
+        max_entry_size: sizes.max_entry_size,
         fsync,
         index,
-        index_memory: size(
-            "index_memory",
-            &raw.index_memory,
-            defaults.index_memory,
-            "64MB",
-        )?,
-        hot_memory,
+        index_memory: sizes.index_memory,
+        hot_memory: sizes.hot_memory,
     })
 }
 

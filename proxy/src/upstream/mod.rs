@@ -318,32 +318,8 @@ impl Upstream {
                 });
             }
             if stream {
-                let bytes: ByteStream = Box::pin(BodyStream::new(body).filter_map(|frame| {
-                    futures_util::future::ready(match frame {
-                        Ok(frame) => frame.into_data().ok().map(Ok),
-                        Err(e) => Some(Err(describe(&e))),
-                    })
-                }));
-                let mut events = EventStream::new(
-                    bytes,
-                    self.scrub.clone(),
-                    timing.stream_idle_timeout,
-                    self.stop.clone(),
-                );
-                match events.first().await {
-                    // An error before anything of an answer: the attempt failed, and nothing
-                    // has reached the client, so the request can still move on.
-                    Ok(()) if events.error().is_some() => Err(UpstreamError::InvalidBody(format!(
-                        "the stream opened with an error: {}",
-                        events.error().unwrap_or_default()
-                    ))),
-                    Ok(()) => Ok(Answer::Stream { headers, events }),
-                    Err(StreamEnd::Stalled(after)) => Err(UpstreamError::Timeout(after)),
-                    Err(end) => Err(UpstreamError::InvalidBody(format!(
-                        "the stream ended before its first event: {}",
-                        end.why().unwrap_or_default()
-                    ))),
-                }
+                self.open_stream(body, headers, timing.stream_idle_timeout)
+                    .await
             } else {
                 let body = read_bounded(body, MAX_ANSWER_BODY)
                     .await
@@ -363,6 +339,39 @@ impl Upstream {
             .timeout(timing.timeout, attempt)
             .await
             .unwrap_or(Err(UpstreamError::Timeout(timing.timeout)))
+    }
+}
+
+impl Upstream {
+    /// A 200 stream, once its first event has arrived: until then the attempt can still fail
+    /// and the request move on, as nothing has reached the client.
+    async fn open_stream(
+        &self,
+        body: Incoming,
+        headers: HeaderMap,
+        idle_timeout: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let bytes: ByteStream = Box::pin(BodyStream::new(body).filter_map(|frame| {
+            futures_util::future::ready(match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(describe(&e))),
+            })
+        }));
+        let mut events =
+            EventStream::new(bytes, self.scrub.clone(), idle_timeout, self.stop.clone());
+        match events.first().await {
+            // An error before anything of an answer: the attempt failed.
+            Ok(()) if events.error().is_some() => Err(UpstreamError::InvalidBody(format!(
+                "the stream opened with an error: {}",
+                events.error().unwrap_or_default()
+            ))),
+            Ok(()) => Ok(Answer::Stream { headers, events }),
+            Err(StreamEnd::Stalled(after)) => Err(UpstreamError::Timeout(after)),
+            Err(end) => Err(UpstreamError::InvalidBody(format!(
+                "the stream ended before its first event: {}",
+                end.why().unwrap_or_default()
+            ))),
+        }
     }
 }
 
