@@ -5,52 +5,17 @@
 //! Without a token the control plane stays open, as tests and the harness expect; the Rust
 //! handle ([`crate::MockProvider`]) reads the state directly and never needs one.
 
-use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::Response;
 
+use crate::admin_token::AdminToken;
 use crate::error::MockError;
 use crate::request::bearer_token;
 use crate::spec::Dialect;
 use crate::state::MockState;
-
-/// The admin token, kept only as its blake3 digest. `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
-    digest: blake3::Hash,
-    empty: bool,
-}
-
-impl AdminToken {
-    /// Wraps a token (surrounding whitespace is not part of it).
-    pub fn new(token: &str) -> Self {
-        let token = token.trim();
-        AdminToken {
-            digest: blake3::hash(token.as_bytes()),
-            empty: token.is_empty(),
-        }
-    }
-
-    /// True for an empty token, which the spec refuses.
-    pub fn is_empty(&self) -> bool {
-        self.empty
-    }
-
-    /// True when `presented` is the token. `blake3::Hash` compares in constant time, so the
-    /// answer's timing says nothing about how much of the token was right.
-    pub fn matches(&self, presented: &str) -> bool {
-        blake3::hash(presented.trim().as_bytes()) == self.digest
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(***)")
-    }
-}
 
 /// The control plane speaks Groq's error shape whatever the API's dialect.
 pub const CONTROL_DIALECT: Dialect = Dialect::Groq;

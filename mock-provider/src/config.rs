@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::admin::AdminToken;
+use crate::admin_token::AdminToken;
 
 use crate::spec::{
     DEFAULT_JOURNAL_CAPACITY, DEFAULT_KEY, DEFAULT_MAX_BODY_BYTES, DEFAULT_ORGANIZATION,

@@ -39,6 +39,7 @@
 //!   [`exposure`]: the warning logged when it listens beyond loopback.
 
 pub mod admin;
+pub mod admin_token;
 pub mod bodies;
 pub mod config;
 pub mod control;
@@ -71,7 +72,7 @@ use tokio::task::JoinHandle;
 
 pub use spillway_clock::Clock;
 
-pub use crate::admin::AdminToken;
+pub use crate::admin_token::AdminToken;
 pub use crate::error::MockError;
 pub use crate::journal::JournalEntry;
 pub use crate::limiter::{KeyModelStats, WindowPeak};

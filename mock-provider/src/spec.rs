@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::AdminToken;
+use crate::admin_token::AdminToken;
 
 /// Groq's production chat model ids, served when no model list is given.
 pub const GROQ_PRODUCTION_MODELS: &[&str] = &[
