@@ -160,6 +160,9 @@ pub struct MatrixReport {
     pub upstream_requests: u64,
     /// Wall-clock seconds the run took.
     pub seconds: f64,
+    /// The statuses of the refusals, with their counts: each is the gateway's honest answer
+    /// (429 at a limit, 503 with every target left cooling, 502 when the attempts ran out).
+    pub refused_statuses: BTreeMap<u16, u64>,
     /// A few failures and refusals, for the reader: phase, outcome, status and the body's
     /// start.
     pub examples: Vec<String>,
@@ -366,6 +369,9 @@ impl MatrixReport {
             phase.streamed += u64::from(streamed);
             *phase.outcomes.entry(outcome.name()).or_default() += 1;
             *self.outcomes.entry(outcome.name()).or_default() += 1;
+            if outcome == Outcome::Refused {
+                *self.refused_statuses.entry(status).or_default() += 1;
+            }
             let telling = outcome.is_failure() || outcome == Outcome::Refused;
             if telling && self.examples.len() < 10 {
                 self.examples.push(format!(

@@ -133,8 +133,16 @@ impl ChaosReport {
             m.phases.iter().map(|p| p.streamed).sum::<u64>(),
             totals.join(" | ")
         ));
+        if !m.refused_statuses.is_empty() {
+            let statuses: Vec<String> = m
+                .refused_statuses
+                .iter()
+                .map(|(status, n)| format!("{n} × {status}"))
+                .collect();
+            out.push_str(&format!("Refusals by status: {}\n\n", statuses.join(", ")));
+        }
         for e in &m.examples {
-            out.push_str(&format!("- failure: {e}\n"));
+            out.push_str(&format!("- example: {e}\n"));
         }
         if let Some(c) = &self.crash {
             out.push_str(&format!(

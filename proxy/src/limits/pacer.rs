@@ -23,9 +23,8 @@ pub struct KeyView<'a> {
 #[derive(Debug, Clone)]
 pub struct TargetView<'a> {
     /// Until when its circuit is open after outages (`Instant::NEVER` while a probe is out);
-    /// `None` when closed. A target whose circuit is open is skipped; it is waited for only
-    /// when nothing else can take the request and its cooldown ends before the request's
-    /// deadline (a probe's answer, moments away, is always waited for).
+    /// `None` when closed. A target whose circuit is open is skipped, never waited for (but
+    /// a probe's answer, moments away, is).
     pub open_until: Option<Instant>,
     /// Keys, in configured order.
     pub keys: Vec<KeyView<'a>>,
@@ -149,25 +148,12 @@ impl Scan {
         best.map(|(k, _, _)| k)
     }
 
-    /// The earliest moment something may take the request: a key freeing or a circuit
-    /// letting a probe through.
-    fn soonest(&self) -> Option<Instant> {
-        match (self.earliest.map(|(at, _)| at), self.circuit_opens) {
-            (Some(frees), Some(opens)) => Some(frees.min(opens)),
-            (frees, opens) => frees.or(opens),
-        }
-    }
-
-    /// With no key ready now: wait, or refuse and say why and until when. A circuit whose
-    /// cooldown ends before the deadline is waited for like a key's window: a short cooldown
-    /// on the one target left must not turn into an error (or into a rate-limited target's
-    /// long `retry-after`) for requests that could wait for it.
+    /// With no key ready now: wait, or refuse and say why and until when.
     fn verdict(self, now: Instant, deadline: Instant) -> Decision {
-        let soonest = self.soonest();
         match self.earliest {
-            _ if soonest.is_some_and(|at| at <= deadline) => Decision::Wait(soonest),
+            Some((at, _)) if at <= deadline => Decision::Wait(Some(at)),
             _ if (self.settle_may_help || self.probe_out) && now < deadline => {
-                Decision::Wait(soonest)
+                Decision::Wait(self.earliest.map(|(at, _)| at))
             }
             Some((at, kind)) => Decision::Refused(Refusal::Exhausted {
                 retry_after: at.saturating_duration_since(now),
@@ -195,9 +181,9 @@ impl Scan {
 /// Decides for a request at clock time `now` that may wait until `deadline`.
 ///
 /// The first target in chain order with a key ready now wins; among its ready keys, the one
-/// with the most headroom. Otherwise the earliest moment any target frees (a key's window, a
-/// circuit's cooldown) decides between waiting and giving up. Targets whose circuit is open are
-/// skipped while another can take the request.
+/// with the most headroom. Otherwise the earliest moment any target frees decides between
+/// waiting and giving up. Targets whose circuit is open are skipped: a request never waits
+/// through a cooldown.
 pub fn decide(now: Instant, targets: &[TargetView<'_>], deadline: Instant) -> Decision {
     let mut scan = Scan::default();
     for (t, target) in targets.iter().enumerate() {
@@ -294,42 +280,22 @@ mod tests {
     }
 
     #[test]
-    fn a_cooling_target_is_skipped_and_waited_for_only_when_alone_and_within_the_deadline() {
+    fn a_cooling_target_is_skipped_and_never_waited_for() {
         let a = rpm(10);
         let b = rpm(10);
         let mut cooling = target(vec![key(&a)]);
         cooling.open_until = Some(t(5 * S));
         let chain = [cooling.clone(), target(vec![key(&b)])];
         assert_eq!(
-            decide(t(S), &chain, t(100 * S)),
+            decide(t(S), &chain, t(S)),
             Decision::Go { target: 1, key: 0 }
         );
-        // Alone, it is waited for when its cooldown ends before the deadline ...
+        // Alone, it is unavailable at once, with the moment its circuit lets a probe through.
         assert_eq!(
-            decide(t(S), std::slice::from_ref(&cooling), t(100 * S)),
-            Decision::Wait(Some(t(5 * S)))
-        );
-        // ... and unavailable at once when it does not, with the moment it lets a probe through.
-        assert_eq!(
-            decide(t(S), &[cooling], t(2 * S)),
+            decide(t(S), &[cooling], t(100 * S)),
             Decision::Refused(Refusal::Unavailable {
                 retry_after: Some(Duration::from_secs(4))
             })
-        );
-    }
-
-    #[test]
-    fn a_full_target_beside_a_cooling_one_waits_for_whichever_frees_first() {
-        let mut a = rpm(1);
-        send(&mut a, 0);
-        let b = rpm(10);
-        let mut cooling = target(vec![key(&b)]);
-        cooling.open_until = Some(t(2 * S));
-        let chain = [target(vec![key(&a)]), cooling];
-        assert_eq!(
-            decide(t(S), &chain, t(10 * S)),
-            Decision::Wait(Some(t(2 * S))),
-            "the cooldown ends long before the minute's window"
         );
     }
 
