@@ -1,7 +1,8 @@
 //! Finds, when the tests are built, what the tests that need something outside Rust can use,
 //! so a test whose need is missing shows as ignored with its reason instead of passing empty:
 //! `cfg(openai_sdk)` when a Python with the `openai` package is found (`SPILLWAY_PYTHON`, else
-//! `.venv/bin/python` at the workspace root).
+//! `.venv/bin/python` at the workspace root); `cfg(redis_server)` when `redis-server` runs from
+//! `PATH`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,5 +29,22 @@ fn main() {
     });
     if found {
         println!("cargo:rustc-cfg=openai_sdk");
+    }
+    println!("cargo:rustc-check-cfg=cfg(redis_server)");
+    println!("cargo:rerun-if-env-changed=PATH");
+    // Looked at again when redis-server appears in (or leaves) a directory of PATH, as when
+    // scripts/test.sh installs it after an earlier build.
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("redis-server").display()
+        );
+    }
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if redis {
+        println!("cargo:rustc-cfg=redis_server");
     }
 }

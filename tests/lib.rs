@@ -208,3 +208,61 @@ impl Drop for DriveGuard {
         self.0.abort();
     }
 }
+
+/// A `redis-server` of the test's own on a free loopback port, with nothing saved to disk;
+/// killed when dropped.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    /// Starts one on a port the OS picks and waits until it accepts connections.
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        RedisServer::on(port).await
+    }
+
+    /// Starts one on `port` (to bring back a server the test stopped).
+    pub async fn on(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (apt-get install -y redis-server)");
+        let server = RedisServer { port, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not accept connections on port {port} within 5 s");
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops it at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

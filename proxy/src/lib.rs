@@ -24,6 +24,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod heavy;
 pub mod limits;
 pub mod log_sink;

@@ -53,6 +53,8 @@ struct Counters {
     wait_buckets: [u64; WAIT_BUCKETS.len()],
     wait_count: u64,
     wait_sum: f64,
+    /// `Some` in a fleet: whether Redis is out of reach now, and how often it was lost.
+    fleet: Option<(bool, u64)>,
 }
 
 /// One gauge of remaining headroom, gathered at scrape time.
@@ -128,6 +130,22 @@ impl Metrics {
         });
     }
 
+    /// This gateway is a member of a fleet (its gauges appear from now on).
+    pub fn fleet_joined(&self) {
+        self.with(|c| {
+            c.fleet.get_or_insert((false, 0));
+        });
+    }
+
+    /// The fleet's Redis was lost (`true`) or answers again (`false`).
+    pub fn fleet_degraded(&self, degraded: bool) {
+        self.with(|c| {
+            let (now, lost) = c.fleet.get_or_insert((false, 0));
+            *lost += u64::from(degraded && !*now);
+            *now = degraded;
+        });
+    }
+
     /// Total fallbacks.
     pub fn fallbacks(&self) -> u64 {
         self.with(|c| c.fallbacks.values().sum())
@@ -175,6 +193,14 @@ impl Metrics {
             let _ = writeln!(out, "spillway_queue_wait_seconds_bucket{{le=\"+Inf\"}} {}", c.wait_count);
             let _ = writeln!(out, "spillway_queue_wait_seconds_sum {}", c.wait_sum);
             let _ = writeln!(out, "spillway_queue_wait_seconds_count {}", c.wait_count);
+            if let Some((degraded, lost)) = c.fleet {
+                let _ = writeln!(out, "# HELP spillway_fleet_degraded 1 while the fleet's Redis is out of reach and this gateway goes on its own limits.");
+                let _ = writeln!(out, "# TYPE spillway_fleet_degraded gauge");
+                let _ = writeln!(out, "spillway_fleet_degraded {}", u8::from(degraded));
+                let _ = writeln!(out, "# HELP spillway_fleet_redis_lost_total Times this gateway lost the fleet's Redis.");
+                let _ = writeln!(out, "# TYPE spillway_fleet_redis_lost_total counter");
+                let _ = writeln!(out, "spillway_fleet_redis_lost_total {lost}");
+            }
         });
         let _ = writeln!(
             out,

@@ -8,6 +8,7 @@ use spillway_clock::Clock;
 
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::record::Recorder;
@@ -42,11 +43,21 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let stop_streams = tokio_util::sync::CancellationToken::new();
         let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
+        let fleet = match &config.fleet {
+            Some(f) => {
+                let fleet = Fleet::new(f, metrics.clone())?;
+                metrics.fleet_joined();
+                tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows through Redis");
+                Some(Arc::new(fleet))
+            }
+            None => None,
+        };
         let router = Arc::new(Router::new(
             config.clone(),
             clock.clone(),
             metrics.clone(),
             Arc::new(upstream),
+            fleet,
         ));
         let cache =
             Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);

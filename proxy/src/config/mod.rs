@@ -1,8 +1,9 @@
 //! Configuration: [`raw`] (what the file says) → [`validate`] (what the program uses), with
-//! secrets from the environment through [`secret`], and Groq's published limits by plan in
-//! [`tiers`].
+//! secrets from the environment through [`secret`], Groq's published limits by plan in
+//! [`tiers`], and the fleet's Redis in [`fleet`].
 
 pub mod cache;
+pub mod fleet;
 pub mod raw;
 pub mod secret;
 pub mod tiers;
@@ -138,6 +139,50 @@ max_wait = "30s"
         assert_eq!(err.field, "providers[0].keys[1]");
         assert!(err.to_string().contains("NOPE is not set"), "{err}");
         assert!(!err.to_string().contains("gsk_"), "{err}");
+    }
+
+    #[test]
+    fn a_fleet_takes_its_redis_url_by_variable_and_names_what_is_wrong() {
+        let with = |fleet: &str, url: &str| {
+            let mut env = env();
+            env.insert("REDIS_URL".into(), url.into());
+            parse(
+                &format!("{ISSUE_EXAMPLE}\n[fleet]\n{fleet}"),
+                "spillway.toml",
+                &env,
+            )
+        };
+        let config = with("redis = \"env:REDIS_URL\"", "redis://h:6379/0").expect("valid");
+        let fleet = config.fleet.expect("a fleet");
+        assert_eq!(
+            (fleet.name.as_str(), fleet.redis_env.as_str()),
+            ("spillway", "REDIS_URL")
+        );
+        assert_eq!(fleet.timeout, std::time::Duration::from_millis(50));
+        assert!(
+            !format!("{fleet:?}").contains("redis://h"),
+            "the URL may hold a password"
+        );
+        let err = with("name = \"prod\"", "redis://h").expect_err("no redis");
+        assert_eq!(err.field, "fleet.redis");
+        let err = with("redis = \"redis://h:6379\"", "x").expect_err("inline URL");
+        assert_eq!(err.field, "fleet.redis");
+        let err = with("redis = \"env:REDIS_URL\"", "http://h:6379").expect_err("not redis");
+        assert!(err.message.contains("redis://"), "{err}");
+        assert!(
+            !err.message.contains("http://h"),
+            "the value is not echoed: {err}"
+        );
+        let err = with("redis = \"env:REDIS_URL\"\nname = \"a b\"", "redis://h").expect_err("name");
+        assert_eq!(err.field, "fleet.name");
+        let err = with("redis = \"env:REDIS_URL\"\ntimeout = \"0s\"", "redis://h").expect_err("0");
+        assert_eq!(err.field, "fleet.timeout");
+        assert!(
+            parse(ISSUE_EXAMPLE, "spillway.toml", &env())
+                .expect("valid")
+                .fleet
+                .is_none()
+        );
     }
 
     #[test]

@@ -22,6 +22,21 @@ pub struct RawConfig {
     /// `[cache]`.
     #[serde(default)]
     pub cache: RawCache,
+    /// `[fleet]`; absent: this gateway keeps its limits alone.
+    pub fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// `"env:NAME"`: the variable holding the Redis URL.
+    pub redis: Option<String>,
+    /// The fleet's name (the prefix of its keys in Redis).
+    pub name: Option<String>,
+    /// The longest one Redis call may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[cache]`.

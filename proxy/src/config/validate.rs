@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::cache::{CacheConfig, CacheMode, CacheWhen, FsyncPolicy, IndexKind, parse_size};
-use crate::config::raw::{RawCache, RawConfig, RawLimits, RawProvider, RawRoute};
+use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, FleetConfig};
+use crate::config::raw::{RawCache, RawConfig, RawFleet, RawLimits, RawProvider, RawRoute};
 use crate::config::secret::{ApiKey, Env};
 use crate::config::tiers::{self, Tier};
 use crate::limits::headers::Dialect;
@@ -37,6 +38,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[cache]`.
     pub cache: CacheConfig,
+    /// `[fleet]`: `None` when this gateway keeps its limits alone.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `[server]`, validated.
@@ -663,9 +666,15 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
         routes.push(r);
     }
     let cache = cache_section(&raw.cache, file)?;
+    let fleet = raw
+        .fleet
+        .as_ref()
+        .map(|f| fleet_section(&c, f))
+        .transpose()?;
     Ok(Config {
         source: file.to_string(),
         cache,
+        fleet,
         server: ServerConfig {
             listen,
             client_keys,
@@ -679,6 +688,42 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
         },
         providers,
         routes,
+    })
+}
+
+/// Validates `[fleet]`: the Redis URL by variable name only, a name that is a plain word.
+fn fleet_section(c: &Checker<'_>, raw: &RawFleet) -> Result<FleetConfig, ConfigError> {
+    let reference = raw.redis.as_deref().ok_or_else(|| {
+        c.err(
+            "fleet.redis",
+            "expected the Redis URL's variable, such as \"env:SPILLWAY_REDIS_URL\"",
+        )
+    })?;
+    let (redis_env, redis_url) = c.secret("fleet.redis", reference)?;
+    let url = redis_url.expose();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(c.err(
+            "fleet.redis",
+            format!("expected ${redis_env} to hold a redis:// or rediss:// URL"),
+        ));
+    }
+    let name = raw.name.as_deref().unwrap_or("spillway").trim().to_string();
+    let plain = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
+    if name.is_empty() || !name.chars().all(plain) {
+        return Err(c.err(
+            "fleet.name",
+            format!("expected letters, digits, '-', '_' or '.' (got {name:?})"),
+        ));
+    }
+    let timeout = raw.timeout.unwrap_or(DEFAULT_FLEET_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(c.err("fleet.timeout", "expected a duration greater than 0"));
+    }
+    Ok(FleetConfig {
+        redis_env,
+        redis_url,
+        name,
+        timeout,
     })
 }
 

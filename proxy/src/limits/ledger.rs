@@ -236,6 +236,10 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// counted, as the provider may have counted it.
     fn abandoned(&self, grant: Grant, now: Instant);
 
+    /// Takes back a grant that was never sent (the fleet's window for its key was full):
+    /// nothing of it is counted.
+    fn released(&self, grant: Grant, now: Instant);
+
     /// A stream of `target` stalled: the target counts as failing. Returns its consecutive
     /// outages.
     fn stalled(&self, target: TargetId, now: Instant) -> u32;

@@ -247,6 +247,21 @@ impl Ledger for LocalLedger {
         self.changed.notify_waiters();
     }
 
+    fn released(&self, grant: Grant, now: Instant) {
+        let mut st = self.lock();
+        let t = &mut st.targets[grant.target];
+        t.keys[grant.key].settle(grant.reservation, None, now);
+        if grant.probe {
+            t.circuit.on_abandoned_probe();
+        }
+        if grant.key_probe {
+            let provider = t.provider;
+            st.keys[provider][grant.key].undecided();
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
     fn stalled(&self, target: TargetId, now: Instant) -> u32 {
         let mut st = self.lock();
         let t = &mut st.targets[target];

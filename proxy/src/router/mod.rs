@@ -18,6 +18,7 @@ use spillway_clock::{Clock, Instant};
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::fleet::{Fleet, Held, Slot, Verdict as FleetVerdict};
 use crate::limits::concurrency::ConcurrencyPolicy;
 use crate::limits::headers::{self, RateLimitSnapshot};
 use crate::limits::kind::Kind;
@@ -129,6 +130,10 @@ pub struct Router {
     metrics: Arc<Metrics>,
     ledger: Arc<dyn Ledger>,
     plan: Plan,
+    /// The fleet this gateway shares its keys' windows with, if any.
+    fleet: Option<Arc<Fleet>>,
+    /// Per target, per key: its name and limits in the fleet.
+    slots: Vec<Vec<Arc<Slot>>>,
 }
 
 /// One request's way through the chain so far.
@@ -158,17 +163,32 @@ impl Attempts {
 }
 
 impl Router {
-    /// A router for `config` that sends through `transport`, with an in-process ledger and
-    /// nothing sent yet.
+    /// A router for `config` that sends through `transport`, with an in-process ledger,
+    /// sharing its keys' windows with `fleet` when there is one, and nothing sent yet.
     pub fn new(
         config: Arc<Config>,
         clock: Clock,
         metrics: Arc<Metrics>,
         transport: Arc<dyn Transport>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Self {
         let plan = Plan::of(&config);
         let (targets, providers) = plan.specs(&config);
         let ledger = Arc::new(LocalLedger::new(&targets, providers));
+        let fleet_name = fleet.as_ref().map_or("", |f| f.name());
+        let slots = plan
+            .targets
+            .iter()
+            .map(|t| {
+                let provider = &config.providers[t.provider];
+                let limits = provider.limits.get(&t.model).copied().unwrap_or_default();
+                provider
+                    .keys
+                    .iter()
+                    .map(|k| Arc::new(Slot::new(fleet_name, &k.alias, &t.model, &limits)))
+                    .collect()
+            })
+            .collect();
         Router {
             config,
             transport,
@@ -176,6 +196,8 @@ impl Router {
             metrics,
             ledger,
             plan,
+            fleet,
+            slots,
         }
     }
 
@@ -228,12 +250,47 @@ impl Router {
                     }
                 }
                 Admission::Go(grant) => {
+                    let held = match self.fleet_reserve(&grant).await {
+                        Ok(held) => held,
+                        Err(wall) => {
+                            // The fleet's window for this key is full: nothing was sent.
+                            self.ledger.released(grant, self.clock.instant());
+                            let wake = self.clock.instant() + self.clock.from_wall(wall);
+                            if wake > run.deadline {
+                                self.note_wait(&mut run);
+                                return Err(ProxyError::Exhausted {
+                                    route: route.model.clone(),
+                                    retry_after: wall,
+                                    kind: None,
+                                });
+                            }
+                            self.clock.sleep_until(wake.since_origin()).await;
+                            continue;
+                        }
+                    };
                     self.note_wait(&mut run);
-                    if let Some(done) = self.attempt(job, grant, &mut run).await {
+                    if let Some(done) = self.attempt(job, grant, held, &mut run).await {
                         return done;
                     }
                 }
             }
+        }
+    }
+
+    /// Reserves a grant's send on its key's fleet-wide window: `Ok` to go (with the fleet's
+    /// reservation, if it holds one), `Err` with how long until it fits (wall-clock time).
+    async fn fleet_reserve(&self, grant: &Grant) -> Result<Option<Held>, Duration> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(None);
+        };
+        let slot = &self.slots[grant.target][grant.key];
+        let window = self.clock.to_wall(Duration::from_secs(60));
+        match fleet
+            .reserve(slot, grant.reservation.cost.tokens(), window)
+            .await
+        {
+            FleetVerdict::Go(held) => Ok(held),
+            FleetVerdict::Wait(wall) => Err(wall),
         }
     }
 
@@ -273,12 +330,13 @@ impl Router {
         self: &Arc<Self>,
         job: &Job,
         grant: Grant,
+        held: Option<Held>,
         run: &mut Attempts,
     ) -> Option<Result<Served, ProxyError>> {
         run.count += 1;
         let target = &self.plan.targets[grant.target];
         let (key, position) = (grant.key, grant.position);
-        let ticket = Ticket::new(self.clone(), grant);
+        let ticket = Ticket::new(self.clone(), grant, held);
         let body = match body::with_model(&job.raw, &job.body, &target.model) {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) => {

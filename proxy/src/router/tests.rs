@@ -126,6 +126,7 @@ targets = [{{ provider = "a", model = "m" }}, {{ provider = "b", model = "m" }}]
         clock.clone(),
         Arc::new(Metrics::default()),
         transport.clone(),
+        None,
     );
     (Arc::new(router), transport, clock)
 }

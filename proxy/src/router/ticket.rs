@@ -1,11 +1,13 @@
 //! A send in progress on one key: it settles the key's reservation in the ledger exactly once,
 //! when the answer is in, when the attempt failed, or, if neither happens (its client left),
 //! when it is dropped; then the estimate stays counted, as the provider may have counted it.
+//! The fleet's reservation, when there is one, follows the same way.
 
 use std::sync::Arc;
 
+use crate::fleet::Held;
 use crate::limits::headers::RateLimitSnapshot;
-use crate::limits::ledger::{Aftermath, Failure, Grant};
+use crate::limits::ledger::{Aftermath, Failure, Grant, Verdict};
 use crate::router::Router;
 use crate::upstream::StreamEnd;
 
@@ -14,13 +16,16 @@ use crate::upstream::StreamEnd;
 pub struct Ticket {
     router: Arc<Router>,
     grant: Option<Grant>,
+    /// The fleet's reservation for the same send.
+    held: Option<Held>,
 }
 
 impl Ticket {
-    pub(super) fn new(router: Arc<Router>, grant: Grant) -> Self {
+    pub(super) fn new(router: Arc<Router>, grant: Grant, held: Option<Held>) -> Self {
         Ticket {
             router,
             grant: Some(grant),
+            held,
         }
     }
 
@@ -32,17 +37,44 @@ impl Ticket {
         self.router.ledger.answered(grant, snapshot, now)
     }
 
-    /// Settles a failed attempt.
+    /// Settles a failed attempt. In a fleet, a 429 blocks the key for every member until its
+    /// reset, and an attempt the provider did not count is taken back.
     pub(super) fn fail(mut self, failure: &Failure) -> Aftermath {
         let now = self.router.clock.instant();
-        match self.grant.take() {
-            Some(grant) => self.router.ledger.failed(grant, failure, now),
-            None => Aftermath::default(),
+        let Some(grant) = self.grant.take() else {
+            return Aftermath::default();
+        };
+        if let Some(fleet) = self.router.fleet.clone() {
+            let slot = self.router.slots[grant.target][grant.key].clone();
+            let block = match &failure.verdict {
+                Verdict::RateLimited { until, .. } => Some(
+                    self.router
+                        .clock
+                        .to_wall(until.saturating_duration_since(now)),
+                ),
+                _ => None,
+            };
+            let counted = matches!(failure.verdict, Verdict::Outage { counted: true });
+            let release = self.held.take().filter(|_| !counted);
+            tokio::spawn(async move {
+                if let Some(wait) = block {
+                    fleet.block(&slot, wait).await;
+                }
+                if let Some(held) = release {
+                    fleet.release(held).await;
+                }
+            });
         }
+        self.router.ledger.failed(grant, failure, now)
     }
 
     /// Settles a finished answer with the usage it reported (`None`: keep the estimate).
     pub fn finish(mut self, usage: Option<(u64, u64)>) {
+        if let (Some(fleet), Some(held), Some((prompt, completion))) =
+            (self.router.fleet.clone(), self.held.take(), usage)
+        {
+            tokio::spawn(async move { fleet.settle(held, prompt + completion).await });
+        }
         if let Some(grant) = self.grant.take() {
             let now = self.router.clock.instant();
             self.router.ledger.settle(grant, usage, now);

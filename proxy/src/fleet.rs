@@ -1,0 +1,329 @@
+//! The fleet: gateways with the same `[fleet] name` share their keys' per-minute windows
+//! through Redis, so that together they send a key no more than its limit. Each send is
+//! reserved on the server in one atomic step (a Lua script reads Redis's own clock, drops
+//! what left the window, and either adds the request or says how long to wait); the answer's
+//! usage settles it; an attempt the provider did not count releases it; a 429 blocks the key
+//! for every member at once (ARCHITECTURE.md, invariant 12).
+//!
+//! Redis is never in the way of an answer: a call that fails or takes longer than `timeout`
+//! lets the request go on the gateway's own limits (degraded), said once in the log and in
+//! `/metrics`, and the next call that succeeds rejoins.
+//!
+//! Keys: `spillway:{NAME|ALIAS|MODEL}:r` (a sorted set of the reservations in the window, by
+//! time), `:t` (each reservation's tokens), `:s` (their sum), `:b` (set while the key is
+//! blocked after a 429). The braces make them one hash slot on Redis Cluster. Provider keys
+//! are named by their aliases only; no key value is written to Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use spillway_clock::Clock;
+use tokio::sync::Mutex;
+
+use crate::config::fleet::FleetConfig;
+use crate::limits::kind::{Kind, Limits};
+use crate::metrics::Metrics;
+
+/// Reserves one request on a key's window (0), or answers how long (ms) until it fits; a key
+/// with no per-minute limit is only checked for a block (-1: go, nothing held).
+/// KEYS: reservations, tokens, token sum, block. ARGV: id, window ms, requests per window
+/// (0: none), tokens per window (0: none), the request's tokens.
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local blocked = redis.call('PTTL', KEYS[4])
+if blocked > 0 then return blocked end
+local window = tonumber(ARGV[2])
+local rpm, tpm, tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if rpm == 0 and tpm == 0 then return -1 end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - window))
+for _, id in ipairs(gone) do
+  local used = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DECRBY', KEYS[3], used)
+end
+if rpm > 0 and redis.call('ZCARD', KEYS[1]) + 1 > rpm then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(first[2]) + window - now)
+end
+local sum = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tpm > 0 and sum + tokens > tpm then
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  local freed = 0
+  for i = 1, #all, 2 do
+    freed = freed + tonumber(redis.call('HGET', KEYS[2], all[i]) or '0')
+    if sum - freed + tokens <= tpm then
+      return math.max(1, tonumber(all[i + 1]) + window - now)
+    end
+  end
+  return window
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], tokens)
+redis.call('INCRBY', KEYS[3], tokens)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], 2 * window) end
+return 0
+";
+
+/// Sets a reservation's tokens to what the answer used (nothing if it left the window).
+/// KEYS: reservations, tokens, token sum. ARGV: id, tokens.
+const SETTLE: &str = r"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local before = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - before)
+return 0
+";
+
+/// Takes a reservation back: the provider did not count the attempt.
+/// KEYS: reservations, tokens, token sum. ARGV: id.
+const RELEASE: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local used = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DECRBY', KEYS[3], used)
+return 0
+";
+
+/// Blocks a key for every member until the provider's reset, unless it is blocked longer.
+/// KEYS: block. ARGV: ms.
+const BLOCK: &str = r"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 0
+";
+
+/// While Redis is out of reach, how often (ms, wall-clock time) a call tries it again.
+const RETRY_EVERY_MS: u64 = 1000;
+
+/// One key's model, as the fleet names it and limits it.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// `spillway:{NAME|ALIAS|MODEL}`: the prefix of its keys in Redis.
+    prefix: String,
+    /// Requests per minute, when known.
+    requests: Option<u64>,
+    /// Tokens per minute, when known.
+    tokens: Option<u64>,
+}
+
+impl Slot {
+    /// The slot of key `alias` for `model` with the per-key `limits` the config gives.
+    pub fn new(fleet: &str, alias: &str, model: &str, limits: &Limits) -> Self {
+        Slot {
+            prefix: format!("spillway:{{{fleet}|{alias}|{model}}}"),
+            requests: limits.get(Kind::RequestsPerMinute),
+            tokens: limits.get(Kind::TokensPerMinute),
+        }
+    }
+
+    fn keys(&self) -> [String; 4] {
+        ["r", "t", "s", "b"].map(|k| format!("{}:{k}", self.prefix))
+    }
+}
+
+/// A reservation held in the fleet's window, to be settled or released.
+#[derive(Debug)]
+pub struct Held {
+    slot: Arc<Slot>,
+    id: String,
+}
+
+/// What the fleet says to a send the gateway's own ledger admitted.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go; `Some` when the fleet holds a reservation for it (`None`: degraded, or the key
+    /// has no per-minute limit to share).
+    Go(Option<Held>),
+    /// The fleet's window for this key is full: try again after this long (wall-clock time).
+    Wait(Duration),
+}
+
+/// This gateway's membership of a fleet.
+pub struct Fleet {
+    name: String,
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    timeout: Duration,
+    wall: Clock,
+    instance: String,
+    next_id: AtomicU64,
+    degraded: AtomicBool,
+    /// While degraded: the wall-clock time (since the clock's origin) before which Redis is
+    /// not asked again, so requests do not each wait out the timeout.
+    retry_at: AtomicU64,
+    metrics: Arc<Metrics>,
+    reserve: Script,
+    settle: Script,
+    release: Script,
+    block: Script,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("name", &self.name)
+            .field("degraded", &self.degraded.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// A member of the fleet `config` names. Nothing is sent to Redis yet: the first call
+    /// connects, so a gateway starts (degraded) while Redis is down.
+    pub fn new(config: &FleetConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let client = redis::Client::open(config.redis_url.expose()).map_err(|e| {
+            format!(
+                "fleet.redis: ${} is not a usable Redis URL ({:?})",
+                config.redis_env,
+                e.kind()
+            )
+        })?;
+        let wall = Clock::real();
+        let instance = format!(
+            "{:x}-{:x}",
+            std::process::id(),
+            wall.wall_unix_now().as_nanos()
+        );
+        Ok(Fleet {
+            name: config.name.clone(),
+            client,
+            conn: Mutex::new(None),
+            timeout: config.timeout,
+            wall,
+            instance,
+            next_id: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+            retry_at: AtomicU64::new(0),
+            metrics,
+            reserve: Script::new(RESERVE),
+            settle: Script::new(SETTLE),
+            release: Script::new(RELEASE),
+            block: Script::new(BLOCK),
+        })
+    }
+
+    /// The fleet's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True while Redis is out of reach and the gateway goes on its own limits.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// A connection, made on first use (and again after a failed first connection).
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let made = self
+            .client
+            .get_connection_manager_with_config(config)
+            .await?;
+        *conn = Some(made.clone());
+        Ok(made)
+    }
+
+    /// Runs `script` within the fleet's timeout; `None` (and degraded) when Redis does not
+    /// answer in time.
+    async fn run(&self, script: &Script, keys: &[String], args: &[String]) -> Option<i64> {
+        let now_ms = u64::try_from(self.wall.now().as_millis()).unwrap_or(u64::MAX);
+        if self.is_degraded() && now_ms < self.retry_at.load(Ordering::Relaxed) {
+            return None;
+        }
+        let call = async {
+            let mut conn = self.connection().await?;
+            let mut invocation = script.prepare_invoke();
+            for k in keys {
+                invocation.key(k);
+            }
+            for a in args {
+                invocation.arg(a);
+            }
+            invocation.invoke_async::<i64>(&mut conn).await
+        };
+        let result = self.wall.timeout(self.timeout, call).await;
+        let answer = match result {
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
+                self.went_degraded(&e.to_string());
+                None
+            }
+            None => {
+                self.went_degraded(&format!("no answer within {:?}", self.timeout));
+                None
+            }
+        };
+        if answer.is_some() && self.degraded.swap(false, Ordering::Relaxed) {
+            self.metrics.fleet_degraded(false);
+            tracing::info!(fleet = %self.name, "fleet: Redis answers again; limits are shared again");
+        }
+        answer
+    }
+
+    fn went_degraded(&self, why: &str) {
+        let now_ms = u64::try_from(self.wall.now().as_millis()).unwrap_or(u64::MAX);
+        self.retry_at
+            .store(now_ms.saturating_add(RETRY_EVERY_MS), Ordering::Relaxed);
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            self.metrics.fleet_degraded(true);
+            tracing::warn!(fleet = %self.name, reason = %why, "fleet: Redis out of reach; this gateway goes on its own limits until it answers");
+        }
+    }
+
+    /// Reserves a send of `tokens` on `slot`'s fleet-wide window of `window` (wall-clock time:
+    /// a minute of the gateway's clock).
+    pub async fn reserve(&self, slot: &Arc<Slot>, tokens: u64, window: Duration) -> Verdict {
+        let id = format!(
+            "{}:{}",
+            self.instance,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let args = [
+            id.clone(),
+            window.as_millis().max(1).to_string(),
+            slot.requests.unwrap_or(0).to_string(),
+            slot.tokens.unwrap_or(0).to_string(),
+            tokens.to_string(),
+        ];
+        match self.run(&self.reserve, &slot.keys(), &args).await {
+            Some(0) => Verdict::Go(Some(Held {
+                slot: slot.clone(),
+                id,
+            })),
+            Some(ms) if ms > 0 => Verdict::Wait(Duration::from_millis(ms.unsigned_abs())),
+            _ => Verdict::Go(None),
+        }
+    }
+
+    /// Sets a held reservation's tokens to what the answer used.
+    pub async fn settle(&self, held: Held, tokens: u64) {
+        let keys = held.slot.keys();
+        self.run(&self.settle, &keys[..3], &[held.id, tokens.to_string()])
+            .await;
+    }
+
+    /// Takes a held reservation back: the provider did not count the attempt.
+    pub async fn release(&self, held: Held) {
+        let keys = held.slot.keys();
+        self.run(&self.release, &keys[..3], &[held.id]).await;
+    }
+
+    /// Blocks `slot` for every member for `wait` (wall-clock time), after a 429.
+    pub async fn block(&self, slot: &Slot, wait: Duration) {
+        let ms = wait.as_millis().max(1).to_string();
+        self.run(&self.block, &slot.keys()[3..], &[ms]).await;
+    }
+}
