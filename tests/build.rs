@@ -17,6 +17,11 @@ fn main() {
         "cargo:rerun-if-changed={}",
         root.join(".venv/pyvenv.cfg").display()
     );
+    // Changes when a package is installed into an existing environment (`pip install openai`).
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join(".venv/lib").display()
+    );
     let candidates = [
         std::env::var_os("SPILLWAY_PYTHON").map(PathBuf::from),
         Some(venv),

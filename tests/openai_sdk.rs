@@ -2,8 +2,8 @@
 //! exhausted route where the SDK's own retry logic honors spillway's `retry-after-ms`.
 //!
 //! Needs a Python with the `openai` package: `SPILLWAY_PYTHON`, else `.venv/bin/python` at the
-//! workspace root (the README's test command makes it). Without one, found when the tests are
-//! built (`build.rs`), these tests show as ignored with the reason.
+//! workspace root (`.ci/run` makes it). Without one, found when the tests are built (`build.rs`),
+//! these tests show as ignored with the reason.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,13 +45,12 @@ fn follow_wall_time(clock: &Clock) -> tokio::task::JoinHandle<()> {
 }
 
 /// Why the SDK tests are ignored when they are.
-const NO_SDK: &str =
-    "needs a Python with the openai package: run the README's test command, or set SPILLWAY_PYTHON";
+const NO_SDK: &str = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run .ci/run (it makes .venv)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(openai_sdk),
-    ignore = "needs a Python with the openai package: run the README's test command, or set SPILLWAY_PYTHON"
+    ignore = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run .ci/run (it makes .venv)"
 )]
 async fn the_official_python_sdk_chats_streams_and_honors_retry_after() {
     let python = python().expect(NO_SDK);
@@ -167,7 +166,7 @@ async fn five_calls(url: String, key: &str, model: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(openai_sdk),
-    ignore = "needs a Python with the openai package: run the README's test command, or set SPILLWAY_PYTHON"
+    ignore = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run .ci/run (it makes .venv)"
 )]
 async fn the_sdk_gets_five_calls_through_a_scaled_mock_in_seconds_directly_and_through_spillway() {
     let clock = Clock::scaled(60.0).expect("scale");
