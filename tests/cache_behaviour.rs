@@ -408,6 +408,53 @@ async fn only_deterministic_requests_are_cached_unless_the_policy_says_always() 
     );
 }
 
+/// proxy/README.md's "Deduplicating an eval run", with `proxy/examples/eval.toml` as it ships
+/// (only the mock's address and the cache's directory are this test's): a second pass of an
+/// eval's prompts, whatever their temperature, is all hits and reaches no provider.
+#[tokio::test]
+async fn the_eval_example_serves_a_second_pass_from_the_cache() {
+    let mock = MockProvider::builder().key("mock-key").start().await;
+    let (_dir, path) = cache_dir();
+    let example = include_str!("../proxy/examples/eval.toml");
+    let config = example
+        .replace("http://127.0.0.1:8090/openai/v1", &mock.url())
+        .replace("path = \".spillway/eval-cache\"", &path);
+    assert_ne!(config, example);
+    let proxy = Proxy::start(&config, &[("MOCK_KEY", "mock-key")], Clock::real()).await;
+    let prompts: Vec<Value> = (0..6)
+        .map(|i| {
+            let mut body = chat_body("llama-3.1-8b", &format!("eval question {i}"), 20);
+            // What eval runners send: a sampling temperature, or none at all.
+            if i % 2 == 0 {
+                body["temperature"] = json!(0.7);
+            }
+            body
+        })
+        .collect();
+    for (pass, expected) in [(1, "miss"), (2, "hit")] {
+        for body in &prompts {
+            let resp = chat(&proxy.url(), body).await;
+            assert_eq!(resp.status(), 200, "pass {pass}");
+            assert_eq!(header(&resp, "x-spillway-cache"), expected, "pass {pass}");
+        }
+    }
+    assert_eq!(
+        mock.stats().requests,
+        6,
+        "only the first pass reached the mock"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", proxy.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spillway_cache_requests_total{outcome=\"hit\"} 6\n"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn request_headers_bypass_refresh_or_insist_on_the_cache() {
     let mock = MockProvider::builder().key("k1").start().await;
@@ -431,12 +478,12 @@ async fn request_headers_bypass_refresh_or_insist_on_the_cache() {
         header(&send(&proxy, &body, &[]).await, "x-spillway-cache"),
         "hit"
     );
+    let bypassed = send(&proxy, &body, &[("x-spillway-cache", "bypass")]).await;
+    assert_eq!(header(&bypassed, "x-spillway-cache"), "bypass");
     assert_eq!(
-        header(
-            &send(&proxy, &body, &[("x-spillway-cache", "bypass")]).await,
-            "x-spillway-cache"
-        ),
-        "bypass"
+        header(&bypassed, "x-spillway-cache-reason"),
+        "",
+        "the client's own ask has no policy reason"
     );
     assert_eq!(
         header(

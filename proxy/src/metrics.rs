@@ -111,7 +111,7 @@ impl Metrics {
         self.with(|c| bump(&mut c.fallbacks, route));
     }
 
-    /// A cache outcome (`hit`, `miss`, `coalesced`, `bypass`).
+    /// A cache outcome (`hit`, `miss`, `coalesced`, `bypass`, `skip`).
     pub fn cache(&self, outcome: &str) {
         self.with(|c| bump(&mut c.cache, outcome));
     }
