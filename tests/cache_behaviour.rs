@@ -455,6 +455,37 @@ async fn the_eval_example_serves_a_second_pass_from_the_cache() {
     );
 }
 
+/// Embeddings are deterministic, so the default policy caches them though they carry neither a
+/// temperature nor a seed: the second identical request is a hit that reaches no provider.
+#[tokio::test]
+async fn embeddings_are_cached_under_the_default_policy() {
+    let mock = MockProvider::builder().key("k1").start().await;
+    let (_dir, path) = cache_dir();
+    let proxy = Proxy::start(&config(&mock.url(), &path), &[("K1", "k1")], Clock::real()).await;
+    assert_eq!(
+        proxy.state.pipeline.cache.config.when,
+        spillway::config::cache::CacheWhen::Deterministic,
+        "the default policy"
+    );
+    let body = json!({"model": "chat", "input": ["an embedded sentence", "another"]});
+    let mut answers = Vec::new();
+    for expected in ["miss", "hit"] {
+        let resp = client()
+            .post(format!("{}/embeddings", proxy.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-spillway-cache"), expected);
+        assert_eq!(header(&resp, "x-spillway-cache-reason"), "");
+        answers.push(resp.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0], answers[1], "the hit is the stored answer");
+    assert_eq!(answers[1]["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(mock.stats().requests, 1, "only the first reached the mock");
+}
+
 #[tokio::test]
 async fn request_headers_bypass_refresh_or_insist_on_the_cache() {
     let mock = MockProvider::builder().key("k1").start().await;
