@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use spillway::config::cache::CacheMode;
 use spillway::config::{self, ProcessEnv, validate};
 use spillway::log_sink::LogSink;
 use spillway::{AppState, Clock};
@@ -34,7 +35,7 @@ enum Command {
         #[arg(long, hide = true)]
         time_scale: Option<f64>,
         /// Cache mode, overriding `[cache] mode`: read-write, read-only, replay (offline: a miss
-        /// is a 404, no provider is called) or off.
+        /// is a 404, no provider is called, provider keys are not read) or off.
         #[arg(long)]
         cache_mode: Option<String>,
         /// Record every client request to this JSONL file (replayable by the harness).
@@ -60,6 +61,10 @@ enum Command {
         /// Config file.
         #[arg(long, default_value = "spillway.toml")]
         config: PathBuf,
+        /// Cache mode, overriding `[cache] mode`, as `serve --cache-mode` would run with it
+        /// (in replay mode, provider keys are not read).
+        #[arg(long)]
+        cache_mode: Option<String>,
     },
 }
 
@@ -99,7 +104,7 @@ fn open_cache(
     config: &std::path::Path,
     path: Option<PathBuf>,
 ) -> anyhow::Result<spillway::cache::Cache> {
-    use spillway::config::cache::{CacheConfig, CacheMode};
+    use spillway::config::cache::CacheConfig;
     let mut cache_config = if path.is_some() && !config.exists() {
         CacheConfig::default()
     } else {
@@ -282,11 +287,22 @@ fn describe(config: &config::Config) -> String {
             .map(|m| format!(", max {m} bytes"))
             .unwrap_or_default()
     ));
+    let offline = config.cache.mode == CacheMode::Replay;
+    if offline {
+        out.push_str("provider keys not read: replay mode calls no provider\n");
+    }
     for p in &config.providers {
         let keys: Vec<String> = p
             .keys
             .iter()
-            .map(|k| format!("{} (${})", k.alias, k.env))
+            .map(|k| {
+                format!(
+                    "{} (${}{})",
+                    k.alias,
+                    k.env,
+                    if offline { ", not read" } else { "" }
+                )
+            })
             .collect();
         out.push_str(&format!(
             "provider {}: {} [{} headers, timeout {}{}] keys: {}\n",
@@ -386,11 +402,22 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// A `--cache-mode` flag's value, read before the config: in replay mode no provider key is read.
+fn cache_mode_flag(mode: Option<String>) -> anyhow::Result<Option<CacheMode>> {
+    mode.map(|mode| {
+        CacheMode::parse(&mode).with_context(|| {
+            format!("--cache-mode: expected read-write, read-only, replay or off (got {mode:?})")
+        })
+    })
+    .transpose()
+}
+
 /// Runs one command.
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Check { config } => {
-            let config = config::load(&config, &ProcessEnv)?;
+        Command::Check { config, cache_mode } => {
+            let mode = cache_mode_flag(cache_mode)?;
+            let config = config::load_with_cache_mode(&config, &ProcessEnv, mode)?;
             write!(std::io::stdout().lock(), "{}", describe(&config))?;
         }
         Command::Cache {
@@ -406,14 +433,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             record,
             record_bodies,
         } => {
-            let mut config = config::load(&config, &ProcessEnv)?;
+            let mode = cache_mode_flag(cache_mode)?;
+            let mut config = config::load_with_cache_mode(&config, &ProcessEnv, mode)?;
+            if config.cache.mode == CacheMode::Replay {
+                tracing::info!("replay mode: provider keys are not read, no provider is called");
+            }
             if let Some(listen) = listen {
                 config.server.listen = listen;
-            }
-            if let Some(mode) = cache_mode {
-                config.cache.mode = spillway::config::cache::CacheMode::parse(&mode).with_context(|| {
-                    format!("--cache-mode: expected read-write, read-only, replay or off (got {mode:?})")
-                })?;
             }
             if let Some(record) = record {
                 config.server.record = Some(record);

@@ -167,3 +167,117 @@ async fn serve_prints_its_address_serves_and_exits_cleanly_on_sigterm() {
     assert!(logs.contains("served"), "{logs:.2000}");
     assert!(!logs.contains(KEY), "the key leaked into the logs");
 }
+
+/// The binary's config with its cache in `dir` (replay mode opens the store).
+fn config_with_cache_in(dir: &tempfile::TempDir, base_url: &str) -> String {
+    let path = format!("{:?}", dir.path().join("cache").display().to_string());
+    config(base_url)
+        .lines()
+        .map(|l| {
+            if l.starts_with("path = ") {
+                format!("path = {path}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn check_in_replay_mode_needs_no_provider_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        &config_with_cache_in(&dir, "http://127.0.0.1:9/openai/v1"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["check", "--cache-mode", "replay", "--config"])
+        .arg(&path)
+        .env_remove("SPILLWAY_TEST_GROQ_KEY")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cache replay"), "{stdout}");
+    assert!(
+        stdout.contains("groq#1 ($SPILLWAY_TEST_GROQ_KEY, not read)"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_in_replay_mode_needs_no_provider_key_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        &config_with_cache_in(&dir, "http://127.0.0.1:9/openai/v1"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["serve", "--cache-mode", "replay", "--config"])
+        .arg(&path)
+        .env_remove("SPILLWAY_TEST_GROQ_KEY")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await
+    .expect("prints within 20 s")
+    .expect("reader")
+    .expect("a line");
+    // Should it have refused to start, its error is what the assertion shows.
+    if !line.starts_with("listening on ") {
+        let mut stderr = String::new();
+        let _ = child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr);
+        panic!("first line was {line:?}; stderr: {stderr}");
+    }
+    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 404, "a miss, offline");
+    let body: serde_json::Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "cache_miss", "{body}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (status, logs) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            let mut logs = String::new();
+            let _ = stderr.read_to_string(&mut logs);
+            (child.wait(), logs)
+        }),
+    )
+    .await
+    .expect("exits within 20 s of SIGTERM")
+    .expect("waited");
+    assert!(status.expect("exit status").success());
+    assert!(
+        logs.contains("replay mode: provider keys are not read"),
+        "{logs:.2000}"
+    );
+}

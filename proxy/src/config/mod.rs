@@ -17,6 +17,17 @@ pub use validate::{Config, ConfigError, Provider, ProviderKey, Route, ServerConf
 
 /// Parses TOML text; errors name `file`, the line and the field.
 pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    parse_with_cache_mode(text, file, env, None)
+}
+
+/// Parses TOML text with `mode` (a command-line flag) over the file's `[cache] mode`: the mode
+/// is known before the keys are read, because in replay mode no provider key is read.
+pub fn parse_with_cache_mode(
+    text: &str,
+    file: &str,
+    env: &dyn Env,
+    mode: Option<cache::CacheMode>,
+) -> Result<Config, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
         file: file.to_string(),
         field: "(syntax)".into(),
@@ -34,7 +45,7 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigErro
             message: e.into_inner().to_string(),
         }
     })?;
-    validate::validate(&raw, file, env)
+    validate::validate_with_cache_mode(&raw, file, env, mode)
 }
 
 /// Reads only the `[cache]` section of a config file (the cache tools need no provider keys).
@@ -60,13 +71,23 @@ pub fn load_cache_section(path: &Path) -> Result<cache::CacheConfig, ConfigError
 
 /// Reads and validates a config file.
 pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    load_with_cache_mode(path, env, None)
+}
+
+/// Reads and validates a config file, `mode` over its `[cache] mode` (see
+/// [`parse_with_cache_mode`]).
+pub fn load_with_cache_mode(
+    path: &Path,
+    env: &dyn Env,
+    mode: Option<cache::CacheMode>,
+) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
         field: "(file)".into(),
         message: format!("cannot read: {e}"),
     })?;
-    parse(&text, &file, env)
+    parse_with_cache_mode(&text, &file, env, mode)
 }
 
 #[cfg(test)]
@@ -183,6 +204,49 @@ max_wait = "30s"
                 .fleet
                 .is_none()
         );
+    }
+
+    #[test]
+    fn replay_mode_reads_no_provider_key_but_still_checks_the_references() {
+        let no_keys: HashMap<String, String> = HashMap::new();
+        let replay = |text: &str| {
+            parse_with_cache_mode(
+                text,
+                "spillway.toml",
+                &no_keys,
+                Some(cache::CacheMode::Replay),
+            )
+        };
+        let config = replay(ISSUE_EXAMPLE).expect("no key is needed offline");
+        assert_eq!(config.cache.mode, cache::CacheMode::Replay);
+        let key = &config.providers[0].keys[1];
+        assert_eq!(
+            (key.alias.as_str(), key.env.as_str()),
+            ("groq#2", "GROQ_API_KEY_2")
+        );
+        assert_eq!(key.key.expose(), "", "not read");
+        // The file's own `mode = "replay"` is the same as the flag.
+        let in_file = format!("{ISSUE_EXAMPLE}\n[cache]\nmode = \"replay\"\n");
+        assert!(parse(&in_file, "spillway.toml", &no_keys).is_ok());
+        // A key written inline is still refused, and client keys are still read.
+        let err = replay(&ISSUE_EXAMPLE.replace("env:CEREBRAS_API_KEY", "csk_inline"))
+            .expect_err("inline");
+        assert_eq!(err.field, "providers[1].keys[0]");
+        let with_clients = ISSUE_EXAMPLE.replace(
+            "[server]\n",
+            "[server]\nclient_keys = [\"env:SPILLWAY_CLIENT_KEY\"]\n",
+        );
+        let err = replay(&with_clients).expect_err("a client key is needed to serve");
+        assert_eq!(err.field, "server.client_keys[0]");
+        // Any other mode still needs every key.
+        let err = parse_with_cache_mode(
+            ISSUE_EXAMPLE,
+            "spillway.toml",
+            &no_keys,
+            Some(cache::CacheMode::ReadOnly),
+        )
+        .expect_err("keys are needed online");
+        assert_eq!(err.field, "providers[0].keys[0]");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! From what the file says to what the program uses: every reference resolved, every secret read
-//! from the environment, every error naming the file, the field and what was expected.
+//! from the environment (but provider keys in replay mode, which calls no provider), every error
+//! naming the file, the field and what was expected.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -7,11 +8,14 @@ use std::time::Duration;
 
 use crate::config::cache::{CacheConfig, CacheMode, CacheWhen, FsyncPolicy, IndexKind, parse_size};
 use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, FleetConfig};
-use crate::config::raw::{RawCache, RawConfig, RawFleet, RawLimits, RawProvider, RawRoute};
+use crate::config::raw::{
+    RawCache, RawConfig, RawFleet, RawLimits, RawProvider, RawRoute, RawServer,
+};
 use crate::config::secret::{ApiKey, Env};
 use crate::config::tiers::{self, Tier};
 use crate::limits::headers::Dialect;
 use crate::limits::kind::{Kind, Limits};
+use spillway_plumbing::env::EnvError;
 
 /// A configuration error: where, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +185,8 @@ pub const DEFAULT_MAX_KEY_RETRY: Duration = Duration::from_secs(3600);
 struct Checker<'a> {
     file: &'a str,
     env: &'a dyn Env,
+    /// Replay mode: no provider is called, so provider keys are not read.
+    offline: bool,
 }
 
 impl Checker<'_> {
@@ -196,6 +202,17 @@ impl Checker<'_> {
     fn secret(&self, field: &str, reference: &str) -> Result<(String, ApiKey), ConfigError> {
         match self.env.resolve(reference) {
             Ok((name, value)) => Ok((name.to_string(), ApiKey::new(value))),
+            Err(e) => Err(self.err(field, e.to_string())),
+        }
+    }
+
+    /// The variable an `env:NAME` reference names, without reading it: a reference written
+    /// wrong (a key inline, no name) is still an error.
+    fn variable(&self, field: &str, reference: &str) -> Result<String, ConfigError> {
+        let name = reference.strip_prefix("env:").ok_or(EnvError::Inline);
+        match name.map(str::trim) {
+            Ok("") => Err(self.err(field, EnvError::NoName.to_string())),
+            Ok(name) => Ok(name.to_string()),
             Err(e) => Err(self.err(field, e.to_string())),
         }
     }
@@ -377,7 +394,8 @@ fn provider_base_url(
     }
 }
 
-/// A provider's keys, each read from its environment variable and named `NAME#N`.
+/// A provider's keys, each read from its environment variable and named `NAME#N`. In replay
+/// mode the variables are named but not read: the key is left empty, and nothing sends it.
 fn provider_keys(
     c: &Checker<'_>,
     at: &dyn Fn(&str) -> String,
@@ -389,7 +407,12 @@ fn provider_keys(
     }
     let mut keys = Vec::new();
     for (k, reference) in references.iter().enumerate() {
-        let (env, key) = c.secret(&at(&format!("keys[{k}]")), reference)?;
+        let field = at(&format!("keys[{k}]"));
+        let (env, key) = if c.offline {
+            (c.variable(&field, reference)?, ApiKey::new(""))
+        } else {
+            c.secret(&field, reference)?
+        };
         keys.push(ProviderKey {
             alias: format!("{name}#{}", k + 1),
             env,
@@ -606,10 +629,9 @@ pub fn cache_section(raw: &RawCache, file: &str) -> Result<CacheConfig, ConfigEr
     })
 }
 
-/// Validates a parsed file; `file` names it in errors, `env` resolves `env:NAME`.
-pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-    let c = Checker { file, env };
-    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+/// Validates `[server]`; its client keys are read, whatever the cache's mode.
+fn server_section(c: &Checker<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
         c.err(
             "server.listen",
@@ -617,24 +639,60 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
         )
     })?;
     let mut client_keys = Vec::new();
-    for (i, reference) in raw.server.client_keys.iter().enumerate() {
+    for (i, reference) in raw.client_keys.iter().enumerate() {
         client_keys.push(c.secret(&format!("server.client_keys[{i}]"), reference)?.1);
     }
-    let time_scale = raw.server.time_scale.unwrap_or(1.0);
+    let time_scale = raw.time_scale.unwrap_or(1.0);
     if !(time_scale.is_finite() && time_scale > 0.0) {
         return Err(c.err("server.time_scale", "expected a number greater than 0"));
     }
-    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         return Err(c.err("server.max_body_bytes", "expected at least 1"));
     }
-    let client_timeout = raw.server.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT);
+    let client_timeout = raw.client_timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT);
     if client_timeout.is_zero() {
         return Err(c.err(
             "server.client_timeout",
             "expected a duration greater than 0, such as \"30s\"",
         ));
     }
+    Ok(ServerConfig {
+        listen,
+        client_keys,
+        max_body_bytes,
+        client_timeout,
+        default_max_tokens: raw.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        time_scale,
+        record: raw.record.as_ref().map(std::path::PathBuf::from),
+        record_bodies: raw.record_bodies.unwrap_or(true),
+        shutdown_grace: raw.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+    })
+}
+
+/// Validates a parsed file; `file` names it in errors, `env` resolves `env:NAME`.
+pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    validate_with_cache_mode(raw, file, env, None)
+}
+
+/// Validates a parsed file with `mode` over its `[cache] mode`. In replay mode provider keys
+/// are not read (no provider is called); client keys are, since clients still authenticate.
+pub fn validate_with_cache_mode(
+    raw: &RawConfig,
+    file: &str,
+    env: &dyn Env,
+    mode: Option<CacheMode>,
+) -> Result<Config, ConfigError> {
+    let mut cache = cache_section(&raw.cache, file)?;
+    if let Some(mode) = mode {
+        cache.mode = mode;
+    }
+    let c = Checker {
+        file,
+        env,
+        offline: cache.mode == CacheMode::Replay,
+    };
+    let server = server_section(&c, &raw.server)?;
     if raw.providers.is_empty() {
         return Err(c.err("providers", "expected at least one [[providers]] entry"));
     }
@@ -665,7 +723,6 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
         }
         routes.push(r);
     }
-    let cache = cache_section(&raw.cache, file)?;
     let fleet = raw
         .fleet
         .as_ref()
@@ -675,17 +732,7 @@ pub fn validate(raw: &RawConfig, file: &str, env: &dyn Env) -> Result<Config, Co
         source: file.to_string(),
         cache,
         fleet,
-        server: ServerConfig {
-            listen,
-            client_keys,
-            max_body_bytes,
-            client_timeout,
-            default_max_tokens: raw.server.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            time_scale,
-            record: raw.server.record.as_ref().map(std::path::PathBuf::from),
-            record_bodies: raw.server.record_bodies.unwrap_or(true),
-            shutdown_grace: raw.server.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
-        },
+        server,
         providers,
         routes,
     })
