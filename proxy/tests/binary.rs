@@ -281,3 +281,41 @@ async fn serve_in_replay_mode_needs_no_provider_key_and_says_so() {
         "{logs:.2000}"
     );
 }
+
+/// A user's mistake, whichever command meets it, is its message on one line and a failing exit,
+/// never a backtrace, whatever the backtrace variables say.
+#[test]
+fn a_users_mistake_prints_its_message_and_no_backtrace_in_every_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(&dir, &config("http://127.0.0.1:9/openai/v1"));
+    let missing = dir.path().join("absent.toml");
+    let path = path.to_str().expect("a text path");
+    let missing = missing.to_str().expect("a text path");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["serve", "--config", path],
+            "SPILLWAY_TEST_GROQ_KEY is not set",
+        ),
+        (&["check", "--config", missing], "cannot read"),
+        (&["cache", "--config", missing, "stats"], "cannot read"),
+        (
+            &["serve", "--cache-mode", "sometimes", "--config", path],
+            "--cache-mode",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .args(args)
+            .env_remove("SPILLWAY_TEST_GROQ_KEY")
+            .env("RUST_BACKTRACE", "full")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("acktrace"), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
