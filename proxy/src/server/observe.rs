@@ -83,3 +83,32 @@ pub fn served(
     );
     state.metrics.request(route, status);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log's `elapsed_ms` and the recording's `latency_ms` print at most three decimals
+    /// (microseconds), never a float's binary noise such as `2.9223169999999996`.
+    #[test]
+    fn milliseconds_print_with_at_most_three_decimals() {
+        assert_eq!(
+            format!("{:?}", millis(Duration::from_nanos(2_922_317))),
+            "2.922"
+        );
+        assert_eq!(
+            format!("{:?}", millis(Duration::from_nanos(2_922_500))),
+            "2.923"
+        );
+        let mut n: u64 = 1;
+        for _ in 0..100_000 {
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let d = Duration::from_nanos(n % 100_000_000_000);
+            let printed = format!("{:?}", millis(d));
+            let decimals = printed.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 3, "{d:?} printed as {printed}");
+        }
+    }
+}
