@@ -90,6 +90,9 @@ impl Http1<'_> {
     }
 }
 
+/// The largest read buffer of a connection, so the largest request head it takes.
+const MAX_HEAD_BUFFER: usize = 128 * 1024;
+
 /// Accepts connections on `listener` until `shutdown` resolves, handing each one (TCP_NODELAY
 /// set) to `connection` with the [`Http1`] that serves it; then stops accepting, closes idle
 /// connections, lets the requests in progress finish (within [`Options::grace`], if set) and
@@ -107,7 +110,11 @@ pub async fn serve<C>(
     builder
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        .header_read_timeout(options.header_read_timeout)
+        // Room for any sane request head (a 70,000-character path still gets hyper's 414),
+        // and small enough that a head too large for it is a 431 whatever the reads' sizes:
+        // hyper checks the limit between reads, and a read may fill the buffer past it.
+        .max_buf_size(MAX_HEAD_BUFFER);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
