@@ -69,10 +69,15 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], 2 * window) end
 return 0
 ";
 
-/// Sets a reservation's tokens to what the answer used (nothing if it left the window).
-/// KEYS: reservations, tokens, token sum. ARGV: id, tokens.
+/// Sets a reservation's tokens to what the answer used and its time to the answer's (nothing
+/// if it left the window): the provider counted the request somewhere between the two, so the
+/// later time keeps its slot until the provider's own window has let it go.
+/// KEYS: reservations, tokens, token sum. ARGV: id, tokens (empty: keep the estimate).
 const SETTLE: &str = r"
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+if ARGV[2] == '' then return 0 end
 local before = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - before)
@@ -308,11 +313,12 @@ impl Fleet {
         }
     }
 
-    /// Sets a held reservation's tokens to what the answer used.
-    pub async fn settle(&self, held: Held, tokens: u64) {
+    /// Moves a held reservation to the answer's time and sets its tokens to what the answer
+    /// used (`None`: the estimate stays).
+    pub async fn settle(&self, held: Held, tokens: Option<u64>) {
         let keys = held.slot.keys();
-        self.run(&self.settle, &keys[..3], &[held.id, tokens.to_string()])
-            .await;
+        let tokens = tokens.map(|t| t.to_string()).unwrap_or_default();
+        self.run(&self.settle, &keys[..3], &[held.id, tokens]).await;
     }
 
     /// Takes a held reservation back: the provider did not count the attempt.

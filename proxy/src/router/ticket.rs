@@ -70,10 +70,9 @@ impl Ticket {
 
     /// Settles a finished answer with the usage it reported (`None`: keep the estimate).
     pub fn finish(mut self, usage: Option<(u64, u64)>) {
-        if let (Some(fleet), Some(held), Some((prompt, completion))) =
-            (self.router.fleet.clone(), self.held.take(), usage)
-        {
-            tokio::spawn(async move { fleet.settle(held, prompt + completion).await });
+        if let (Some(fleet), Some(held)) = (self.router.fleet.clone(), self.held.take()) {
+            let tokens = usage.map(|(prompt, completion)| prompt + completion);
+            tokio::spawn(async move { fleet.settle(held, tokens).await });
         }
         if let Some(grant) = self.grant.take() {
             let now = self.router.clock.instant();
