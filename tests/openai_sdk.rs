@@ -45,12 +45,12 @@ fn follow_wall_time(clock: &Clock) -> tokio::task::JoinHandle<()> {
 }
 
 /// Why the SDK tests are ignored when they are.
-const NO_SDK: &str = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run .ci/run (it makes .venv)";
+const NO_SDK: &str = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run scripts/test.sh (it makes .venv)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(openai_sdk),
-    ignore = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run .ci/run (it makes .venv)"
+    ignore = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run scripts/test.sh (it makes .venv)"
 )]
 async fn the_official_python_sdk_chats_streams_and_honors_retry_after() {
     let python = python().expect(NO_SDK);
@@ -166,7 +166,7 @@ async fn five_calls(url: String, key: &str, model: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(openai_sdk),
-    ignore = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run .ci/run (it makes .venv)"
+    ignore = "needs a Python with the openai package: set SPILLWAY_PYTHON to one, or run scripts/test.sh (it makes .venv)"
 )]
 async fn the_sdk_gets_five_calls_through_a_scaled_mock_in_seconds_directly_and_through_spillway() {
     let clock = Clock::scaled(60.0).expect("scale");
