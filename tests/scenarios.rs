@@ -1,5 +1,7 @@
 //! Every file in `scenarios/` runs through the harness's library API and every expectation
-//! holds; the same scenario and seed give the same counts, statuses and served-by split twice.
+//! holds (those whose fleet shares limits through Redis in a test of their own, ignored with
+//! the reason without `redis-server`); the same scenario and seed give the same counts,
+//! statuses and served-by split twice.
 
 use std::path::{Path, PathBuf};
 
@@ -15,19 +17,27 @@ async fn run(path: &Path) -> Report {
         ScenarioOutcome::Ran(r) => *r,
         ScenarioOutcome::Invalid(e) => panic!("invalid scenario: {e}"),
         ScenarioOutcome::Error(e) => panic!("scenario could not run: {e}"),
+        ScenarioOutcome::Skipped(why) => panic!("scenario skipped: {why}"),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_in_the_folder_holds() {
+/// The scenario files, and whether each one's fleet shares limits through Redis.
+fn scenarios() -> Vec<(PathBuf, bool)> {
     let files = spillway_harness::scenario::collect(&[folder()]).expect("the scenarios folder");
-    assert!(
-        files.len() >= 12,
-        "the folder ships at least 12 scenarios, found {}",
-        files.len()
-    );
+    files
+        .into_iter()
+        .map(|f| {
+            let scenario = spillway_harness::scenario::Scenario::load(&f).expect("valid");
+            let redis = scenario.fleet.redis;
+            (f, redis)
+        })
+        .collect()
+}
+
+/// Runs `files` and fails with every expectation that did not hold.
+async fn all_hold(files: &[PathBuf]) {
     let mut failures = Vec::new();
-    for file in &files {
+    for file in files {
         let report = run(file).await;
         failures.extend(spillway_harness::report::failures(&report));
     }
@@ -36,6 +46,37 @@ async fn every_scenario_in_the_folder_holds() {
         "failed expectations:\n{}",
         failures.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_in_the_folder_holds() {
+    let all = scenarios();
+    assert!(
+        all.len() >= 14,
+        "the folder ships at least 14 scenarios, found {}",
+        all.len()
+    );
+    let alone: Vec<PathBuf> = all
+        .into_iter()
+        .filter(|(_, r)| !r)
+        .map(|(f, _)| f)
+        .collect();
+    all_hold(&alone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn every_fleet_scenario_holds_with_a_real_redis() {
+    let fleets: Vec<PathBuf> = scenarios()
+        .into_iter()
+        .filter(|(_, r)| *r)
+        .map(|(f, _)| f)
+        .collect();
+    assert!(!fleets.is_empty(), "the folder ships a fleet scenario");
+    all_hold(&fleets).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,8 @@ pub enum ScenarioOutcome {
     Invalid(scenario::ScenarioError),
     /// It could not run (a mock or the proxy did not start, a recording is unreadable).
     Error(String),
+    /// It needs something this machine does not have (why, and how to get it).
+    Skipped(String),
 }
 
 /// Loads, runs and reports one scenario; writes `OUT/NAME.json` and `OUT/NAME.svg` when `out`
@@ -58,6 +60,9 @@ pub async fn run_scenario(
         Ok(s) => s,
         Err(e) => return ScenarioOutcome::Invalid(e),
     };
+    if let Some(need) = runner::unmet_need(&scenario) {
+        return ScenarioOutcome::Skipped(need);
+    }
     let seed_used = seed.unwrap_or(scenario.seed);
     let result = match runner::run(&scenario, seed, progress).await {
         Ok(r) => r,

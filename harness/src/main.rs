@@ -81,7 +81,16 @@ enum Command {
         /// unknown (spillway's default) instead of leaving them uncapped.
         #[arg(long)]
         adaptive: bool,
+        /// Give the key per-minute limits too high to be met, so each miss reserves them.
+        #[arg(long)]
+        limits_known: bool,
+        /// Be a member of a fleet on the Redis at this URL.
+        #[arg(long)]
+        fleet_redis: Option<String>,
     },
+    /// (internal) Serve a redis-server on a free port for a benchmark's fleet rows.
+    #[command(hide = true)]
+    ServeRedis,
 }
 
 // `run`'s flags.
@@ -160,6 +169,10 @@ struct BenchArgs {
     /// Print the report as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Also measure spillway in a fleet (a redis-server on this machine, started on a free
+    /// port) beside the same spillway alone, both with the key's per-minute limits known.
+    #[arg(long)]
+    fleet: bool,
 }
 
 // `load`'s flags.
@@ -293,6 +306,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {e}");
                 errors += 1;
             }
+            ScenarioOutcome::Skipped(why) => eprintln!("skipped {label}: {why}"),
         }
     }
     if args.json {
@@ -432,6 +446,7 @@ fn replay_scenario(config: &PathBuf, args: &ReplayArgs) -> anyhow::Result<Scenar
         time_scale: args.time_scale,
         mocks,
         proxy,
+        fleet: Default::default(),
         traffic: toml::from_str::<traffic::Traffic>(&format!(
             "clients = {}\nreplay = {:?}\nspeed = {}\n",
             args.clients,
@@ -467,6 +482,7 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         time_scale: args.time_scale,
         mocks: Vec::new(),
         proxy: toml::Table::new(),
+        fleet: Default::default(),
         traffic: toml::from_str(&format!("replay = {:?}", recording.display().to_string()))?,
         expect: Default::default(),
     };
@@ -486,7 +502,7 @@ async fn drive_running_proxy(
 ) -> record::RunResult {
     let clock = spillway_clock::Clock::real();
     let clients_seen = runner::drive(
-        url,
+        &[url.to_string()],
         &clock,
         &[planned],
         clients,
@@ -532,6 +548,7 @@ async fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
         peers_dir: args.peers_dir,
         peer_start: args.peer_start,
         soak: args.soak,
+        fleet: args.fleet,
     };
     let report = run_bench(&spec).await.map_err(anyhow::Error::msg)?;
     let md = bench::table::markdown(&report);
@@ -716,10 +733,20 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::ServeConfig { config } => served(subjects::serve_config(&config).await),
         Command::ServeMock => served(subjects::serve_mock().await),
         Command::ServeForwarder { upstream } => served(subjects::serve_forwarder(&upstream).await),
+        Command::ServeRedis => served(subjects::serve_redis().await),
         Command::ServeProxy {
             upstream,
             cache_dir,
             adaptive,
-        } => served(subjects::serve_proxy(&upstream, &cache_dir, adaptive).await),
+            limits_known,
+            fleet_redis,
+        } => {
+            let shape = subjects::ProxyShape {
+                adaptive,
+                limits_known,
+                fleet_redis,
+            };
+            served(subjects::serve_proxy(&upstream, &cache_dir, &shape).await)
+        }
     }
 }

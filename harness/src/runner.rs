@@ -37,21 +37,82 @@ impl ProxyHandle {
     }
 }
 
-/// A scenario's mocks and proxy, running.
+/// A scenario's mocks and proxy (or proxies, in a fleet), running.
 pub struct Started {
     /// The shared clock.
     pub clock: Clock,
     /// The mocks, by name.
     pub mocks: Vec<(String, MockProvider)>,
-    /// The proxy.
+    /// The proxy (in a fleet, the first).
     pub proxy: ProxyHandle,
-    _cache_dir: Option<tempfile::TempDir>,
+    /// In a fleet, the other proxies.
+    pub others: Vec<ProxyHandle>,
+    _redis: Option<RedisChild>,
+    _cache_dirs: Vec<tempfile::TempDir>,
 }
 
 impl Started {
     /// The proxy's `http://ADDR/v1`.
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.proxy.addr)
+    }
+
+    /// Every proxy's `http://ADDR/v1`, the first first.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(&self.proxy)
+            .chain(&self.others)
+            .map(|p| format!("http://{}/v1", p.addr))
+            .collect()
+    }
+
+    /// Fallbacks over every proxy.
+    fn fallbacks(&self) -> u64 {
+        std::iter::once(&self.proxy)
+            .chain(&self.others)
+            .map(|p| p.state.metrics.fallbacks())
+            .sum()
+    }
+}
+
+/// A `redis-server` of the scenario's own on a free loopback port, nothing saved; killed
+/// when dropped.
+struct RedisChild {
+    url: String,
+    _child: tokio::process::Child,
+}
+
+impl RedisChild {
+    async fn start() -> Result<RedisChild, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port for redis-server: {e}"))?
+            .port();
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "this scenario's [fleet] shares limits through Redis, and redis-server cannot start ({e}): install it (apt-get install -y redis-server)"
+                )
+            })?;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(RedisChild {
+                    url: format!("redis://127.0.0.1:{port}/0"),
+                    _child: child,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "redis-server did not listen on port {port} within 5 s"
+        ))
     }
 }
 
@@ -135,6 +196,20 @@ fn mock_keys(
     resolved
 }
 
+/// What a scenario needs that this machine does not have, said with how to get it: a fleet
+/// sharing limits needs `redis-server` on `PATH`.
+pub fn unmet_need(scenario: &Scenario) -> Option<String> {
+    let redis = || {
+        std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    (scenario.fleet.redis && !redis()).then(|| {
+        "its [fleet] shares limits through Redis, and redis-server is not on PATH (apt-get install -y redis-server)".to_string()
+    })
+}
+
 /// Starts a scenario's mocks and proxy on one clock.
 pub async fn start(scenario: &Scenario) -> Result<Started, String> {
     let clock = Clock::scaled(scenario.time_scale).map_err(|e| e.to_string())?;
@@ -150,10 +225,41 @@ pub async fn start(scenario: &Scenario) -> Result<Started, String> {
             .map_err(|e| format!("mock {}: {e}", entry.name))?;
         mocks.push((entry.name.clone(), mock));
     }
-    let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let (text, env) = proxy_config(scenario, &mocks, Some(cache_dir.path()));
-    let origin = format!("{} [proxy]", scenario.path.display());
-    let config = spillway::config::parse(&text, &origin, &env).map_err(|e| e.to_string())?;
+    let redis = match scenario.fleet.redis {
+        true => Some(RedisChild::start().await?),
+        false => None,
+    };
+    let mut proxies = Vec::new();
+    let mut cache_dirs = Vec::new();
+    for _ in 0..scenario.fleet.proxies {
+        let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let (mut text, mut env) = proxy_config(scenario, &mocks, Some(cache_dir.path()));
+        if let Some(redis) = &redis {
+            // The gateways, the mocks, Redis and the clients share one machine's cores here:
+            // Redis gets more time than production's 50 ms before a gateway goes on alone.
+            text.push_str(
+                "\n[fleet]\nredis = \"env:SPILLWAY_HARNESS_REDIS\"\nname = \"scenario\"\ntimeout = \"2s\"\n",
+            );
+            env.insert("SPILLWAY_HARNESS_REDIS".into(), redis.url.clone());
+        }
+        let origin = format!("{} [proxy]", scenario.path.display());
+        let config = spillway::config::parse(&text, &origin, &env).map_err(|e| e.to_string())?;
+        proxies.push(serve(config, &clock).await?);
+        cache_dirs.push(cache_dir);
+    }
+    let proxy = proxies.remove(0);
+    Ok(Started {
+        clock,
+        mocks,
+        proxy,
+        others: proxies,
+        _redis: redis,
+        _cache_dirs: cache_dirs,
+    })
+}
+
+/// Serves spillway with `config` on a free loopback port.
+async fn serve(config: spillway::config::Config, clock: &Clock) -> Result<ProxyHandle, String> {
     let state = spillway::AppState::new(config, clock.clone())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -163,16 +269,11 @@ pub async fn start(scenario: &Scenario) -> Result<Started, String> {
     let task = tokio::spawn(spillway::run(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
-    Ok(Started {
-        clock,
-        mocks,
-        proxy: ProxyHandle {
-            addr,
-            state,
-            stop: Some(stop),
-            task: Some(task),
-        },
-        _cache_dir: Some(cache_dir),
+    Ok(ProxyHandle {
+        addr,
+        state,
+        stop: Some(stop),
+        task: Some(task),
     })
 }
 
@@ -254,11 +355,12 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Result<Vec<Vec<Planned>>, String>
     Ok(vec![pass; scenario.traffic.repeat])
 }
 
-/// Drives `passes` through the proxy at `base` with at most `clients` requests in flight;
+/// Drives `passes` through the proxies at `bases` (request `i` of a pass to `bases[i % n]`)
+/// with at most `clients` requests in flight;
 /// `progress` is called after each answer with (done, total). Times in the records count from
 /// the first pass's start.
 pub async fn drive(
-    base: &str,
+    bases: &[String],
     clock: &Clock,
     passes: &[Vec<Planned>],
     clients: usize,
@@ -288,7 +390,7 @@ pub async fn drive(
                 .expect("the semaphore stays open");
             let (client, base, clock, planned) = (
                 client.clone(),
-                base.to_string(),
+                bases[i % bases.len().max(1)].clone(),
                 clock.clone(),
                 planned.clone(),
             );
@@ -321,10 +423,10 @@ pub async fn run(
     let passes = plan(scenario, seed)?;
     let wall = Clock::real();
     let started = start(scenario).await?;
-    let url = started.url();
+    let urls = started.urls();
     let t0 = started.clock.now();
     let clients = drive(
-        &url,
+        &urls,
         &started.clock,
         &passes,
         scenario.traffic.clients,
@@ -333,7 +435,7 @@ pub async fn run(
     )
     .await;
     let sim_seconds = (started.clock.now() - t0).as_secs_f64();
-    let fallbacks = started.proxy.state.metrics.fallbacks();
+    let fallbacks = started.fallbacks();
     // Journal times count from the traffic's start too (mocks and proxy start a little before).
     let shift = t0.as_secs_f64();
     let mocks = started
@@ -354,10 +456,14 @@ pub async fn run(
         .collect();
     let Started {
         proxy,
+        others,
         mocks: running,
         ..
     } = started;
     proxy.stop().await;
+    for other in others {
+        other.stop().await;
+    }
     for (_, m) in running {
         m.shutdown().await;
     }

@@ -71,6 +71,31 @@ impl MockEntry {
     }
 }
 
+/// `[fleet]`: several gateways in front of the mocks, the traffic spread over them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// How many gateways (1 to 16).
+    pub proxies: usize,
+    /// They share their keys' limits through a `redis-server` the harness starts (from
+    /// `PATH`) on a free port; `false`: each keeps its own, as without a fleet.
+    #[serde(default = "sharing")]
+    pub redis: bool,
+}
+
+fn sharing() -> bool {
+    true
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            proxies: 1,
+            redis: false,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
@@ -82,6 +107,7 @@ struct RawScenario {
     #[serde(default)]
     mocks: Vec<MockEntry>,
     proxy: toml::Table,
+    fleet: Option<FleetSpec>,
     traffic: Traffic,
     #[serde(default)]
     expect: Expect,
@@ -104,6 +130,8 @@ pub struct Scenario {
     pub mocks: Vec<MockEntry>,
     /// The spillway config, as written (with `mock:` references).
     pub proxy: toml::Table,
+    /// How many gateways run it, and whether they share limits (one, alone, by default).
+    pub fleet: FleetSpec,
     /// The traffic.
     pub traffic: Traffic,
     /// The expectations.
@@ -182,6 +210,14 @@ impl Scenario {
         raw.traffic.check().map_err(|(field, message)| {
             source.error(&format!("traffic.{field}"), field, message)
         })?;
+        let fleet = raw.fleet.unwrap_or_default();
+        if !(1..=16).contains(&fleet.proxies) {
+            return Err(source.error(
+                "fleet.proxies",
+                "proxies",
+                "expected 1 to 16 gateways".into(),
+            ));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let mut traffic = raw.traffic;
         if let Some(replay) = &traffic.replay
@@ -197,6 +233,7 @@ impl Scenario {
             time_scale,
             mocks: raw.mocks,
             proxy: raw.proxy,
+            fleet,
             traffic,
             expect: raw.expect,
         })
