@@ -250,7 +250,7 @@ pub fn spawn_proxy(
     exe: &PathBuf,
     upstream: &str,
     cache_dir: &Path,
-    adaptive: bool,
+    shape: &ProxyShape,
 ) -> Result<Subject, String> {
     let mut args = vec![
         "serve-proxy".into(),
@@ -259,10 +259,68 @@ pub fn spawn_proxy(
         "--cache-dir".into(),
         cache_dir.display().to_string(),
     ];
-    if adaptive {
+    if shape.adaptive {
         args.push("--adaptive".into());
     }
+    if shape.limits_known {
+        args.push("--limits-known".into());
+    }
+    if let Some(url) = &shape.fleet_redis {
+        args.extend(["--fleet-redis".into(), url.clone()]);
+    }
     Subject::spawn(name, exe, &args, &[])
+}
+
+/// How a benchmark's spillway is set up beside the plain one.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyShape {
+    /// The key's requests in flight are held to a congestion window while its limits are
+    /// unknown (spillway's default); otherwise uncapped.
+    pub adaptive: bool,
+    /// The key's per-minute limits are in the config (too high to be met), so each miss
+    /// reserves and settles them: what a fleet shares.
+    pub limits_known: bool,
+    /// A member of a fleet on the Redis at this URL.
+    pub fleet_redis: Option<String>,
+}
+
+/// Starts a `redis-server` for the fleet rows (a child of the `serve-redis` subject).
+pub fn spawn_redis(exe: &PathBuf) -> Result<Subject, String> {
+    Subject::spawn("redis", exe, &["serve-redis".into()], &[])
+}
+
+/// `serve-redis`: a `redis-server` on a free loopback port, nothing saved, announced on stdout
+/// as `listening on redis://ADDR/0`, until killed (it is in this process's group, so it goes
+/// with it).
+pub async fn serve_redis() -> Result<(), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let mut child = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (apt-get install -y redis-server): {e}"))?;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "listening on redis://127.0.0.1:{port}/0");
+            let _ = out.flush();
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            return Err(format!("redis-server exited: {status}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "redis-server did not listen on port {port} within 5 s"
+    ))
 }
 
 fn print_listening(addr: SocketAddr) {
@@ -314,14 +372,25 @@ pub async fn serve_forwarder(upstream: &str) -> Result<(), String> {
     crate::forwarder::serve(listener, upstream).await
 }
 
-/// The proxy config a benchmark uses: one provider (the mock at `upstream`), no limits, one
-/// route, the cache in `cache_dir`. `adaptive`: the key's requests in flight are held to a
-/// congestion window while its limits are unknown (the default); otherwise uncapped.
-pub fn proxy_config(upstream: &str, cache_dir: &Path, adaptive: bool) -> String {
-    let cap = if adaptive {
+/// The proxy config a benchmark uses: one provider (the mock at `upstream`), one route, the
+/// cache in `cache_dir`, no limits unless `shape` asks for them (see [`ProxyShape`]).
+pub fn proxy_config(upstream: &str, cache_dir: &Path, shape: &ProxyShape) -> String {
+    let cap = if shape.adaptive {
         ""
     } else {
         "unknown_limits_in_flight = 0"
+    };
+    let limits = if shape.limits_known {
+        format!(
+            "[providers.limits.\"{BENCH_MODEL}\"]\nrequests_per_minute = 1000000000\ntokens_per_minute = 1000000000000\n"
+        )
+    } else {
+        String::new()
+    };
+    let fleet = if shape.fleet_redis.is_some() {
+        "[fleet]\nredis = \"env:BENCH_REDIS_URL\"\nname = \"bench\"\ntimeout = \"50ms\"\n"
+    } else {
+        ""
     };
     format!(
         r#"
@@ -333,11 +402,12 @@ name = "mock"
 base_url = "{upstream}/openai/v1"
 keys = ["env:BENCH_KEY"]
 {cap}
-
+{limits}
 [[routes]]
 model = "{BENCH_ROUTE}"
 targets = [{{ provider = "mock", model = "{BENCH_MODEL}" }}]
-"#,
+
+{fleet}"#,
         cache_dir.display().to_string()
     )
 }
@@ -363,13 +433,20 @@ fn init_quiet_logs() {
         .init();
 }
 
-/// `serve-proxy`: spillway in front of `upstream` with its cache in `cache_dir` (see
-/// [`proxy_config`] for `adaptive`), logging warnings only, until killed.
-pub async fn serve_proxy(upstream: &str, cache_dir: &Path, adaptive: bool) -> Result<(), String> {
+/// `serve-proxy`: spillway in front of `upstream` with its cache in `cache_dir`, set up as
+/// `shape` says, logging warnings only, until killed.
+pub async fn serve_proxy(
+    upstream: &str,
+    cache_dir: &Path,
+    shape: &ProxyShape,
+) -> Result<(), String> {
     init_quiet_logs();
-    let env: HashMap<String, String> = HashMap::from([("BENCH_KEY".into(), BENCH_KEY.into())]);
+    let mut env: HashMap<String, String> = HashMap::from([("BENCH_KEY".into(), BENCH_KEY.into())]);
+    if let Some(url) = &shape.fleet_redis {
+        env.insert("BENCH_REDIS_URL".into(), url.clone());
+    }
     let config = spillway::config::parse(
-        &proxy_config(upstream, cache_dir, adaptive),
+        &proxy_config(upstream, cache_dir, shape),
         "bench.toml",
         &env,
     )

@@ -25,7 +25,9 @@ pub use report::{BenchReport, Machine, Row, Skipped, Soak, TargetCheck};
 use crate::load::{
     Bodies, BodyCheck, LoadReport, LoadSpec, bodies, json_headers, numbered_bodies, run_load,
 };
-use crate::subjects::{BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, Subject, spawn_peer, spawn_proxy};
+use crate::subjects::{
+    BENCH_KEY, BENCH_MODEL, BENCH_ROUTE, ProxyShape, Subject, spawn_peer, spawn_proxy, spawn_redis,
+};
 use probe::Probe;
 
 /// What to measure.
@@ -51,6 +53,8 @@ pub struct BenchSpec {
     pub soak: u64,
     /// Concurrency of the soak.
     pub soak_concurrency: usize,
+    /// Measure spillway in a fleet (with a redis-server) beside the same spillway alone.
+    pub fleet: bool,
 }
 
 /// Where each subject stands in the list the targets point into; peers follow.
@@ -58,6 +62,9 @@ const MOCK: usize = 0;
 const SPILLWAY: usize = 1;
 const FORWARDER: usize = 2;
 const SPILLWAY_ADAPTIVE: usize = 3;
+/// With `--fleet`: the Redis (at 4), spillway with its limits known, and the same in a fleet.
+const SPILLWAY_KNOWN: usize = 5;
+const SPILLWAY_FLEET: usize = 6;
 
 /// One measured path: a subject, a URL, a request mix.
 struct Target {
@@ -193,8 +200,7 @@ fn metric(text: &str, prefix: &str) -> Option<u64> {
 /// measures; soaks; evaluates the targets.
 pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
     let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let adaptive_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let mut subjects = start_subjects(spec, cache_dir.path(), adaptive_dir.path())?;
+    let mut subjects = start_subjects(spec, cache_dir.path())?;
     let (peer_targets, skipped) = start_peers(spec, &mut subjects).await?;
     let targets = targets(&subjects, peer_targets)?;
     let probes = probe_all(&targets, &subjects[MOCK]).await?;
@@ -224,21 +230,18 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
     Ok(report)
 }
 
-/// Starts the mock, spillway (its cache in `cache_dir`), the forwarder, and spillway with its
-/// congestion window for keys whose limits are unknown (its cache in `adaptive_dir`), each in
-/// its place of the list.
-fn start_subjects(
-    spec: &BenchSpec,
-    cache_dir: &Path,
-    adaptive_dir: &Path,
-) -> Result<Vec<Subject>, String> {
+/// Starts the mock, spillway, the forwarder, spillway with its congestion window for keys
+/// whose limits are unknown, and with `--fleet` a Redis, spillway with its key's limits known
+/// and the same in a fleet; each in its place of the list, each spillway with its cache in a
+/// folder of `dir`.
+fn start_subjects(spec: &BenchSpec, dir: &Path) -> Result<Vec<Subject>, String> {
     let mock = Subject::spawn("mock", &spec.exe, &["serve-mock".into()], &[])?;
     let proxy = spawn_proxy(
         "spillway",
         &spec.exe,
         &mock.base_url,
-        &cache_dir.join("cache"),
-        false,
+        &dir.join("plain"),
+        &ProxyShape::default(),
     )?;
     let forwarder = Subject::spawn(
         "forwarder",
@@ -254,10 +257,41 @@ fn start_subjects(
         "spillway (limits unknown)",
         &spec.exe,
         &mock.base_url,
-        &adaptive_dir.join("cache"),
-        true,
+        &dir.join("adaptive"),
+        &ProxyShape {
+            adaptive: true,
+            ..ProxyShape::default()
+        },
     )?;
-    Ok(vec![mock, proxy, forwarder, adaptive])
+    let mut subjects = vec![mock, proxy, forwarder, adaptive];
+    if spec.fleet {
+        let redis = spawn_redis(&spec.exe)?;
+        let known = ProxyShape {
+            limits_known: true,
+            ..ProxyShape::default()
+        };
+        let fleet = ProxyShape {
+            fleet_redis: Some(redis.base_url.clone()),
+            ..known.clone()
+        };
+        let base = subjects[MOCK].base_url.clone();
+        let alone = spawn_proxy(
+            "spillway (limits known)",
+            &spec.exe,
+            &base,
+            &dir.join("known"),
+            &known,
+        )?;
+        let member = spawn_proxy(
+            "spillway (fleet)",
+            &spec.exe,
+            &base,
+            &dir.join("fleet"),
+            &fleet,
+        )?;
+        subjects.extend([redis, alone, member]);
+    }
+    Ok(subjects)
 }
 
 /// Starts the peers asked for, each added to `subjects` with its target; a peer that cannot
@@ -365,6 +399,28 @@ fn targets(subjects: &[Subject], peers: Vec<Target>) -> Result<Vec<Target>, Stri
             0,
         )?,
     ];
+    if subjects.len() > SPILLWAY_FLEET {
+        let known_url = format!("{}/v1/chat/completions", subjects[SPILLWAY_KNOWN].base_url);
+        let fleet_url = format!("{}/v1/chat/completions", subjects[SPILLWAY_FLEET].base_url);
+        targets.extend([
+            Target::new(
+                "spillway miss (limits known)",
+                SPILLWAY_KNOWN,
+                &known_url,
+                BENCH_ROUTE,
+                false,
+                0,
+            )?,
+            Target::new(
+                "spillway miss (fleet)",
+                SPILLWAY_FLEET,
+                &fleet_url,
+                BENCH_ROUTE,
+                false,
+                0,
+            )?,
+        ]);
+    }
     targets.extend(peers);
     targets.extend([
         Target::new("direct", MOCK, &direct_url, BENCH_MODEL, true, 0)?,
@@ -536,7 +592,7 @@ async fn soak_fresh(spec: &BenchSpec, mock: &Subject) -> Result<Soak, String> {
         &spec.exe,
         &mock.base_url,
         &dir.path().join("cache"),
-        false,
+        &ProxyShape::default(),
     )?;
     run_soak(spec, &proxy).await
 }
@@ -617,7 +673,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let env = HashMap::from([("BENCH_KEY".to_string(), BENCH_KEY.to_string())]);
         let config = spillway::config::parse(
-            &proxy_config(&mock.base_url(), &dir.path().join("cache"), false),
+            &proxy_config(
+                &mock.base_url(),
+                &dir.path().join("cache"),
+                &ProxyShape::default(),
+            ),
             "bench.toml",
             &env,
         )

@@ -33,6 +33,8 @@ pub fn evaluate(report: &BenchReport, peers: &[String]) -> Vec<TargetCheck> {
         miss_throughput_vs_litellm(rows, 64, litellm_asked),
         miss_p99_vs_litellm(rows, &levels, litellm_asked),
         hit_throughput_vs_direct(rows, &levels),
+        fleet_latency(rows),
+        fleet_throughput(rows),
     ];
     out.extend(memory(report.soak.as_ref()));
     out
@@ -98,6 +100,42 @@ fn limits_unknown_throughput(rows: &[Row]) -> TargetCheck {
             measured(name, expected, actual, ratio >= 0.90)
         }
         None => not_measured(name, expected, "concurrency 64 not in this run"),
+    }
+}
+
+/// What a fleet's Redis round trips cost a miss at concurrency 1: the p50 of spillway in a
+/// fleet against the same spillway alone (both with the key's limits known).
+fn fleet_latency(rows: &[Row]) -> TargetCheck {
+    let name = "fleet: miss p50 at concurrency 1".to_string();
+    let expected = "≤ the same spillway alone + 150 µs".to_string();
+    match (
+        find(rows, "spillway miss (fleet)", "chat", 1),
+        find(rows, "spillway miss (limits known)", "chat", 1),
+    ) {
+        (Some(f), Some(l)) => {
+            let extra = f.p50_us as i64 - l.p50_us as i64;
+            let actual = format!("{extra:+} µs ({} µs vs {} µs)", f.p50_us, l.p50_us);
+            measured(name, expected, actual, extra <= 150)
+        }
+        _ => not_measured(name, expected, "run with --fleet at concurrency 1"),
+    }
+}
+
+/// What a fleet costs a miss's throughput at concurrency 64.
+fn fleet_throughput(rows: &[Row]) -> TargetCheck {
+    let name = "fleet: miss throughput at concurrency 64".to_string();
+    let expected = "≥ 0.60× the same spillway alone".to_string();
+    match rps_ratio(
+        rows,
+        "spillway miss (fleet)",
+        "spillway miss (limits known)",
+        64,
+    ) {
+        Some((ratio, f, l)) => {
+            let actual = format!("{ratio:.2}× ({:.0} vs {:.0} req/s)", f.rps, l.rps);
+            measured(name, expected, actual, ratio >= 0.60)
+        }
+        None => not_measured(name, expected, "run with --fleet at concurrency 64"),
     }
 }
 

@@ -11,7 +11,7 @@ use http::Uri;
 use serde::Serialize;
 
 use crate::load::{Bodies, BodyCheck, LoadSpec, bodies, json_headers, numbered_bodies, run_load};
-use crate::subjects::{BENCH_KEY, BENCH_ROUTE, Subject, spawn_proxy};
+use crate::subjects::{BENCH_KEY, BENCH_ROUTE, ProxyShape, Subject, spawn_proxy};
 
 /// Resident memory that comes and goes with the allocator, not with what the gateway keeps.
 const GROWTH_NOISE_KIB: f64 = 4096.0;
@@ -76,7 +76,7 @@ pub async fn run_soak(
         exe,
         &mock.base_url,
         &dir.path().join("cache"),
-        false,
+        &ProxyShape::default(),
     )?;
     let url: Uri = format!("{}/v1/chat/completions", proxy.base_url)
         .parse()
