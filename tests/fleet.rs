@@ -212,3 +212,33 @@ async fn with_redis_gone_no_request_fails_and_the_gateway_rejoins_when_it_is_bac
         "the gateway rejoined within 4 s of Redis coming back"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn what_a_gateway_sent_before_it_went_away_still_counts_for_the_others() {
+    let redis = RedisServer::start().await;
+    let mock = MockProvider::builder()
+        .key("k1")
+        .limits(MODEL, Limits::rpm(10))
+        .start()
+        .await;
+    let text = config(
+        &mock.url(),
+        "requests_per_minute = 10",
+        &fleet_table("gone"),
+    );
+    let (a, b) = two(&text, &redis.url()).await;
+    assert_eq!(count(&burst(&[&a], 6, "before").await, 200), 6);
+    drop(a);
+    let after = burst(&[&b], 10, "after").await;
+    assert_eq!(
+        count(&after, 200),
+        4,
+        "the gone gateway's six stay in the window: {after:?}"
+    );
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.responses(429)), (10, 0));
+}
