@@ -242,3 +242,41 @@ async fn what_a_gateway_sent_before_it_went_away_still_counts_for_the_others() {
     let stats = mock.stats();
     assert_eq!((stats.requests, stats.responses(429)), (10, 0));
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn with_redis_gone_each_gateway_keeps_to_its_share_of_the_limit() {
+    let redis = RedisServer::start().await;
+    let mock = MockProvider::builder()
+        .key("k1")
+        .limits(MODEL, Limits::rpm(10))
+        .start()
+        .await;
+    let text = config(
+        &mock.url(),
+        "requests_per_minute = 10",
+        &fleet_table("share"),
+    );
+    let (a, b) = two(&text, &redis.url()).await;
+    // Both have said they are alive (a heartbeat a second) and seen each other.
+    let seen = |p: &Proxy| p.state.pipeline.router.fleet_members();
+    for _ in 0..40 {
+        if seen(&a) == Some(2) && seen(&b) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!((seen(&a), seen(&b)), (Some(2), Some(2)));
+    redis.kill();
+    let statuses = burst(&[&a, &b], 10, "share").await;
+    assert_eq!(
+        count(&statuses, 200),
+        10,
+        "five each, half the limit each: {statuses:?}"
+    );
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.responses(429)), (10, 0));
+}

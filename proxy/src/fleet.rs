@@ -6,16 +6,18 @@
 //! for every member at once (ARCHITECTURE.md, invariant 12).
 //!
 //! Redis is never in the way of an answer: a call that fails or takes longer than `timeout`
-//! lets the request go on the gateway's own limits (degraded), said once in the log and in
-//! `/metrics`, and the next call that succeeds rejoins.
+//! lets the request go on the gateway's share of each limit (the limit divided by the members
+//! it last saw through their heartbeats, counted against what it sent itself in the window):
+//! degraded, said once in the log and in `/metrics`; the next call that succeeds rejoins.
 //!
 //! Keys: `spillway:{NAME|ALIAS|MODEL}:r` (a sorted set of the reservations in the window, by
 //! time), `:t` (each reservation's tokens), `:s` (their sum), `:b` (set while the key is
 //! blocked after a 429). The braces make them one hash slot on Redis Cluster. Provider keys
 //! are named by their aliases only; no key value is written to Redis.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::Script;
@@ -106,6 +108,30 @@ return 0
 /// While Redis is out of reach, how often (ms, wall-clock time) a call tries it again.
 const RETRY_EVERY_MS: u64 = 1000;
 
+/// How often a member says it is alive (wall-clock time).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A member not heard from for this long (ms) is no longer counted.
+const MEMBER_LAPSES_MS: u64 = 3000;
+
+/// Records this member alive and answers how many are. KEYS: members. ARGV: instance, lapse ms.
+const MEMBERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
+redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+";
+
+/// Drops the sends that left a window of `window` ending at `now` (ms).
+fn forget_before(own: &mut VecDeque<(u64, u64)>, now: u64, window: Duration) {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    while own.front().is_some_and(|(at, _)| at + window_ms <= now) {
+        own.pop_front();
+    }
+}
+
 /// One key's model, as the fleet names it and limits it.
 #[derive(Debug, Clone)]
 pub struct Slot {
@@ -163,6 +189,12 @@ pub struct Fleet {
     /// not asked again, so requests do not each wait out the timeout.
     retry_at: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Members seen alive at the last heartbeat (this one included).
+    members: AtomicU64,
+    /// What this gateway sent in each slot's window: (wall-clock ms, tokens), oldest first;
+    /// what it counts against its share while degraded.
+    sent: std::sync::Mutex<HashMap<String, VecDeque<(u64, u64)>>>,
+    members_script: Script,
     reserve: Script,
     settle: Script,
     release: Script,
@@ -206,6 +238,9 @@ impl Fleet {
             degraded: AtomicBool::new(false),
             retry_at: AtomicU64::new(0),
             metrics,
+            members: AtomicU64::new(1),
+            sent: std::sync::Mutex::new(HashMap::new()),
+            members_script: Script::new(MEMBERS),
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
@@ -216,6 +251,34 @@ impl Fleet {
     /// The fleet's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Says every second that this member is alive, and learns how many are, for as long as
+    /// the fleet exists.
+    pub fn start_heartbeat(self: &Arc<Self>) {
+        let fleet: Weak<Fleet> = Arc::downgrade(self);
+        let wall = self.wall.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(member) = fleet.upgrade() else {
+                    return;
+                };
+                let keys = [format!("spillway:{{{}}}:members", member.name)];
+                let args = [member.instance.clone(), MEMBER_LAPSES_MS.to_string()];
+                if let Some(n) = member.run(&member.members_script, &keys, &args).await {
+                    member
+                        .members
+                        .store(n.unsigned_abs().max(1), Ordering::Relaxed);
+                }
+                drop(member);
+                wall.sleep(HEARTBEAT).await;
+            }
+        });
+    }
+
+    /// Members seen alive at the last heartbeat (this one included).
+    pub fn members(&self) -> u64 {
+        self.members.load(Ordering::Relaxed)
     }
 
     /// True while Redis is out of reach and the gateway goes on its own limits.
@@ -304,12 +367,71 @@ impl Fleet {
             tokens.to_string(),
         ];
         match self.run(&self.reserve, &slot.keys(), &args).await {
-            Some(0) => Verdict::Go(Some(Held {
-                slot: slot.clone(),
-                id,
-            })),
+            Some(0) => {
+                self.note_sent(slot, tokens, window);
+                Verdict::Go(Some(Held {
+                    slot: slot.clone(),
+                    id,
+                }))
+            }
             Some(ms) if ms > 0 => Verdict::Wait(Duration::from_millis(ms.unsigned_abs())),
-            _ => Verdict::Go(None),
+            Some(_) => Verdict::Go(None),
+            None => self.own_share(slot, tokens, window),
+        }
+    }
+
+    /// The wall-clock time in ms since the clock's origin.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.wall.now().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Keeps a send in this gateway's own record of `slot`'s window.
+    fn note_sent(&self, slot: &Slot, tokens: u64, window: Duration) {
+        let now = self.now_ms();
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let own = sent.entry(slot.prefix.clone()).or_default();
+        forget_before(own, now, window);
+        own.push_back((now, tokens));
+    }
+
+    /// Degraded: the send goes if what this gateway sent in the window leaves room in its share
+    /// of each limit (the limit divided by the members it last saw), else waits until it does.
+    fn own_share(&self, slot: &Slot, tokens: u64, window: Duration) -> Verdict {
+        let members = self.members().max(1);
+        let share = |limit: Option<u64>| limit.map(|l| (l / members).max(1));
+        let (requests, token_limit) = (share(slot.requests), share(slot.tokens));
+        let now = self.now_ms();
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let own = sent.entry(slot.prefix.clone()).or_default();
+        forget_before(own, now, window);
+        // The send that must leave the window first, if any, for this one to fit.
+        let mut must_leave: Option<usize> = None;
+        if let Some(limit) = requests
+            && own.len() as u64 >= limit
+        {
+            must_leave = Some(own.len() - limit as usize);
+        }
+        if let Some(limit) = token_limit {
+            let mut used: u64 = own.iter().map(|(_, t)| t).sum();
+            let mut i = 0;
+            while used + tokens > limit && i < own.len() {
+                used -= own[i].1;
+                i += 1;
+            }
+            if i > 0 {
+                must_leave = Some(must_leave.map_or(i - 1, |m| m.max(i - 1)));
+            }
+        }
+        match must_leave.and_then(|i| own.get(i)) {
+            Some((at, _)) => {
+                let wait = (at + window_ms).saturating_sub(now).max(1);
+                Verdict::Wait(Duration::from_millis(wait))
+            }
+            None => {
+                own.push_back((now, tokens));
+                Verdict::Go(None)
+            }
         }
     }
 

@@ -48,7 +48,9 @@ impl AppState {
                 let fleet = Fleet::new(f, metrics.clone())?;
                 metrics.fleet_joined();
                 tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows through Redis");
-                Some(Arc::new(fleet))
+                let fleet = Arc::new(fleet);
+                fleet.start_heartbeat();
+                Some(fleet)
             }
             None => None,
         };

@@ -277,6 +277,11 @@ impl Router {
         }
     }
 
+    /// In a fleet: the members seen alive at the last heartbeat (this gateway included).
+    pub fn fleet_members(&self) -> Option<u64> {
+        self.fleet.as_ref().map(|f| f.members())
+    }
+
     /// Reserves a grant's send on its key's fleet-wide window: `Ok` to go (with the fleet's
     /// reservation, if it holds one), `Err` with how long until it fits (wall-clock time).
     async fn fleet_reserve(&self, grant: &Grant) -> Result<Option<Held>, Duration> {
