@@ -47,7 +47,7 @@ pub struct Started {
     pub proxy: ProxyHandle,
     /// In a fleet, the other proxies.
     pub others: Vec<ProxyHandle>,
-    _redis: Option<RedisChild>,
+    redis: Option<RedisChild>,
     _cache_dirs: Vec<tempfile::TempDir>,
 }
 
@@ -78,7 +78,8 @@ impl Started {
 /// when dropped.
 struct RedisChild {
     url: String,
-    _child: tokio::process::Child,
+    port: u16,
+    child: Option<tokio::process::Child>,
 }
 
 impl RedisChild {
@@ -87,6 +88,17 @@ impl RedisChild {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port for redis-server: {e}"))?
             .port();
+        RedisChild::on(port).await
+    }
+
+    /// Stops it at once, as a crash would.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn on(port: u16) -> Result<RedisChild, String> {
         let child = tokio::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -105,7 +117,8 @@ impl RedisChild {
             {
                 return Ok(RedisChild {
                     url: format!("redis://127.0.0.1:{port}/0"),
-                    _child: child,
+                    port,
+                    child: Some(child),
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -253,7 +266,7 @@ pub async fn start(scenario: &Scenario) -> Result<Started, String> {
         mocks,
         proxy,
         others: proxies,
-        _redis: redis,
+        redis,
         _cache_dirs: cache_dirs,
     })
 }
@@ -413,6 +426,20 @@ pub async fn drive(
     records
 }
 
+/// Stops the fleet's Redis `window.0` after `t0` and brings it back on the same port at
+/// `window.1` (scenario clock).
+async fn redis_outage(
+    mut redis: RedisChild,
+    clock: Clock,
+    t0: Duration,
+    window: (Duration, Duration),
+) -> Option<RedisChild> {
+    clock.sleep_until(t0 + window.0).await;
+    redis.kill().await;
+    clock.sleep_until(t0 + window.1).await;
+    RedisChild::on(redis.port).await.ok()
+}
+
 /// Runs a scenario (with `seed` instead of its own when given).
 pub async fn run(
     scenario: &Scenario,
@@ -425,6 +452,19 @@ pub async fn run(
     let started = start(scenario).await?;
     let urls = started.urls();
     let t0 = started.clock.now();
+    let mut started = started;
+    let outage = match (started.redis.take(), scenario.fleet.redis_down) {
+        (Some(redis), Some(window)) => Some(tokio::spawn(redis_outage(
+            redis,
+            started.clock.clone(),
+            t0,
+            window,
+        ))),
+        (redis, _) => {
+            started.redis = redis;
+            None
+        }
+    };
     let clients = drive(
         &urls,
         &started.clock,
@@ -435,6 +475,9 @@ pub async fn run(
     )
     .await;
     let sim_seconds = (started.clock.now() - t0).as_secs_f64();
+    if let Some(outage) = outage {
+        outage.abort();
+    }
     let fallbacks = started.fallbacks();
     // Journal times count from the traffic's start too (mocks and proxy start a little before).
     let shift = t0.as_secs_f64();

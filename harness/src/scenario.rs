@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use spillway_mock::{Dialect, Faults, Limits, MockSpec};
@@ -81,6 +82,28 @@ pub struct FleetSpec {
     /// `PATH`) on a free port; `false`: each keeps its own, as without a fleet.
     #[serde(default = "sharing")]
     pub redis: bool,
+    /// Redis is stopped this long after the traffic starts and brought back at the second
+    /// time (scenario clock), to show the gateways going on their shares and rejoining.
+    #[serde(default, deserialize_with = "outage_window")]
+    pub redis_down: Option<(Duration, Duration)>,
+}
+
+/// `redis_down = ["40s", "100s"]`: from, until.
+fn outage_window<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<(Duration, Duration)>, D::Error> {
+    let pair: Option<[String; 2]> = Option::deserialize(de)?;
+    let Some([from, until]) = pair else {
+        return Ok(None);
+    };
+    let parse = |s: &str| humantime::parse_duration(s).map_err(serde::de::Error::custom);
+    let (from, until) = (parse(&from)?, parse(&until)?);
+    if until <= from {
+        return Err(serde::de::Error::custom(
+            "redis_down: expected [from, until] with until after from",
+        ));
+    }
+    Ok(Some((from, until)))
 }
 
 fn sharing() -> bool {
@@ -92,6 +115,7 @@ impl Default for FleetSpec {
         FleetSpec {
             proxies: 1,
             redis: false,
+            redis_down: None,
         }
     }
 }

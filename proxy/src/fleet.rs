@@ -108,11 +108,12 @@ return 0
 /// While Redis is out of reach, how often (ms, wall-clock time) a call tries it again.
 const RETRY_EVERY_MS: u64 = 1000;
 
-/// How often a member says it is alive (wall-clock time).
+/// How often a member says it is alive (the gateway's clock: a simulation at 60 times the
+/// wall's pace heartbeats 60 times as often).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// A member not heard from for this long (ms) is no longer counted.
-const MEMBER_LAPSES_MS: u64 = 3000;
+/// A member not heard from for this long (the gateway's clock) is no longer counted.
+const MEMBER_LAPSES: Duration = Duration::from_secs(3);
 
 /// Records this member alive and answers how many are. KEYS: members. ARGV: instance, lapse ms.
 const MEMBERS: &str = r"
@@ -124,10 +125,37 @@ redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[2]))
 return redis.call('ZCARD', KEYS[1])
 ";
 
+/// Re-adds this gateway's own sends still in a key's window after Redis was lost (a Redis
+/// that restarted empty, or one that missed what was sent meanwhile); each once, by its id.
+/// KEYS: reservations, tokens, token sum. ARGV: window ms, then (id, age ms, tokens) triples.
+const CARRY: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV, 3 do
+  local id, age, tokens = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if redis.call('ZADD', KEYS[1], 'NX', now - age, id) == 1 then
+    redis.call('HSET', KEYS[2], id, tokens)
+    redis.call('INCRBY', KEYS[3], tokens)
+  end
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], 2 * tonumber(ARGV[1])) end
+return 0
+";
+
+/// One send this gateway made: when (wall-clock ms), its tokens, its id in the fleet.
+type Sent = (u64, u64, String);
+
+/// What this gateway sent through one slot in its window.
+struct OwnSends {
+    slot: Arc<Slot>,
+    window: Duration,
+    sends: VecDeque<Sent>,
+}
+
 /// Drops the sends that left a window of `window` ending at `now` (ms).
-fn forget_before(own: &mut VecDeque<(u64, u64)>, now: u64, window: Duration) {
+fn forget_before(own: &mut VecDeque<Sent>, now: u64, window: Duration) {
     let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    while own.front().is_some_and(|(at, _)| at + window_ms <= now) {
+    while own.front().is_some_and(|(at, _, _)| at + window_ms <= now) {
         own.pop_front();
     }
 }
@@ -182,6 +210,8 @@ pub struct Fleet {
     conn: Mutex<Option<ConnectionManager>>,
     timeout: Duration,
     wall: Clock,
+    /// The gateway's clock, which paces the heartbeats.
+    clock: Clock,
     instance: String,
     next_id: AtomicU64,
     degraded: AtomicBool,
@@ -191,9 +221,11 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     /// Members seen alive at the last heartbeat (this one included).
     members: AtomicU64,
-    /// What this gateway sent in each slot's window: (wall-clock ms, tokens), oldest first;
-    /// what it counts against its share while degraded.
-    sent: std::sync::Mutex<HashMap<String, VecDeque<(u64, u64)>>>,
+    /// What this gateway sent in each slot's window, oldest first: what it counts against its
+    /// share while degraded, and carries over to Redis when it rejoins.
+    sent: std::sync::Mutex<HashMap<String, OwnSends>>,
+    carry: Script,
+    ping: Script,
     members_script: Script,
     reserve: Script,
     settle: Script,
@@ -213,7 +245,7 @@ impl std::fmt::Debug for Fleet {
 impl Fleet {
     /// A member of the fleet `config` names. Nothing is sent to Redis yet: the first call
     /// connects, so a gateway starts (degraded) while Redis is down.
-    pub fn new(config: &FleetConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(config: &FleetConfig, metrics: Arc<Metrics>, clock: Clock) -> Result<Self, String> {
         let client = redis::Client::open(config.redis_url.expose()).map_err(|e| {
             format!(
                 "fleet.redis: ${} is not a usable Redis URL ({:?})",
@@ -233,6 +265,7 @@ impl Fleet {
             conn: Mutex::new(None),
             timeout: config.timeout,
             wall,
+            clock,
             instance,
             next_id: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
@@ -240,6 +273,8 @@ impl Fleet {
             metrics,
             members: AtomicU64::new(1),
             sent: std::sync::Mutex::new(HashMap::new()),
+            carry: Script::new(CARRY),
+            ping: Script::new("return 1"),
             members_script: Script::new(MEMBERS),
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
@@ -257,21 +292,29 @@ impl Fleet {
     /// the fleet exists.
     pub fn start_heartbeat(self: &Arc<Self>) {
         let fleet: Weak<Fleet> = Arc::downgrade(self);
-        let wall = self.wall.clone();
+        let clock = self.clock.clone();
+        // A busy machine can delay a heartbeat by some wall-clock time whatever the clock's
+        // pace: a member lapses no sooner than half a second after its last word.
+        let lapse_ms = clock
+            .to_wall(MEMBER_LAPSES)
+            .max(Duration::from_millis(500))
+            .as_millis()
+            .to_string();
         tokio::spawn(async move {
             loop {
                 let Some(member) = fleet.upgrade() else {
                     return;
                 };
+                member.rejoin().await;
                 let keys = [format!("spillway:{{{}}}:members", member.name)];
-                let args = [member.instance.clone(), MEMBER_LAPSES_MS.to_string()];
+                let args = [member.instance.clone(), lapse_ms.clone()];
                 if let Some(n) = member.run(&member.members_script, &keys, &args).await {
                     member
                         .members
                         .store(n.unsigned_abs().max(1), Ordering::Relaxed);
                 }
                 drop(member);
-                wall.sleep(HEARTBEAT).await;
+                clock.sleep(HEARTBEAT).await;
             }
         });
     }
@@ -307,10 +350,15 @@ impl Fleet {
     /// Runs `script` within the fleet's timeout; `None` (and degraded) when Redis does not
     /// answer in time.
     async fn run(&self, script: &Script, keys: &[String], args: &[String]) -> Option<i64> {
-        let now_ms = u64::try_from(self.wall.now().as_millis()).unwrap_or(u64::MAX);
-        if self.is_degraded() && now_ms < self.retry_at.load(Ordering::Relaxed) {
+        if self.is_degraded() {
             return None;
         }
+        self.call(script, keys, args).await
+    }
+
+    /// One script call within the timeout, degraded or not; a failure (or no answer in
+    /// time) makes the gateway degraded.
+    async fn call(&self, script: &Script, keys: &[String], args: &[String]) -> Option<i64> {
         let call = async {
             let mut conn = self.connection().await?;
             let mut invocation = script.prepare_invoke();
@@ -323,7 +371,7 @@ impl Fleet {
             invocation.invoke_async::<i64>(&mut conn).await
         };
         let result = self.wall.timeout(self.timeout, call).await;
-        let answer = match result {
+        match result {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
                 self.went_degraded(&e.to_string());
@@ -333,12 +381,50 @@ impl Fleet {
                 self.went_degraded(&format!("no answer within {:?}", self.timeout));
                 None
             }
-        };
-        if answer.is_some() && self.degraded.swap(false, Ordering::Relaxed) {
-            self.metrics.fleet_degraded(false);
-            tracing::info!(fleet = %self.name, "fleet: Redis answers again; limits are shared again");
         }
-        answer
+    }
+
+    /// While degraded, once a second: if Redis answers, re-adds this gateway's own sends still
+    /// in their windows (what it spent meanwhile, or before a Redis that restarted empty)
+    /// before any new reservation goes through it, and rejoins. True when in the fleet again.
+    async fn rejoin(&self) -> bool {
+        if !self.is_degraded() {
+            return true;
+        }
+        if self.now_ms() < self.retry_at.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = self.now_ms();
+        let batches: Vec<(Arc<Slot>, Vec<String>)> = {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            sent.values_mut()
+                .map(|own| {
+                    forget_before(&mut own.sends, now, own.window);
+                    let mut args = vec![own.window.as_millis().max(1).to_string()];
+                    for (at, tokens, id) in &own.sends {
+                        args.extend([id.clone(), (now - at).to_string(), tokens.to_string()]);
+                    }
+                    (own.slot.clone(), args)
+                })
+                .collect()
+        };
+        if self.call(&self.ping, &[], &[]).await.is_none() {
+            return false;
+        }
+        for (slot, args) in batches {
+            if self
+                .call(&self.carry, &slot.keys()[..3], &args)
+                .await
+                .is_none()
+            {
+                return false;
+            }
+        }
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            self.metrics.fleet_degraded(false);
+            tracing::info!(fleet = %self.name, "fleet: Redis answers again; what this gateway sent meanwhile is counted, and limits are shared again");
+        }
+        true
     }
 
     fn went_degraded(&self, why: &str) {
@@ -366,9 +452,12 @@ impl Fleet {
             slot.tokens.unwrap_or(0).to_string(),
             tokens.to_string(),
         ];
+        if !self.rejoin().await {
+            return self.own_share(slot, tokens, window, id);
+        }
         match self.run(&self.reserve, &slot.keys(), &args).await {
             Some(0) => {
-                self.note_sent(slot, tokens, window);
+                self.note_sent(slot, tokens, window, id.clone());
                 Verdict::Go(Some(Held {
                     slot: slot.clone(),
                     id,
@@ -376,7 +465,7 @@ impl Fleet {
             }
             Some(ms) if ms > 0 => Verdict::Wait(Duration::from_millis(ms.unsigned_abs())),
             Some(_) => Verdict::Go(None),
-            None => self.own_share(slot, tokens, window),
+            None => self.own_share(slot, tokens, window, id),
         }
     }
 
@@ -385,25 +474,38 @@ impl Fleet {
         u64::try_from(self.wall.now().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// This gateway's own record of `slot`'s window, made on first use.
+    fn own<'a>(
+        sent: &'a mut HashMap<String, OwnSends>,
+        slot: &Arc<Slot>,
+        window: Duration,
+    ) -> &'a mut OwnSends {
+        sent.entry(slot.prefix.clone()).or_insert_with(|| OwnSends {
+            slot: slot.clone(),
+            window,
+            sends: VecDeque::new(),
+        })
+    }
+
     /// Keeps a send in this gateway's own record of `slot`'s window.
-    fn note_sent(&self, slot: &Slot, tokens: u64, window: Duration) {
+    fn note_sent(&self, slot: &Arc<Slot>, tokens: u64, window: Duration, id: String) {
         let now = self.now_ms();
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let own = sent.entry(slot.prefix.clone()).or_default();
+        let own = &mut Self::own(&mut sent, slot, window).sends;
         forget_before(own, now, window);
-        own.push_back((now, tokens));
+        own.push_back((now, tokens, id));
     }
 
     /// Degraded: the send goes if what this gateway sent in the window leaves room in its share
     /// of each limit (the limit divided by the members it last saw), else waits until it does.
-    fn own_share(&self, slot: &Slot, tokens: u64, window: Duration) -> Verdict {
+    fn own_share(&self, slot: &Arc<Slot>, tokens: u64, window: Duration, id: String) -> Verdict {
         let members = self.members().max(1);
         let share = |limit: Option<u64>| limit.map(|l| (l / members).max(1));
         let (requests, token_limit) = (share(slot.requests), share(slot.tokens));
         let now = self.now_ms();
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let own = sent.entry(slot.prefix.clone()).or_default();
+        let own = &mut Self::own(&mut sent, slot, window).sends;
         forget_before(own, now, window);
         // The send that must leave the window first, if any, for this one to fit.
         let mut must_leave: Option<usize> = None;
@@ -413,7 +515,7 @@ impl Fleet {
             must_leave = Some(own.len() - limit as usize);
         }
         if let Some(limit) = token_limit {
-            let mut used: u64 = own.iter().map(|(_, t)| t).sum();
+            let mut used: u64 = own.iter().map(|(_, t, _)| t).sum();
             let mut i = 0;
             while used + tokens > limit && i < own.len() {
                 used -= own[i].1;
@@ -424,12 +526,12 @@ impl Fleet {
             }
         }
         match must_leave.and_then(|i| own.get(i)) {
-            Some((at, _)) => {
+            Some((at, _, _)) => {
                 let wait = (at + window_ms).saturating_sub(now).max(1);
                 Verdict::Wait(Duration::from_millis(wait))
             }
             None => {
-                own.push_back((now, tokens));
+                own.push_back((now, tokens, id));
                 Verdict::Go(None)
             }
         }

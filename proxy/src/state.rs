@@ -45,7 +45,7 @@ impl AppState {
         let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
         let fleet = match &config.fleet {
             Some(f) => {
-                let fleet = Fleet::new(f, metrics.clone())?;
+                let fleet = Fleet::new(f, metrics.clone(), clock.clone())?;
                 metrics.fleet_joined();
                 tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows through Redis");
                 let fleet = Arc::new(fleet);
