@@ -229,6 +229,112 @@ impl Expect {
     }
 }
 
+/// The expectations `replay` takes: the `[expect]` table of `file` (its text and its name, for
+/// errors; any other table in it is ignored, so a scenario file serves), then each `--expect`
+/// expression over it (an expression replaces the file's check of the same name).
+pub fn from_cli(file: Option<(&str, &str)>, expressions: &[String]) -> Result<Expect, String> {
+    let mut table = match file {
+        Some((text, name)) => {
+            let mut whole: toml::Table =
+                toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+            match whole.remove("expect") {
+                Some(toml::Value::Table(t)) => t,
+                _ => return Err(format!("{name}: no [expect] table")),
+            }
+        }
+        None => toml::Table::new(),
+    };
+    for text in expressions {
+        let (path, value) = parse_expression(text)?;
+        let mut slot = &mut table;
+        for part in &path[..path.len() - 1] {
+            let entry = slot
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            slot = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("--expect {text:?}: {part} takes no sub-name"))?;
+        }
+        slot.insert(path[path.len() - 1].clone(), value);
+    }
+    let expect: Expect = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    expect
+        .check()
+        .map_err(|(field, message)| format!("{field}: {message}"))?;
+    Ok(expect)
+}
+
+/// One `--expect` expression, `NAME CHECK`: the name an expectation's verdict prints
+/// (`client_status.429`, `served_by.groq#2`, `upstream_429`), then its check as `[expect]`
+/// writes it (`== 0`, `<= 2s`, `all`, `true` for the yes/no ones). Returns the name's parts
+/// (a table and a key, or one field) and the value `[expect]` would hold.
+pub fn parse_expression(text: &str) -> Result<(Vec<String>, toml::Value), String> {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '='))
+        .unwrap_or(t.len());
+    let (name, check) = (&t[..end], t[end..].trim());
+    if name.is_empty() || check.is_empty() {
+        return Err(format!(
+            "--expect {text:?}: expected NAME CHECK, such as \"client_status.429 == 0\" or \"upstream_429 <= 3\""
+        ));
+    }
+    let value = match check.trim_start_matches('=').trim() {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => {
+            Check::parse(check).map_err(|e| format!("--expect {text:?}: {e}"))?;
+            toml::Value::String(check.to_string())
+        }
+    };
+    let path = match name.split_once('.') {
+        Some((table, key)) => vec![table.to_string(), key.to_string()],
+        None => vec![name.to_string()],
+    };
+    Ok((path, value))
+}
+
+impl Expect {
+    /// The expectations set here that read the mocks' side or the proxy's counters, which a run
+    /// against a proxy already running (`replay --against`) cannot see.
+    pub fn beyond_the_client(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.upstream_429.is_some() {
+            out.push("upstream_429");
+        }
+        if self.peak_within_limits.is_some() {
+            out.push("peak_within_limits");
+        }
+        if self.retry_after_honored.is_some() {
+            out.push("retry_after_honored");
+        }
+        if self.fallbacks.is_some() {
+            out.push("fallbacks");
+        }
+        out
+    }
+
+    /// True when nothing is expected: a run checked against it proves nothing.
+    pub fn is_empty(&self) -> bool {
+        self.client_status.is_empty()
+            && self.served_by.is_empty()
+            && self.upstream_429.is_none()
+            && self.peak_within_limits.is_none()
+            && self.cache_hit_ratio.is_none()
+            && self.final_pass_hit_ratio.is_none()
+            && self.coalesced.is_none()
+            && self.fallbacks.is_none()
+            && self.p50_latency.is_none()
+            && self.p99_latency.is_none()
+            && self.max_latency.is_none()
+            && self.client_retry_after.is_none()
+            && self.retry_after_honored.is_none()
+            && self.makespan.is_none()
+    }
+}
+
 /// A `client_status` key as a status (`error`: 0, no response).
 pub fn status_code(key: &str) -> Option<u16> {
     match key {
@@ -288,5 +394,44 @@ mod tests {
         assert_eq!(t.a, Check::Compare(vec![(Op::Le, 0.0)]));
         assert_eq!(t.b, Check::Compare(vec![(Op::Eq, 3.0)]));
         assert_eq!(t.c.to_string(), ">= 0.5");
+    }
+
+    #[test]
+    fn expressions_and_a_file_make_one_table() {
+        let file = "name = \"x\"\n[expect]\nupstream_429 = 0\nclient_status = { 200 = \"all\" }\n";
+        let e = from_cli(
+            Some((file, "x.toml")),
+            &[
+                "client_status.429 == 0".into(),
+                "upstream_429 <= 3".into(),
+                "served_by.groq#2 > 0".into(),
+                "peak_within_limits true".into(),
+                "p99_latency<2s".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(e.client_status["200"], Check::All);
+        assert_eq!(e.client_status["429"], Check::Compare(vec![(Op::Eq, 0.0)]));
+        assert_eq!(e.upstream_429, Some(Check::Compare(vec![(Op::Le, 3.0)])));
+        assert_eq!(e.served_by["groq#2"], Check::Compare(vec![(Op::Gt, 0.0)]));
+        assert_eq!(e.peak_within_limits, Some(true));
+        assert_eq!(e.p99_latency, Some(Check::Compare(vec![(Op::Lt, 2.0)])));
+        assert!(!e.is_empty());
+        assert!(from_cli(None, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_wrong_expression_is_an_error_naming_it() {
+        for bad in [
+            "client_429 == 0",
+            "upstream_429",
+            "client_status.abc == 1",
+            "upstream_429 lots",
+        ] {
+            let e = from_cli(None, &[bad.to_string()]).expect_err(bad);
+            assert!(!e.is_empty(), "{bad}");
+        }
+        let e = from_cli(Some(("[traffic]\n", "f.toml")), &[]).expect_err("no [expect]");
+        assert!(e.contains("no [expect] table"), "{e}");
     }
 }

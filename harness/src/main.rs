@@ -11,11 +11,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spillway_harness::bench::{self, BenchSpec, run_bench};
 use spillway_harness::chaos::{ChaosSpec, run_chaos};
+use spillway_harness::expect::{self, Expect};
 use spillway_harness::load::{
     Bodies, BodyCheck, LoadReport, LoadSpec, bodies, json_headers, numbered_bodies, run_load,
 };
 use spillway_harness::scenario::{MockEntry, Scenario, mock_references};
-use spillway_harness::{ScenarioOutcome, record, report, run_scenario, runner, subjects, traffic};
+use spillway_harness::{
+    ScenarioOutcome, record, report, run_scenario, runner, subjects, traffic, verdict,
+};
 
 /// Scenarios and benchmarks for spillway.
 #[derive(Parser, Debug)]
@@ -38,7 +41,9 @@ enum Command {
     },
     /// Replay a recording (`spillway serve --record`) with its original inter-arrival times
     /// divided by --speed, against mocks described by the config (`base_url = "mock:NAME"`) or
-    /// against a running proxy, and print the report.
+    /// against a running proxy, and print the report; with `--expect` or `--expect-file`,
+    /// check it: exit 0 when every expectation holds (verdict `no expectations` when none is
+    /// given), 1 when one fails, 2 when an expectation is invalid.
     Replay(ReplayArgs),
     /// Measure spillway against going direct to the mock, a bare forwarder and installed peers,
     /// in one run: the same request mix, closed loop, subjects taking turns, medians of
@@ -133,6 +138,16 @@ struct ReplayArgs {
     /// Simulated seconds per wall second for the mocks and proxy started from the config.
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    /// An expectation, `NAME CHECK` in the words of a scenario's `[expect]`: the name its
+    /// verdict prints, then its check (`--expect 'client_status.429 == 0'`,
+    /// `--expect 'upstream_429 <= 3'`, `--expect 'peak_within_limits true'`); repeatable.
+    /// Exit 1 when one fails; with none, the verdict is `no expectations`.
+    #[arg(long = "expect", value_name = "NAME CHECK")]
+    expect: Vec<String>,
+    /// A TOML file whose `[expect]` table is checked, written as in a scenario file (a
+    /// scenario file serves; its other tables are ignored); `--expect` adds to it.
+    #[arg(long, value_name = "FILE")]
+    expect_file: Option<PathBuf>,
 }
 
 // `bench`'s flags.
@@ -288,10 +303,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             ScenarioOutcome::Ran(r) => {
                 eprintln!(
                     "{} {} ({} requests, {:.1} s)",
-                    if r.pass { "pass" } else { "FAIL" },
-                    r.scenario,
-                    r.requests,
-                    r.wall_seconds
+                    r.verdict, r.scenario, r.requests, r.wall_seconds
                 );
                 for line in report::failures(&r) {
                     eprintln!("  {line}");
@@ -457,8 +469,39 @@ fn replay_scenario(config: &PathBuf, args: &ReplayArgs) -> anyhow::Result<Scenar
     })
 }
 
+/// `replay`'s expectations: `--expect-file`'s `[expect]` table, then every `--expect`.
+fn replay_expectations(args: &ReplayArgs) -> anyhow::Result<Expect> {
+    let file = match &args.expect_file {
+        Some(path) => Some((
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        )),
+        None => None,
+    };
+    let file = file
+        .as_ref()
+        .map(|(text, name)| (text.as_str(), name.as_str()));
+    let expect = expect::from_cli(file, &args.expect).map_err(anyhow::Error::msg)?;
+    let unseen = expect.beyond_the_client();
+    if args.against.is_some() && !unseen.is_empty() {
+        anyhow::bail!(
+            "{} cannot be checked with --against: a running proxy shows only the client side",
+            unseen.join(", ")
+        );
+    }
+    Ok(expect)
+}
+
 async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let recording = &args.recording;
+    let expect = match replay_expectations(&args) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("invalid expectations: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let planned = traffic::from_recording(recording, args.speed).map_err(anyhow::Error::msg)?;
     let progress = progress_for(&recording.display().to_string());
     let result = match &args.against {
@@ -484,12 +527,20 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         proxy: toml::Table::new(),
         fleet: Default::default(),
         traffic: toml::from_str(&format!("replay = {:?}", recording.display().to_string()))?,
-        expect: Default::default(),
+        expect,
     };
-    let r = report::build(&scenario, 0, &result, Vec::new());
+    let verdicts = verdict::evaluate(&scenario.expect, &result);
+    let r = report::build(&scenario, 0, &result, verdicts);
+    for line in report::failures(&r) {
+        eprintln!("  {line}");
+    }
     print!("{}", report::table(std::slice::from_ref(&r)));
     println!("{}", serde_json::to_string_pretty(&r)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(if r.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `replay --against URL`: the recording driven through a proxy already running, on the wall

@@ -73,9 +73,15 @@ pub struct Report {
     pub wall_seconds: f64,
     /// Every expectation, evaluated.
     pub expectations: Vec<Verdict>,
-    /// True when every expectation held.
+    /// True when no expectation failed (also when there were none: see `verdict`).
     pub pass: bool,
+    /// `pass` (every expectation held), `FAIL` (one did not) or `no expectations` (nothing
+    /// was checked, so nothing is proved).
+    pub verdict: String,
 }
+
+/// The verdict of a run with no expectations: it ran, and nothing was checked.
+pub const NO_EXPECTATIONS: &str = "no expectations";
 
 /// The report of a run.
 pub fn build(scenario: &Scenario, seed: u64, r: &RunResult, expectations: Vec<Verdict>) -> Report {
@@ -128,6 +134,13 @@ pub fn build(scenario: &Scenario, seed: u64, r: &RunResult, expectations: Vec<Ve
     }
     let (p50, p99, max) = r.latencies();
     let pass = expectations.iter().all(|v| v.pass);
+    let verdict = if expectations.is_empty() {
+        NO_EXPECTATIONS
+    } else if pass {
+        "pass"
+    } else {
+        "FAIL"
+    };
     Report {
         scenario: scenario.name.clone(),
         file: scenario.path.display().to_string(),
@@ -149,6 +162,7 @@ pub fn build(scenario: &Scenario, seed: u64, r: &RunResult, expectations: Vec<Ve
         wall_seconds: r.wall_seconds,
         expectations,
         pass,
+        verdict: verdict.to_string(),
     }
 }
 
@@ -285,7 +299,7 @@ pub fn table(reports: &[Report]) -> String {
             peaks(r),
             seconds(r.p50_latency),
             seconds(r.p99_latency),
-            if r.pass { "pass" } else { "FAIL" }
+            r.verdict
         ));
     }
     out

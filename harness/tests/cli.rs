@@ -137,10 +137,9 @@ async fn up_serves_a_scenario_until_stopped() {
     assert!(status.success(), "{status:?}");
 }
 
-#[test]
-fn replay_drives_a_recording_through_a_config_with_mocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("spillway.toml");
+/// A spillway config in `dir` with one `mock:groq` provider and the recording's route, no cache.
+fn replay_config(dir: &Path) -> PathBuf {
+    let config = dir.join("spillway.toml");
     std::fs::write(
         &config,
         r#"
@@ -160,15 +159,27 @@ mode = "off"
 "#,
     )
     .unwrap();
-    let out = harness()
+    config
+}
+
+/// `replay` of the shipped recording through `config`, fast, with `extra` arguments.
+fn replay(config: &Path, extra: &[&str]) -> std::process::Output {
+    harness()
         .arg("replay")
         .arg(scenarios().join("recordings/eval.jsonl"))
         .arg("--proxy-config")
-        .arg(&config)
+        .arg(config)
         .args(["--speed", "20", "--time-scale", "60"])
+        .args(extra)
         .env("CI", "true")
         .output()
-        .expect("runs");
+        .expect("runs")
+}
+
+#[test]
+fn replay_drives_a_recording_through_a_config_with_mocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = replay(&replay_config(dir.path()), &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -176,4 +187,76 @@ mode = "off"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("200×40"), "{stdout}");
+}
+
+#[test]
+fn replay_without_expectations_says_so_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = replay(&replay_config(dir.path()), &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| no expectations |"), "{stdout}");
+    assert!(!stdout.contains("| pass |"), "{stdout}");
+    assert!(
+        stdout.contains("\"verdict\": \"no expectations\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn replay_checks_expectations_from_flags_and_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = replay_config(dir.path());
+    let expect_file = dir.path().join("expect.toml");
+    std::fs::write(
+        &expect_file,
+        "[expect]\nclient_status = { 200 = \"all\" }\npeak_within_limits = true\n",
+    )
+    .unwrap();
+    let expect_file = expect_file.to_str().unwrap();
+
+    let held = replay(
+        &config,
+        &[
+            "--expect-file",
+            expect_file,
+            "--expect",
+            "client_status.429 == 0",
+            "--expect",
+            "max_latency < 10m",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&held.stdout);
+    assert_eq!(
+        held.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert!(stdout.contains("| pass |"), "{stdout}");
+    for name in [
+        "client_status.200",
+        "client_status.429",
+        "peak_within_limits",
+        "max_latency",
+    ] {
+        assert!(
+            stdout.contains(&format!("\"name\": \"{name}\"")),
+            "{name}: {stdout}"
+        );
+    }
+
+    let failed = replay(&config, &["--expect", "client_status.200 == 0"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("client_status.200: expected == 0, got 40"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("| FAIL |"));
+
+    let invalid = replay(&config, &["--expect", "client_429 == 0"]);
+    assert_eq!(invalid.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(stderr.contains("client_429"), "{stderr}");
 }
