@@ -120,18 +120,26 @@ struct RunArgs {
 
 // `replay`'s flags.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["proxy_config", "against"])))]
 struct ReplayArgs {
     /// The recording (JSONL).
     recording: PathBuf,
-    /// The spillway config to run (its `mock:NAME` providers get default mocks).
-    #[arg(long, required_unless_present = "against")]
+    /// The spillway config to run (one of --proxy-config and --against is required): its
+    /// `mock:NAME` providers get mocks with Groq's free-plan limits (see --mock-rpm), and its
+    /// `env:NAME` keys are read from the environment.
+    #[arg(long, value_name = "FILE")]
     proxy_config: Option<PathBuf>,
     /// Divide the recorded inter-arrival times by this.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
-    /// Send to this running proxy (`http://host:port/v1`) instead.
-    #[arg(long)]
+    /// Send to this running proxy (`http://host:port/v1`) instead of starting one from
+    /// --proxy-config (one of the two is required); only the client side is seen.
+    #[arg(long, value_name = "URL")]
     against: Option<String>,
+    /// Requests per minute each key of the `mock:NAME` mocks allows on every model, instead of
+    /// Groq's free-plan figure (the other limits stay Groq's).
+    #[arg(long, value_name = "N", conflicts_with = "against")]
+    mock_rpm: Option<u64>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: usize,
@@ -427,7 +435,7 @@ fn example_model(scenario: &Scenario) -> String {
 }
 
 /// A scenario made from a plain spillway config: each `mock:NAME` gets a default mock with
-/// Groq's free-plan limits.
+/// Groq's free-plan limits (requests per minute from `--mock-rpm` when given).
 fn replay_scenario(config: &PathBuf, args: &ReplayArgs) -> anyhow::Result<Scenario> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
@@ -440,7 +448,13 @@ fn replay_scenario(config: &PathBuf, args: &ReplayArgs) -> anyhow::Result<Scenar
         .map(|name| MockEntry {
             limits: spillway_mock::spec::GROQ_PRODUCTION_MODELS
                 .iter()
-                .map(|m| (m.to_string(), spillway_mock::Limits::groq_free_tier(m)))
+                .map(|m| {
+                    let mut limits = spillway_mock::Limits::groq_free_tier(m);
+                    if let Some(rpm) = args.mock_rpm {
+                        limits.requests_per_minute = Some(rpm);
+                    }
+                    (m.to_string(), limits)
+                })
                 .collect(),
             name,
             keys: Vec::new(),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use spillway::config::{Env, ProcessEnv};
 use spillway_clock::Clock;
 use spillway_mock::MockProvider;
 use tokio::sync::{Semaphore, oneshot};
@@ -223,6 +224,17 @@ pub fn unmet_need(scenario: &Scenario) -> Option<String> {
     })
 }
 
+/// Where the proxy's `env:NAME` references are read: the variables the harness made for its
+/// mocks' keys first, then the process environment, since a config written for real keys (or
+/// for a mock started by hand) names variables the user has set.
+struct HarnessEnv<'a>(&'a HashMap<String, String>);
+
+impl Env for HarnessEnv<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned().or_else(|| ProcessEnv.var(name))
+    }
+}
+
 /// Starts a scenario's mocks and proxy on one clock.
 pub async fn start(scenario: &Scenario) -> Result<Started, String> {
     let clock = Clock::scaled(scenario.time_scale).map_err(|e| e.to_string())?;
@@ -256,7 +268,8 @@ pub async fn start(scenario: &Scenario) -> Result<Started, String> {
             env.insert("SPILLWAY_HARNESS_REDIS".into(), redis.url.clone());
         }
         let origin = format!("{} [proxy]", scenario.path.display());
-        let config = spillway::config::parse(&text, &origin, &env).map_err(|e| e.to_string())?;
+        let config = spillway::config::parse(&text, &origin, &HarnessEnv(&env))
+            .map_err(|e| e.to_string())?;
         proxies.push(serve(config, &clock).await?);
         cache_dirs.push(cache_dir);
     }

@@ -260,3 +260,86 @@ fn replay_checks_expectations_from_flags_and_a_file() {
     let stderr = String::from_utf8_lossy(&invalid.stderr);
     assert!(stderr.contains("client_429"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reads_a_configs_env_keys_from_the_environment() {
+    // The example config as a user runs it, pointed at a mock of our own on a free port.
+    let mock = spillway_mock::MockProvider::builder()
+        .keys(["mock-key", "mock-key-2"])
+        .start()
+        .await;
+    let example_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/examples/spillway-mock.toml");
+    let example = std::fs::read_to_string(example_path).unwrap();
+    let text = example.replace("http://127.0.0.1:8090/openai/v1", &mock.url());
+    assert_ne!(text, example, "the example's mock address moved");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spillway-mock.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut command = harness();
+    command
+        .arg("replay")
+        .arg(scenarios().join("recordings/eval.jsonl"))
+        .arg("--proxy-config")
+        .arg(&config)
+        .args(["--speed", "20"])
+        .env("CI", "true")
+        .env("MOCK_KEY", "mock-key")
+        .env("MOCK_KEY_2", "mock-key-2");
+    let out = tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("200×40"), "{stdout}");
+    let keys = mock.stats().keys;
+    assert!(keys.contains_key("mock-key"), "{keys:?}");
+}
+
+#[test]
+fn replay_sets_the_mocks_requests_per_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = replay(&replay_config(dir.path()), &["--mock-rpm", "7"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout[stdout.find('{').expect("the report")..]).unwrap();
+    let minute = json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["model"] == "llama-3.1-8b-instant" && k["window"] == "minute")
+        .expect("the model's minute window");
+    assert_eq!(minute["limit_requests"], 7, "{minute}");
+    assert!(minute["peak_requests"].as_u64().unwrap() <= 7, "{minute}");
+}
+
+#[test]
+fn replay_without_a_config_or_a_proxy_names_both() {
+    let out = harness()
+        .arg("replay")
+        .arg(scenarios().join("recordings/eval.jsonl"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--proxy-config") && stderr.contains("--against"),
+        "{stderr}"
+    );
+    let help = harness().args(["replay", "--help"]).output().expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("one of --proxy-config and --against is required"),
+        "{help}"
+    );
+}
