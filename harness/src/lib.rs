@@ -49,7 +49,7 @@ pub enum ScenarioOutcome {
 }
 
 /// Loads, runs and reports one scenario; writes `OUT/NAME.json` and `OUT/NAME.svg` when `out`
-/// is given.
+/// is given (`NAME`: the file's name without `.toml`).
 pub async fn run_scenario(
     path: &Path,
     seed: Option<u64>,
@@ -72,7 +72,7 @@ pub async fn run_scenario(
     let report = report::build(&scenario, seed_used, &result, verdicts);
     if let Some(out) = out {
         let svg = timeline::render_svg(&report::timeline(&scenario.name, &result));
-        if let Err(e) = report::write(out, &scenario.slug(), &report, &svg) {
+        if let Err(e) = report::write(out, &scenario.report_name(), &report, &svg) {
             return ScenarioOutcome::Error(format!("cannot write to {}: {e}", out.display()));
         }
     }

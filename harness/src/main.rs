@@ -104,7 +104,7 @@ struct RunArgs {
     /// Scenario files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Where to write NAME.json and NAME.svg.
+    /// Where to write NAME.json and NAME.svg (NAME: the scenario file's name without .toml).
     #[arg(long, default_value = "out")]
     out: PathBuf,
     /// Use this seed instead of each scenario's own.

@@ -222,13 +222,13 @@ pub fn timeline(title: &str, r: &RunResult) -> Timeline {
 /// Writes `OUT/NAME.json` and `OUT/NAME.svg`; returns their paths.
 pub fn write(
     out: &Path,
-    slug: &str,
+    name: &str,
     report: &Report,
     svg: &str,
 ) -> std::io::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(out)?;
-    let json = out.join(format!("{slug}.json"));
-    let picture = out.join(format!("{slug}.svg"));
+    let json = out.join(format!("{name}.json"));
+    let picture = out.join(format!("{name}.svg"));
     std::fs::write(
         &json,
         serde_json::to_string_pretty(report).map_err(std::io::Error::other)?,

@@ -263,31 +263,14 @@ impl Scenario {
         })
     }
 
-    /// A file-name-safe version of the name.
-    pub fn slug(&self) -> String {
-        let s: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let mut out = String::new();
-        for part in s.split('-').filter(|p| !p.is_empty()) {
-            if !out.is_empty() {
-                out.push('-');
-            }
-            out.push_str(part);
-        }
-        if out.is_empty() {
-            "scenario".into()
-        } else {
-            out
-        }
+    /// The name of its report files (`OUT/NAME.json`, `OUT/NAME.svg`): the scenario file's
+    /// name without `.toml`, so `ls out/` lines up with `ls scenarios/`.
+    pub fn report_name(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "scenario".into())
     }
 }
 
@@ -438,7 +421,7 @@ served_by = { groq = ">= 0.5" }
     fn a_good_scenario_loads() {
         let s = parse(GOOD).expect("valid");
         assert_eq!(s.mocks[0].key_names(), vec!["gk1", "gk2"]);
-        assert_eq!(s.slug(), "two-keys");
+        assert_eq!(s.report_name(), "x");
     }
 
     #[test]

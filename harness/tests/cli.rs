@@ -40,14 +40,9 @@ fn a_failing_expectation_exits_1_and_shows_both_sides() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("| FAIL |"), "{stdout}");
-    assert!(
-        out_dir
-            .path()
-            .join("an-impossible-expectation.json")
-            .exists()
-    );
-    let svg =
-        std::fs::read_to_string(out_dir.path().join("an-impossible-expectation.svg")).unwrap();
+    // Named after the file (impossible.toml), not the scenario's title.
+    assert!(out_dir.path().join("impossible.json").exists());
+    let svg = std::fs::read_to_string(out_dir.path().join("impossible.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"));
 }
 
