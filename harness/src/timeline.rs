@@ -11,7 +11,7 @@
 pub struct KeySeries {
     /// e.g. "groq/gk1 · llama-3.1-8b-instant"
     pub label: String,
-    /// The provider (mock) name, e.g. "groq" — series of one provider share a hue family.
+    /// The provider (mock) name, e.g. "groq": colours are given in provider order.
     pub provider: String,
     /// Simulated times (seconds from the start) at which this key admitted a request.
     pub admitted: Vec<f64>,
@@ -95,9 +95,17 @@ const GRID: &str = r##"stroke="#e4e4e4""##;
 const AXES: &str = r##"fill="none" stroke="#888""##;
 const HALO: &str = r#"stroke="white" stroke-width="3" paint-order="stroke""#;
 const ORANGE: &str = "#ff8c00";
-const PALETTE: [&str; 10] = [
-    "#1f77b4", "#6baed6", "#e6550d", "#fdae6b", "#756bb1", "#9e9ac8", "#8c564b", "#c49c94",
-    "#17becf", "#e377c2",
+/// Key series colours, in the order series get them. Each has its own hue and its own
+/// lightness step (CIELAB L* 21, 75, 44, 54, 34, 65: at least 9 apart), so up to six keys
+/// stay apart on screen, for the colour-blind and in grey; none is paler than L* 75, so a
+/// line reads on white. A seventh series repeats the first colour.
+const PALETTE: [&str; 6] = [
+    "#08306b", // navy
+    "#e8b010", // gold
+    "#c51b7d", // magenta
+    "#009082", // teal
+    "#5e3c99", // purple
+    "#4cb23e", // green
 ];
 /// Outcome legend names and colors, in stacking order (bottom first).
 const OUTCOMES: [(&str, &str); 5] = [
@@ -177,7 +185,8 @@ fn rolling(sorted: &[f64], times: &[f64]) -> Vec<usize> {
     times.iter().map(|&t| trailing_count(sorted, t)).collect()
 }
 
-/// Palette colors by series, with series of one provider on adjacent entries.
+/// Palette colors by series, in provider order (a provider's keys take consecutive entries,
+/// which differ in hue and lightness alike).
 fn series_colors(series: &[KeySeries]) -> Vec<&'static str> {
     let first_seen = |p: &str| series.iter().position(|s| s.provider == p);
     let mut order: Vec<usize> = (0..series.len()).collect();
@@ -608,6 +617,80 @@ mod tests {
         assert_eq!(trailing_count(&[0.0, 10.0, 59.0, 70.0], 60.0), 2);
         for d in [1.0, 45.0, 90.0, 3600.0, 1e5, 1e9] {
             assert!((2..=10).contains(&time_ticks(d).len()), "{d}");
+        }
+    }
+
+    /// CIELAB lightness (0 black to 100 white) of `#rrggbb`, from its WCAG relative luminance:
+    /// what is left of a colour when printed in grey.
+    fn lightness(hex: &str) -> f64 {
+        let channel = |i: usize| {
+            let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).expect("#rrggbb")) / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        let y = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
+        if y > 216.0 / 24389.0 {
+            116.0 * y.cbrt() - 16.0
+        } else {
+            y * 24389.0 / 27.0
+        }
+    }
+
+    /// The hue of `#rrggbb`, in degrees.
+    fn hue(hex: &str) -> f64 {
+        let c = |i: usize| f64::from(u8::from_str_radix(&hex[i..i + 2], 16).expect("#rrggbb"));
+        let (r, g, b) = (c(1), c(3), c(5));
+        let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+        if max == min {
+            return 0.0;
+        }
+        let d = max - min;
+        let h = if max == r {
+            (g - b) / d
+        } else if max == g {
+            (b - r) / d + 2.0
+        } else {
+            (r - g) / d + 4.0
+        };
+        (h * 60.0).rem_euclid(360.0)
+    }
+
+    #[test]
+    fn up_to_six_series_differ_pairwise_in_lightness_and_hue() {
+        // One provider with six keys, and the same six split between providers.
+        for providers in [
+            ["groq"; 6],
+            ["groq", "groq", "groq", "cerebras", "cerebras", "openai"],
+        ] {
+            for count in 1..=6 {
+                let series: Vec<KeySeries> = providers[..count]
+                    .iter()
+                    .map(|p| KeySeries {
+                        provider: p.to_string(),
+                        ..KeySeries::default()
+                    })
+                    .collect();
+                let colors = series_colors(&series);
+                for (i, a) in colors.iter().enumerate() {
+                    for b in &colors[i + 1..] {
+                        let turn = (hue(a) - hue(b)).abs();
+                        let turn = turn.min(360.0 - turn);
+                        assert!(turn >= 30.0, "{a} and {b}: hues {turn:.0}° apart");
+                        let gap = (lightness(a) - lightness(b)).abs();
+                        assert!(
+                            gap >= 9.0,
+                            "{a} and {b}: lightness {gap:.1} apart ({providers:?}, {count} series)"
+                        );
+                    }
+                }
+                // Readable on the white background: none is paler than a light grey.
+                for c in &colors {
+                    assert!(lightness(c) <= 76.0, "{c} is too pale");
+                }
+            }
         }
     }
 }
