@@ -320,6 +320,74 @@ async fn replay_mode_serves_hits_and_explains_misses_without_any_provider() {
     );
 }
 
+#[tokio::test]
+async fn a_replay_miss_with_a_typo_names_the_entry_it_misspells() {
+    let mock = MockProvider::builder().key("k1").start().await;
+    let (_dir, path) = cache_dir();
+    let recorder = Proxy::start(&config(&mock.url(), &path), &[("K1", "k1")], Clock::real()).await;
+    let things = [
+        "weir",
+        "spillway",
+        "sluice gate",
+        "fish ladder",
+        "levee",
+        "culvert",
+        "flume",
+        "lock",
+        "dam",
+        "penstock",
+        "headrace",
+        "tailrace",
+        "stilling basin",
+        "groyne",
+        "embankment",
+        "reservoir",
+        "intake tower",
+        "siphon",
+        "canal",
+        "aqueduct",
+        "floodgate",
+        "breakwater",
+        "jetty",
+        "revetment",
+    ];
+    let prompts: Vec<String> = things
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("Question {i}: in two sentences, what does a {t} do on a river?"))
+        .collect();
+    let mut keys = Vec::new();
+    for p in &prompts {
+        let resp = send(&recorder, &deterministic(p), &[]).await;
+        assert_eq!(resp.status(), 200);
+        keys.push(header(&resp, "x-spillway-cache-key"));
+    }
+    recorder.shutdown().await;
+
+    let replay = Proxy::start(
+        &config(&mock.url(), &format!("{path}\nmode = \"replay\"")),
+        &[("K1", "k1")],
+        Clock::real(),
+    )
+    .await;
+    // One character changed in prompt #3 (and in two others): each miss names its own entry,
+    // not whichever entry also differs in `messages[0].content` and came first.
+    for i in [3, 11, 20] {
+        let typo = prompts[i].replacen("river", "rivr", 1);
+        let miss = send(&replay, &deterministic(&typo), &[]).await;
+        assert_eq!(miss.status(), 404);
+        let err: Value = miss.json().await.unwrap();
+        assert_eq!(
+            err["error"]["closest"]["key"], keys[i],
+            "a typo of prompt #{i} named another entry: {err}"
+        );
+        assert_eq!(
+            err["error"]["closest"]["differences"],
+            json!(["messages[0].content"])
+        );
+    }
+}
+
 /// Each question asked plain, then streamed (as another question); the answers' bodies.
 async fn ask_plain_and_streamed(proxy: &Proxy, questions: &[&str]) -> Vec<String> {
     let mut answers = Vec::new();

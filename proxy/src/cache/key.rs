@@ -145,6 +145,111 @@ pub fn diff_paths(a: &Value, b: &Value, limit: usize) -> Vec<String> {
     out
 }
 
+/// How far apart two requests are: over the fields where they differ, the sum of the edit
+/// distances between the two values (a string's characters, any other value's canonical JSON),
+/// a field on one side only counting its whole length. `None` once the sum passes `bound`, so a
+/// scan for the nearest of many entries stops early on those already farther than its best.
+pub fn distance(a: &Value, b: &Value, bound: usize) -> Option<usize> {
+    let mut total = 0;
+    add_distance(a, b, &mut total, bound).then_some(total)
+}
+
+/// Adds the distance between `a` and `b` to `total`; false once `total` passes `bound`.
+fn add_distance(a: &Value, b: &Value, total: &mut usize, bound: usize) -> bool {
+    let one_side = |v: &Value, total: &mut usize| {
+        *total += leaf_text(v).chars().count();
+        *total <= bound
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                let within = match y.get(k) {
+                    Some(vb) => add_distance(va, vb, total, bound),
+                    None => one_side(va, total),
+                };
+                if !within {
+                    return false;
+                }
+            }
+            y.iter()
+                .filter(|(k, _)| !x.contains_key(*k))
+                .all(|(_, vb)| one_side(vb, total))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            (0..x.len().max(y.len())).all(|i| match (x.get(i), y.get(i)) {
+                (Some(va), Some(vb)) => add_distance(va, vb, total, bound),
+                (Some(v), None) | (None, Some(v)) => one_side(v, total),
+                (None, None) => true,
+            })
+        }
+        _ => {
+            let (ta, tb) = (leaf_text(a), leaf_text(b));
+            if ta == tb {
+                return true;
+            }
+            match edit_distance(&ta, &tb, bound.saturating_sub(*total)) {
+                Some(d) => {
+                    *total += d;
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+}
+
+/// A value as the text its distance is measured on: a string's own characters (so a typo
+/// counts one), anything else its canonical JSON (so `1.0` and `1` are the same).
+fn leaf_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => String::from_utf8_lossy(&canonical_bytes(other)).into_owned(),
+    }
+}
+
+/// Longest stretch of characters, after the common prefix and suffix, compared one by one; two
+/// texts that differ over more count as wholly different (their longer length), which keeps a
+/// scan over many long prompts quick and still ranks a typo first.
+const EDIT_WINDOW: usize = 2_000;
+
+/// Levenshtein distance in characters between `a` and `b`, or `None` when it passes `bound`.
+fn edit_distance(a: &str, b: &str, bound: usize) -> Option<usize> {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    let suffix = (a.iter().rev())
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > bound {
+        return None;
+    }
+    if short.is_empty() || long.len() > EDIT_WINDOW {
+        return (long.len() <= bound).then_some(long.len());
+    }
+    let mut row: Vec<usize> = (0..=short.len()).collect();
+    for (i, lc) in long.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        let mut lowest = row[0];
+        for (j, sc) in short.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(lc != sc))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+            lowest = lowest.min(row[j + 1]);
+        }
+        if lowest > bound {
+            return None;
+        }
+    }
+    let d = row[short.len()];
+    (d <= bound).then_some(d)
+}
+
 fn canonical_bytes(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     write_canonical(v, &mut out).expect("writing to a Vec cannot fail");
@@ -264,6 +369,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(diff_paths(&a, &b, 10), vec!["messages[0].content", "seed"]);
+    }
+
+    #[test]
+    fn distance_counts_edits_in_the_fields_that_differ() {
+        let v = |s: &str| -> Value { serde_json::from_str(s).unwrap() };
+        let a = v(r#"{"messages":[{"role":"user","content":"what is a weir?"}],"temperature":0}"#);
+        let typo =
+            v(r#"{"messages":[{"role":"user","content":"what is a wier?"}],"temperature":0.0}"#);
+        let other = v(r#"{"messages":[{"role":"user","content":"name a delta"}],"temperature":0}"#);
+        let seeded = v(
+            r#"{"messages":[{"role":"user","content":"what is a weir?"}],"temperature":0,"seed":12}"#,
+        );
+        assert_eq!(distance(&a, &a, 0), Some(0));
+        assert_eq!(distance(&a, &typo, usize::MAX), Some(2));
+        assert_eq!(distance(&a, &seeded, usize::MAX), Some(2));
+        assert!(distance(&a, &other, usize::MAX).unwrap() > 8);
+        // Past the bound, the answer is None, not a number.
+        assert_eq!(distance(&a, &other, 3), None);
+        assert_eq!(distance(&a, &typo, 1), None);
+    }
+
+    #[test]
+    fn edit_distance_is_levenshtein_in_characters() {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("kitten", "sitting", 3),
+            ("flaw", "lawn", 2),
+            ("héllo", "hello", 1),
+            ("abc", "", 3),
+        ] {
+            assert_eq!(edit_distance(a, b, usize::MAX), Some(d), "{a} {b}");
+            assert_eq!(edit_distance(b, a, usize::MAX), Some(d), "{b} {a}");
+            assert_eq!(edit_distance(a, b, d), Some(d), "{a} {b} at its bound");
+            if d > 0 {
+                assert_eq!(edit_distance(a, b, d - 1), None, "{a} {b} under its bound");
+            }
+        }
     }
 
     #[test]

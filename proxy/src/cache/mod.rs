@@ -283,7 +283,9 @@ impl Cache {
         store.keep_under(self.config.max_size);
     }
 
-    /// The stored request closest to `request` for the same route, endpoint and namespace.
+    /// The stored request closest to `request` for the same route, endpoint and namespace:
+    /// the one least far from it by [`key::distance`] (edits in the fields that differ, so a
+    /// typo names the entry it misspells), then the one differing in fewest fields.
     pub fn closest(
         &self,
         route: &str,
@@ -292,7 +294,7 @@ impl Cache {
         request: &Value,
     ) -> Option<Closest> {
         let store = self.store.as_ref()?;
-        let mut best: Option<Closest> = None;
+        let mut best: Option<(usize, Closest)> = None;
         for key in store.keys().ok()?.into_iter().take(CLOSEST_SCAN_LIMIT) {
             let Some(record) = store.get(&key).ok().flatten() else {
                 continue;
@@ -304,15 +306,19 @@ impl Cache {
             {
                 continue;
             }
+            let bound = best.as_ref().map_or(usize::MAX, |(d, _)| *d);
+            let Some(distance) = key::distance(request, &stored_request, bound) else {
+                continue;
+            };
             let differences = diff_paths(request, &stored_request, 20);
-            if best
+            let nearer = best
                 .as_ref()
-                .is_none_or(|b| differences.len() < b.differences.len())
-            {
-                best = Some(Closest { key, differences });
+                .is_none_or(|(d, b)| distance < *d || differences.len() < b.differences.len());
+            if nearer {
+                best = Some((distance, Closest { key, differences }));
             }
         }
-        best
+        best.map(|(_, closest)| closest)
     }
 
     /// Removes entries matching a namespace (when given) and older than `older_than` (when
