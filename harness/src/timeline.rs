@@ -273,7 +273,10 @@ fn draw_client_panel(out: &mut String, clients: &[ClientEvent], duration: f64) {
     let totals = buckets.iter().map(|(c, _)| c.iter().sum::<usize>());
     let peak = totals.max().unwrap_or(0) as f64;
     let frame = Frame::new(CLIENT_TOP, CLIENT_BOTTOM, duration, peak.max(4.0) * 1.15);
-    panel_frame(out, &frame, "What clients saw");
+    // The slices are a fixed share of the run, so their width is said, not assumed.
+    let width_of_slice = fmt_span(duration / BUCKETS as f64);
+    let heading = format!("What clients saw, per {width_of_slice} of simulated time");
+    panel_frame(out, &frame, &heading);
     let width = (PLOT_RIGHT - PLOT_LEFT) / BUCKETS as f64;
     for (b, (counts, fallback)) in buckets.iter().enumerate() {
         let x = PLOT_LEFT + width * (b as f64 + 0.1);
@@ -419,6 +422,24 @@ fn time_ticks(duration: f64) -> Vec<f64> {
     (0..=count).map(|k| k as f64 * step).collect()
 }
 
+/// A slice's width to two significant digits: "0.1 s", "0.25 s", "2.1 s", "36 s", then as
+/// [`fmt_time`] from two minutes.
+fn fmt_span(s: f64) -> String {
+    if s >= 120.0 {
+        return fmt_time(s);
+    }
+    if s >= 10.0 {
+        return format!("{s:.0} s");
+    }
+    let decimals = if s >= 1.0 || s <= 0.0 {
+        1
+    } else {
+        (1.0 - s.log10().floor()) as usize
+    };
+    let t = format!("{s:.decimals$}");
+    format!("{} s", t.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// "0s", "45s", "1m", "1m30s", "1h5m".
 fn fmt_time(t: f64) -> String {
     let s = t.max(0.0).round() as u64;
@@ -559,6 +580,27 @@ mod tests {
         let svg = render_svg(&Timeline::default());
         assert_well_formed(&svg);
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn the_client_panel_says_how_wide_its_slices_are() {
+        for (duration, width) in [
+            (2.0, "0.033 s"),
+            (6.0, "0.1 s"),
+            (15.0, "0.25 s"),
+            (127.9, "2.1 s"),
+            (180.0, "3 s"),
+            (7200.0, "2m"),
+        ] {
+            let tl = Timeline {
+                duration,
+                clients: vec![client(0)],
+                ..Timeline::default()
+            };
+            let svg = render_svg(&tl);
+            let heading = format!("What clients saw, per {width} of simulated time");
+            assert!(svg.contains(&heading), "{duration}: no {heading:?}");
+        }
     }
 
     #[test]
