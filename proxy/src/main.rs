@@ -287,6 +287,21 @@ fn describe(config: &config::Config) -> String {
             .map(|m| format!(", max {m} bytes"))
             .unwrap_or_default()
     ));
+    if let Some(f) = &config.fleet {
+        out.push_str(&format!(
+            "fleet {} through Redis at ${} (timeout {})\n",
+            f.name,
+            f.redis_env,
+            humantime::format_duration(f.timeout)
+        ));
+    }
+    describe_providers(config, &mut out);
+    describe_routes(config, &mut out);
+    out
+}
+
+/// `check`'s lines for the providers and their keys (by alias and variable only).
+fn describe_providers(config: &config::Config, out: &mut String) {
     let offline = config.cache.mode == CacheMode::Replay;
     if offline {
         out.push_str("provider keys not read: replay mode calls no provider\n");
@@ -316,6 +331,10 @@ fn describe(config: &config::Config) -> String {
             keys.join(", ")
         ));
     }
+}
+
+/// `check`'s lines for the routes, their targets and the limits known for each.
+fn describe_routes(config: &config::Config, out: &mut String) {
     for r in &config.routes {
         out.push_str(&format!(
             "route {} (max_wait {}):\n",
@@ -344,7 +363,6 @@ fn describe(config: &config::Config) -> String {
             ));
         }
     }
-    out
 }
 
 /// mimalloc: the proxy allocates per request in many threads, where glibc's per-thread arenas

@@ -193,14 +193,7 @@ impl Metrics {
             let _ = writeln!(out, "spillway_queue_wait_seconds_bucket{{le=\"+Inf\"}} {}", c.wait_count);
             let _ = writeln!(out, "spillway_queue_wait_seconds_sum {}", c.wait_sum);
             let _ = writeln!(out, "spillway_queue_wait_seconds_count {}", c.wait_count);
-            if let Some((degraded, lost)) = c.fleet {
-                let _ = writeln!(out, "# HELP spillway_fleet_degraded 1 while the fleet's Redis is out of reach and this gateway goes on its own limits.");
-                let _ = writeln!(out, "# TYPE spillway_fleet_degraded gauge");
-                let _ = writeln!(out, "spillway_fleet_degraded {}", u8::from(degraded));
-                let _ = writeln!(out, "# HELP spillway_fleet_redis_lost_total Times this gateway lost the fleet's Redis.");
-                let _ = writeln!(out, "# TYPE spillway_fleet_redis_lost_total counter");
-                let _ = writeln!(out, "spillway_fleet_redis_lost_total {lost}");
-            }
+            fleet_lines(&mut out, c.fleet);
         });
         let _ = writeln!(
             out,
@@ -236,6 +229,25 @@ impl Metrics {
         }
         out
     }
+}
+
+/// In a fleet: whether Redis is out of reach now, and how often it was lost.
+fn fleet_lines(out: &mut String, fleet: Option<(bool, u64)>) {
+    let Some((degraded, lost)) = fleet else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "# HELP spillway_fleet_degraded 1 while the fleet's Redis is out of reach and this gateway goes on its share of the limits."
+    );
+    let _ = writeln!(out, "# TYPE spillway_fleet_degraded gauge");
+    let _ = writeln!(out, "spillway_fleet_degraded {}", u8::from(degraded));
+    let _ = writeln!(
+        out,
+        "# HELP spillway_fleet_redis_lost_total Times this gateway lost the fleet's Redis."
+    );
+    let _ = writeln!(out, "# TYPE spillway_fleet_redis_lost_total counter");
+    let _ = writeln!(out, "spillway_fleet_redis_lost_total {lost}");
 }
 
 fn bump(map: &mut HashMap<String, u64>, key: &str) {
