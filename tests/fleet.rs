@@ -57,6 +57,18 @@ async fn burst(gateways: &[&Proxy], n: usize, tag: &str) -> Vec<u16> {
     join_all(sends).await
 }
 
+/// A mock key of 10 requests a minute and two gateways of the fleet `name` that know it.
+async fn ten_rpm_fleet(redis: &RedisServer, name: &str) -> (MockProvider, Proxy, Proxy) {
+    let mock = MockProvider::builder()
+        .key("k1")
+        .limits(MODEL, Limits::rpm(10))
+        .start()
+        .await;
+    let text = config(&mock.url(), "requests_per_minute = 10", &fleet_table(name));
+    let (a, b) = two(&text, &redis.url()).await;
+    (mock, a, b)
+}
+
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
@@ -68,17 +80,7 @@ fn count(statuses: &[u16], status: u16) -> usize {
 )]
 async fn two_gateways_in_a_fleet_send_a_key_no_more_than_its_limit_together() {
     let redis = RedisServer::start().await;
-    let mock = MockProvider::builder()
-        .key("k1")
-        .limits(MODEL, Limits::rpm(10))
-        .start()
-        .await;
-    let text = config(
-        &mock.url(),
-        "requests_per_minute = 10",
-        &fleet_table("limit"),
-    );
-    let (a, b) = two(&text, &redis.url()).await;
+    let (mock, a, b) = ten_rpm_fleet(&redis, "limit").await;
     let statuses = burst(&[&a, &b], 15, "limit").await;
     assert_eq!(
         count(&statuses, 200),
@@ -220,17 +222,7 @@ async fn with_redis_gone_no_request_fails_and_the_gateway_rejoins_when_it_is_bac
 )]
 async fn what_a_gateway_sent_before_it_went_away_still_counts_for_the_others() {
     let redis = RedisServer::start().await;
-    let mock = MockProvider::builder()
-        .key("k1")
-        .limits(MODEL, Limits::rpm(10))
-        .start()
-        .await;
-    let text = config(
-        &mock.url(),
-        "requests_per_minute = 10",
-        &fleet_table("gone"),
-    );
-    let (a, b) = two(&text, &redis.url()).await;
+    let (mock, a, b) = ten_rpm_fleet(&redis, "gone").await;
     assert_eq!(count(&burst(&[&a], 6, "before").await, 200), 6);
     drop(a);
     let after = burst(&[&b], 10, "after").await;
@@ -250,17 +242,7 @@ async fn what_a_gateway_sent_before_it_went_away_still_counts_for_the_others() {
 )]
 async fn with_redis_gone_each_gateway_keeps_to_its_share_of_the_limit() {
     let redis = RedisServer::start().await;
-    let mock = MockProvider::builder()
-        .key("k1")
-        .limits(MODEL, Limits::rpm(10))
-        .start()
-        .await;
-    let text = config(
-        &mock.url(),
-        "requests_per_minute = 10",
-        &fleet_table("share"),
-    );
-    let (a, b) = two(&text, &redis.url()).await;
+    let (mock, a, b) = ten_rpm_fleet(&redis, "share").await;
     // Both have said they are alive (a heartbeat a second) and seen each other.
     let seen = |p: &Proxy| p.state.pipeline.router.fleet_members();
     for _ in 0..40 {
