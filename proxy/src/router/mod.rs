@@ -358,7 +358,10 @@ impl Router {
         };
         match self.transport.send(call).await {
             Ok(answer) => Some(Ok(self.served(target, key, ticket, answer, run))),
-            Err(err) => self.failed(job, target, (key, position), ticket, err, run),
+            Err(err) => {
+                self.failed(job, target, (key, position), ticket, err, run)
+                    .await
+            }
         }
     }
 
@@ -399,7 +402,7 @@ impl Router {
     /// A failed attempt: the ledger learns what it means, the log and metrics say so, and the
     /// request either ends (the client gets the provider's answer, or every attempt is spent)
     /// or goes on.
-    fn failed(
+    async fn failed(
         &self,
         job: &Job,
         target: &Target,
@@ -416,7 +419,7 @@ impl Router {
             _ => RateLimitSnapshot::default(),
         };
         let failure = verdict::failure(&err, snapshot, self.clock.instant(), &self.clock);
-        let after = ticket.fail(&failure);
+        let after = ticket.fail(&failure).await;
         self.log_failure(target, key, &failure, &after, &err);
         run.failures.push(format!(
             "{} {}: {}",

@@ -38,34 +38,33 @@ impl Ticket {
     }
 
     /// Settles a failed attempt. In a fleet, a 429 blocks the key for every member until its
-    /// reset, and an attempt the provider did not count is taken back.
-    pub(super) fn fail(mut self, failure: &Failure) -> Aftermath {
+    /// reset before the request goes on (so no member sends to the key after this one's client
+    /// heard of the 429; at most the fleet's timeout), and an attempt the provider did not count
+    /// is taken back.
+    pub(super) async fn fail(mut self, failure: &Failure) -> Aftermath {
         let now = self.router.clock.instant();
         let Some(grant) = self.grant.take() else {
             return Aftermath::default();
         };
+        let (target, key) = (grant.target, grant.key);
+        // The ledger learns first: it must, even if this request is dropped while it waits.
+        let after = self.router.ledger.failed(grant, failure, now);
         if let Some(fleet) = self.router.fleet.clone() {
-            let slot = self.router.slots[grant.target][grant.key].clone();
-            let block = match &failure.verdict {
-                Verdict::RateLimited { until, .. } => Some(
-                    self.router
-                        .clock
-                        .to_wall(until.saturating_duration_since(now)),
-                ),
-                _ => None,
-            };
+            let slot = self.router.slots[target][key].clone();
             let counted = matches!(failure.verdict, Verdict::Outage { counted: true });
-            let release = self.held.take().filter(|_| !counted);
-            tokio::spawn(async move {
-                if let Some(wait) = block {
-                    fleet.block(&slot, wait).await;
-                }
-                if let Some(held) = release {
-                    fleet.release(held).await;
-                }
-            });
+            if let Some(held) = self.held.take().filter(|_| !counted) {
+                let fleet = fleet.clone();
+                tokio::spawn(async move { fleet.release(held).await });
+            }
+            if let Verdict::RateLimited { until, .. } = &failure.verdict {
+                let wait = self
+                    .router
+                    .clock
+                    .to_wall(until.saturating_duration_since(now));
+                fleet.block(&slot, wait).await;
+            }
         }
-        self.router.ledger.failed(grant, failure, now)
+        after
     }
 
     /// Settles a finished answer with the usage it reported (`None`: keep the estimate).
