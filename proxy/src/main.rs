@@ -38,6 +38,10 @@ enum Command {
         /// is a 404, no provider is called, provider keys are not read) or off.
         #[arg(long)]
         cache_mode: Option<String>,
+        /// The cache's directory, overriding `[cache] path` (several gateways on one machine,
+        /// such as a fleet tried locally, each need their own).
+        #[arg(long)]
+        cache_path: Option<PathBuf>,
         /// Record every client request to this JSONL file (replayable by the harness).
         #[arg(long)]
         record: Option<PathBuf>,
@@ -448,11 +452,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             listen,
             time_scale,
             cache_mode,
+            cache_path,
             record,
             record_bodies,
         } => {
             let mode = cache_mode_flag(cache_mode)?;
             let mut config = config::load_with_cache_mode(&config, &ProcessEnv, mode)?;
+            if let Some(path) = cache_path {
+                config.cache.path = path;
+            }
             if config.cache.mode == CacheMode::Replay {
                 tracing::info!("replay mode: provider keys are not read, no provider is called");
             }

@@ -47,7 +47,7 @@ impl AppState {
             Some(f) => {
                 let fleet = Fleet::new(f, metrics.clone(), clock.clone())?;
                 metrics.fleet_joined();
-                tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows through Redis");
+                tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows (and, unless shared_cache = false, answers) through Redis");
                 let fleet = Arc::new(fleet);
                 fleet.start_heartbeat();
                 Some(fleet)
@@ -59,7 +59,7 @@ impl AppState {
             clock.clone(),
             metrics.clone(),
             Arc::new(upstream),
-            fleet,
+            fleet.clone(),
         ));
         let cache =
             Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);
@@ -68,6 +68,7 @@ impl AppState {
             router,
             cache,
             metrics: metrics.clone(),
+            fleet: fleet.filter(|f| f.shares_answers()),
         });
         // The tokenizer takes ~35 MB; load it now only when a configured limit counts tokens
         // (limits learned from headers later load it on first need).

@@ -33,6 +33,17 @@ pub struct Head {
     pub stream: bool,
     /// The provider's response headers.
     pub headers: HeaderMap,
+    /// Set when the answer is another gateway's, read from the fleet's shared tier.
+    pub from_fleet: Option<FromFleet>,
+}
+
+/// How an answer came from another gateway of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromFleet {
+    /// It was in the shared tier when this gateway asked.
+    Stored,
+    /// This gateway waited for another's upstream call to write it.
+    Followed,
 }
 
 /// How a flight ended.

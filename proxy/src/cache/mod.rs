@@ -211,6 +211,51 @@ impl Cache {
         }
     }
 
+    /// An answer's record as the fleet's shared tier holds it: the cache key's 32 bytes, then
+    /// the record (which carries its own checksum), so a value read back is checked for its
+    /// key as well as its bytes.
+    pub fn shared_frame(key: &CacheKey, record: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(32 + record.len());
+        frame.extend_from_slice(&key.0);
+        frame.extend_from_slice(record);
+        frame
+    }
+
+    /// The entry in a frame another gateway shared under `key`, checked like one read from the
+    /// store (its key, its checksum, its age); kept in this gateway's own cache too. A frame
+    /// that fails a check is a miss, said in the log.
+    pub fn from_shared(&self, key: &CacheKey, frame: &[u8]) -> Option<Arc<Stored>> {
+        let record = match frame.split_at_checked(32) {
+            Some((k, record)) if k == key.0.as_slice() => record,
+            _ => {
+                tracing::warn!(key = %key, "the fleet's shared answer is for another key; treated as a miss");
+                return None;
+            }
+        };
+        let stored = match entry::decode(record) {
+            Ok(stored) => stored,
+            Err(why) => {
+                tracing::warn!(key = %key, error = %why, "the fleet's shared answer failed its checks; treated as a miss");
+                return None;
+            }
+        };
+        if self.expired(&stored) {
+            return None;
+        }
+        let stored = Arc::new(stored);
+        if self.config.mode == CacheMode::ReadWrite {
+            let (created, bytes) = (stored.created, record.to_vec());
+            let size = bytes.len() as u64;
+            let make: writer::MakeRecord =
+                Box::new(move || Some(writer::Record { created, bytes }));
+            self.save_later(*key, size, make, Box::new(|| {}));
+        }
+        if let Some(hot) = &self.hot {
+            hot.insert(*key, stored.clone());
+        }
+        Some(stored)
+    }
+
     /// The entry and canonical request under `key`, checked (for tools).
     pub fn lookup_full(&self, key: &CacheKey) -> Option<(Stored, Value)> {
         let store = self.store.as_ref()?;

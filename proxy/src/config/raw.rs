@@ -37,6 +37,10 @@ pub struct RawFleet {
     /// The longest one Redis call may take.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Share answers through Redis (a second cache tier and fleet-wide single-flight).
+    pub shared_cache: Option<bool>,
+    /// Largest answer written to the shared tier.
+    pub shared_max_entry_size: Option<toml::Value>,
 }
 
 /// `[cache]`.

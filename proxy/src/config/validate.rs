@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::cache::{CacheConfig, CacheMode, CacheWhen, FsyncPolicy, IndexKind, parse_size};
-use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, FleetConfig};
+use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, DEFAULT_SHARED_MAX_ENTRY_SIZE, FleetConfig};
 use crate::config::raw::{
     RawCache, RawConfig, RawFleet, RawLimits, RawProvider, RawRoute, RawServer,
 };
@@ -766,11 +766,22 @@ fn fleet_section(c: &Checker<'_>, raw: &RawFleet) -> Result<FleetConfig, ConfigE
     if timeout.is_zero() {
         return Err(c.err("fleet.timeout", "expected a duration greater than 0"));
     }
+    let shared_max_entry_size = match &raw.shared_max_entry_size {
+        None => DEFAULT_SHARED_MAX_ENTRY_SIZE,
+        Some(v) => parse_size(v).ok_or_else(|| {
+            c.err(
+                "fleet.shared_max_entry_size",
+                format!("expected a size in bytes or with a unit, such as \"1MB\" (got {v})"),
+            )
+        })?,
+    };
     Ok(FleetConfig {
         redis_env,
         redis_url,
         name,
         timeout,
+        shared_cache: raw.shared_cache.unwrap_or(true),
+        shared_max_entry_size,
     })
 }
 

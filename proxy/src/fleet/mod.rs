@@ -14,6 +14,10 @@
 //! time), `:t` (each reservation's tokens), `:s` (their sum), `:b` (set while the key is
 //! blocked after a 429). The braces make them one hash slot on Redis Cluster. Provider keys
 //! are named by their aliases only; no key value is written to Redis.
+//!
+//! [`answers`]: the answers the fleet shares (a second cache tier, fleet-wide single-flight).
+
+pub mod answers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +28,8 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use spillway_clock::Clock;
 use tokio::sync::Mutex;
+
+use answers::{Followers, LOOKUP_OR_LEAD, RENEW, SHARE};
 
 use crate::config::fleet::FleetConfig;
 use crate::limits::kind::{Kind, Limits};
@@ -231,6 +237,15 @@ pub struct Fleet {
     settle: Script,
     release: Script,
     block: Script,
+    /// Whether answers are shared (`[fleet] shared_cache`).
+    shared_cache: bool,
+    /// The largest answer frame written to the shared tier.
+    shared_max_entry_size: u64,
+    /// Who waits for another gateway's answer, and the connection that tells them.
+    followers: Arc<Mutex<Followers>>,
+    lead_script: Script,
+    share_script: Script,
+    renew_script: Script,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -280,6 +295,12 @@ impl Fleet {
             settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
             block: Script::new(BLOCK),
+            shared_cache: config.shared_cache,
+            shared_max_entry_size: config.shared_max_entry_size,
+            followers: Arc::default(),
+            lead_script: Script::new(LOOKUP_OR_LEAD),
+            share_script: Script::new(SHARE),
+            renew_script: Script::new(RENEW),
         })
     }
 
@@ -370,9 +391,17 @@ impl Fleet {
             }
             invocation.invoke_async::<i64>(&mut conn).await
         };
-        let result = self.wall.timeout(self.timeout, call).await;
-        match result {
-            Some(Ok(n)) => Some(n),
+        self.within_timeout(call).await
+    }
+
+    /// `call`'s answer within the fleet's timeout; a failure or no answer in time makes the
+    /// gateway degraded.
+    pub(super) async fn within_timeout<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match self.wall.timeout(self.timeout, call).await {
+            Some(Ok(v)) => Some(v),
             Some(Err(e)) => {
                 self.went_degraded(&e.to_string());
                 None

@@ -19,12 +19,14 @@ use serde_json::Value;
 
 use crate::cache::Cache;
 use crate::cache::convert::wants_usage;
+use crate::cache::flight::FromFleet;
 use crate::cache::flight::{End, Flight};
 use crate::cache::key::{CacheKey, canonical_request, key_of_canonical};
 use crate::cache::policy::{Directive, RequestControls, cacheable};
 use crate::config::Config;
 use crate::config::cache::{CacheMode, CacheWhen};
 use crate::error::ProxyError;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::router::{Job, Router};
 use drive::{Driven, Driver};
@@ -53,6 +55,9 @@ pub struct Pipeline {
     pub cache: Arc<Cache>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The fleet whose gateways share answers with this one (`None`: none, or its
+    /// `shared_cache` is off).
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl Pipeline {
@@ -137,6 +142,11 @@ impl Pipeline {
         }
         let mode = self.cache.config.mode;
         if mode == CacheMode::Replay || controls.directive == Directive::OnlyIfCached {
+            if let Some(stored) = self.fleet_lookup(&key).await {
+                self.metrics.cache(CacheStatus::FleetHit.name());
+                let reply = render::hit(&stored, want_stream, include_usage);
+                return outcome(CacheStatus::FleetHit, reply);
+            }
             self.metrics.cache(CacheStatus::Miss.name());
             let miss = self.miss(key, route, &namespace, endpoint, &canonical, mode);
             return outcome(CacheStatus::Miss, Err(miss));
@@ -147,8 +157,15 @@ impl Pipeline {
             endpoint: endpoint.to_string(),
             request: canonical,
         });
-        let (status, reply) = self.shared(job, key, save).await;
+        let refresh = controls.directive == Directive::Refresh;
+        let (status, reply) = self.shared(job, key, save, refresh).await;
         outcome(status, reply)
+    }
+
+    /// Another gateway's answer under `key`, from the fleet's shared tier (when there is one).
+    async fn fleet_lookup(&self, key: &CacheKey) -> Option<Arc<crate::cache::entry::Stored>> {
+        let frame = self.fleet.as_ref()?.lookup(&key.to_hex()).await?;
+        self.cache.from_shared(key, &frame)
     }
 
     /// The error for a request that may not reach a provider and has no stored answer; in
@@ -183,12 +200,13 @@ impl Pipeline {
         job: Job,
         key: CacheKey,
         save: Option<Save>,
+        refresh: bool,
     ) -> (CacheStatus, Result<Reply, ProxyError>) {
         let (want_stream, include_usage) = (job.stream, wants_usage(&job.body));
         let (flight, leader) = self.cache.flights.join(key);
         let mut beside = None;
         let status = if leader {
-            let call = fly::fly_and_store(self.clone(), job, flight.clone(), key, save);
+            let call = fly::fly_and_store(self.clone(), job, flight.clone(), key, save, refresh);
             if want_stream {
                 // A stream is relayed while it arrives: the call is driven beside the response
                 // until another client joins.
@@ -210,8 +228,7 @@ impl Pipeline {
                 CacheStatus::Coalesced
             }
         };
-        self.metrics.cache(status.name());
-        let rendered = render::flight(flight, want_stream, include_usage);
+        let rendered = render::flight(flight.clone(), want_stream, include_usage);
         let reply = match beside {
             Some(call) => call
                 .beside(rendered)
@@ -219,6 +236,15 @@ impl Pipeline {
                 .map(|reply| with_driver(reply, call)),
             None => rendered.await,
         };
+        // The leader's call may have been answered by another gateway of the fleet: known once
+        // the answer has started.
+        let from_fleet = flight.state().head.as_ref().and_then(|h| h.from_fleet);
+        let status = match (status, from_fleet) {
+            (CacheStatus::Miss, Some(FromFleet::Stored)) => CacheStatus::FleetHit,
+            (CacheStatus::Miss, Some(FromFleet::Followed)) => CacheStatus::FleetCoalesced,
+            (status, _) => status,
+        };
+        self.metrics.cache(status.name());
         (status, reply)
     }
 }

@@ -25,6 +25,11 @@ pub enum CacheStatus {
     Skip(SkipReason),
     /// Joined an identical request's upstream call.
     Coalesced,
+    /// Answered from the fleet's shared tier: another gateway's answer.
+    FleetHit,
+    /// Waited for another gateway's upstream call for an identical request (fleet-wide
+    /// single-flight).
+    FleetCoalesced,
     /// The request never reached the cache (it was refused before: bad input, no key).
     None,
 }
@@ -49,7 +54,19 @@ impl CacheStatus {
             CacheStatus::Bypass => "bypass",
             CacheStatus::Skip(_) => "skip",
             CacheStatus::Coalesced => "coalesced",
+            CacheStatus::FleetHit => "hit",
+            CacheStatus::FleetCoalesced => "coalesced",
             CacheStatus::None => "none",
+        }
+    }
+
+    /// Which tier answered a hit or a coalesced request (`x-spillway-cache-tier`): `local`
+    /// (this gateway) or `fleet` (another gateway, through Redis).
+    pub const fn tier(self) -> Option<&'static str> {
+        match self {
+            CacheStatus::Hit | CacheStatus::Coalesced => Some("local"),
+            CacheStatus::FleetHit | CacheStatus::FleetCoalesced => Some("fleet"),
+            _ => None,
         }
     }
 

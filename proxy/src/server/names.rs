@@ -8,6 +8,8 @@ use axum::http::HeaderName;
 pub const X_SPILLWAY_CACHE: HeaderName = HeaderName::from_static("x-spillway-cache");
 /// Why the cache left a request out (`nondeterministic`, `never`, `off`), with `skip`.
 pub const X_SPILLWAY_CACHE_REASON: HeaderName = HeaderName::from_static("x-spillway-cache-reason");
+/// Which tier answered a hit or a coalesced request: `local` or `fleet`.
+pub const X_SPILLWAY_CACHE_TIER: HeaderName = HeaderName::from_static("x-spillway-cache-tier");
 /// Milliseconds (wall-clock) a request waited for headroom before its first attempt.
 pub const X_SPILLWAY_WAIT_MS: HeaderName = HeaderName::from_static("x-spillway-wait-ms");
 /// The answer's cache key, as 64 hex digits.

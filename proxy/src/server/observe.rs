@@ -74,6 +74,7 @@ pub fn served(
         route = %route,
         status,
         cache = outcome.cache.name(),
+        cache_tier = outcome.cache.tier().unwrap_or("-"),
         provider = provider.unwrap_or("-"),
         key = key.unwrap_or("-"),
         attempts = origin.map_or(0, |o| o.attempts),

@@ -13,8 +13,8 @@ use crate::limits::ledger::Pool;
 use crate::pipeline::{CacheStatus, Origin, Outcome, Reply, ReplyBody};
 use crate::server::names::{
     X_REQUEST_ID, X_SPILLWAY_ATTEMPTS, X_SPILLWAY_CACHE, X_SPILLWAY_CACHE_KEY,
-    X_SPILLWAY_CACHE_REASON, X_SPILLWAY_KEY, X_SPILLWAY_MODEL, X_SPILLWAY_PROVIDER,
-    X_SPILLWAY_WAIT_MS,
+    X_SPILLWAY_CACHE_REASON, X_SPILLWAY_CACHE_TIER, X_SPILLWAY_KEY, X_SPILLWAY_MODEL,
+    X_SPILLWAY_PROVIDER, X_SPILLWAY_WAIT_MS,
 };
 
 /// The pool headers, in Groq's format and meaning: requests per day, tokens per minute.
@@ -57,9 +57,13 @@ pub fn response(outcome: Outcome, pool: Option<&Pool>) -> Response {
     response
 }
 
-/// `x-spillway-cache`, and its reason when the request was skipped.
+/// `x-spillway-cache`, with its tier on a hit or a coalesced request, and its reason when the
+/// request was skipped.
 fn mark(h: &mut HeaderMap, cache: CacheStatus) {
     h.insert(X_SPILLWAY_CACHE, HeaderValue::from_static(cache.name()));
+    if let Some(tier) = cache.tier() {
+        h.insert(X_SPILLWAY_CACHE_TIER, HeaderValue::from_static(tier));
+    }
     if let Some(reason) = cache.reason() {
         h.insert(X_SPILLWAY_CACHE_REASON, HeaderValue::from_static(reason));
     }
