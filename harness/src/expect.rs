@@ -184,6 +184,8 @@ pub struct Expect {
     pub client_status: BTreeMap<String, Check>,
     /// 429s the mocks sent, over every key.
     pub upstream_429: Option<Check>,
+    /// Requests the mocks received, over every key (what the traffic cost upstream).
+    pub upstream_requests: Option<Check>,
     /// Every mock key's peak stayed within every window's limit.
     pub peak_within_limits: Option<bool>,
     /// Share of the requests answered upstream that each provider (mock name) or key alias
@@ -304,6 +306,9 @@ impl Expect {
         if self.upstream_429.is_some() {
             out.push("upstream_429");
         }
+        if self.upstream_requests.is_some() {
+            out.push("upstream_requests");
+        }
         if self.peak_within_limits.is_some() {
             out.push("peak_within_limits");
         }
@@ -321,6 +326,7 @@ impl Expect {
         self.client_status.is_empty()
             && self.served_by.is_empty()
             && self.upstream_429.is_none()
+            && self.upstream_requests.is_none()
             && self.peak_within_limits.is_none()
             && self.cache_hit_ratio.is_none()
             && self.final_pass_hit_ratio.is_none()

@@ -381,8 +381,9 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Result<Vec<Vec<Planned>>, String>
     Ok(vec![pass; scenario.traffic.repeat])
 }
 
-/// Drives `passes` through the proxies at `bases` (request `i` of a pass to `bases[i % n]`)
-/// with at most `clients` requests in flight;
+/// Drives `passes` through the proxies at `bases` (request `i` of pass `p` to
+/// `bases[(i + p) % n]`: in a fleet, each pass sends a request to another gateway than the
+/// pass before) with at most `clients` requests in flight;
 /// `progress` is called after each answer with (done, total). Times in the records count from
 /// the first pass's start.
 pub async fn drive(
@@ -416,7 +417,7 @@ pub async fn drive(
                 .expect("the semaphore stays open");
             let (client, base, clock, planned) = (
                 client.clone(),
-                bases[i % bases.len().max(1)].clone(),
+                bases[(i + p) % bases.len().max(1)].clone(),
                 clock.clone(),
                 planned.clone(),
             );

@@ -62,6 +62,10 @@ pub fn evaluate(expect: &Expect, r: &RunResult) -> Vec<Verdict> {
         let n = upstream_429s(r);
         out.push(Verdict::number("upstream_429", check, n as f64, total));
     }
+    if let Some(check) = &expect.upstream_requests {
+        let n: u64 = r.mocks.iter().map(|m| m.stats.requests).sum();
+        out.push(Verdict::number("upstream_requests", check, n as f64, total));
+    }
     out.extend(expect.peak_within_limits.map(|e| peak_within_limits(e, r)));
     out.extend(served_by(&expect.served_by, r));
     if let Some(check) = &expect.cache_hit_ratio {
