@@ -453,6 +453,33 @@ mod tests {
         assert_eq!(snap.readings[1].remaining, Some(59000));
     }
 
+    /// Mistral's answers name their tokens-per-minute headers as Cerebras does, so its example
+    /// config reads them in the `cerebras` dialect; its per-minute request headers (`-req-`)
+    /// and its per-request cost header are not read, and must not be misread as another limit.
+    #[test]
+    fn mistral_tokens_per_minute_read_in_the_cerebras_dialect() {
+        let snap = parse(
+            Dialect::Cerebras,
+            &headers(&[
+                ("x-ratelimit-limit-tokens-minute", "5000000"),
+                ("x-ratelimit-remaining-tokens-minute", "4999911"),
+                ("x-ratelimit-tokens-query-cost", "52"),
+                ("x-ratelimit-limit-req-minute", "720"),
+                ("x-ratelimit-remaining-req-minute", "717"),
+            ]),
+            Duration::ZERO,
+        );
+        assert_eq!(
+            snap.readings,
+            vec![Reading {
+                kind: Kind::TokensPerMinute,
+                limit: Some(5_000_000),
+                remaining: Some(4_999_911),
+                reset: None,
+            }]
+        );
+    }
+
     #[test]
     fn anthropic_resets_are_timestamps_relative_to_now() {
         let now = humantime::parse_rfc3339("2025-02-24T22:25:00Z")
