@@ -440,7 +440,10 @@ fn replay_scenario(config: &PathBuf, args: &ReplayArgs) -> anyhow::Result<Scenar
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let proxy: toml::Table = toml::from_str(&text).with_context(|| config.display().to_string())?;
-    let mut names: Vec<String> = mock_references(&text).collect();
+    // Read from the parsed values, not the file's text: a comment that mentions `mock:NAME`
+    // starts no mock.
+    let values = toml::to_string(&proxy).unwrap_or_default();
+    let mut names: Vec<String> = mock_references(&values).collect();
     names.sort();
     names.dedup();
     let mocks = names

@@ -184,6 +184,28 @@ fn replay_drives_a_recording_through_a_config_with_mocks() {
     assert!(stdout.contains("200×40"), "{stdout}");
 }
 
+/// harness/README.md's replay command, with the config shipped beside the recording: its
+/// comments mention `mock:NAME`, and only the mock its provider names is started.
+#[test]
+fn replay_runs_the_shipped_config_and_starts_only_the_mocks_it_names() {
+    let config = scenarios().join("recordings/replay-spillway.toml");
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("mock:NAME")
+    );
+    let out = replay(&config, &["--expect", "client_status.200 all"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("200×40"), "{stdout}");
+    assert!(stdout.contains("\"mock\": \"groq\""), "{stdout}");
+    assert!(!stdout.contains("\"mock\": \"NAME\""), "{stdout}");
+}
+
 #[test]
 fn replay_without_expectations_says_so_not_pass() {
     let dir = tempfile::tempdir().unwrap();
