@@ -29,8 +29,10 @@ if ! [[ "$n1" =~ ^[0-9]+$ && "$n2" =~ ^[0-9]+$ ]] || ((n2 <= n1)); then
 fi
 
 cargo build --release --quiet -p spillway -p spillway-harness
-harness=target/release/spillway-harness
-proxy=target/release/spillway
+# The binaries just built: under CARGO_TARGET_DIR when it is set, else ./target.
+target_dir="${CARGO_TARGET_DIR:-target}"
+harness="$target_dir/release/spillway-harness"
+proxy="$target_dir/release/spillway"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
