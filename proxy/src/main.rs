@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spillway::config::cache::CacheMode;
+use spillway::config::log::LogFormat;
 use spillway::config::{self, ProcessEnv, validate};
 use spillway::log_sink::LogSink;
 use spillway::{AppState, Clock};
@@ -48,6 +49,9 @@ enum Command {
         /// Record request bodies (true) or only their cache keys and token counts (false).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         record_bodies: bool,
+        /// Log lines as `text` or `json` (one object per line), overriding `[log] format`.
+        #[arg(long, value_parser = log_format_flag)]
+        log_format: Option<LogFormat>,
     },
     /// Inspect and manage the response cache (the proxy using it must be stopped).
     Cache {
@@ -392,26 +396,71 @@ async fn main() -> std::process::ExitCode {
         before_panic.flush();
         report_panic(info);
     }));
-    tracing_subscriber::fmt()
-        .with_writer(sink.clone())
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let result = run(Args::parse()).await;
-    sink.flush();
+    let args = Args::parse();
+    let format = log_format(&args.command);
+    start_logging(&sink, format);
+    let result = run(args).await;
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            sink.flush();
+            std::process::ExitCode::SUCCESS
+        }
         // A reader that went away (`spillway cache stats | head`) is not an error.
-        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => {
+            sink.flush();
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             // The message and its causes only: a user's mistake is not a program's fault,
-            // so no backtrace, whatever RUST_BACKTRACE says.
-            eprintln!("error: {e:#}");
+            // so no backtrace, whatever RUST_BACKTRACE says. In JSON, a line like the others.
+            if format == LogFormat::Json {
+                tracing::error!(error = %format!("{e:#}"), "stopped");
+                sink.flush();
+            } else {
+                sink.flush();
+                eprintln!("error: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `--log-format`'s value.
+fn log_format_flag(text: &str) -> Result<LogFormat, String> {
+    LogFormat::parse(text).ok_or_else(|| format!("expected text or json (got {text:?})"))
+}
+
+/// The log format `command` runs with: `serve`'s flag, else its config's `[log] format` (a
+/// config that cannot be read logs as text, and the load that follows says what is wrong).
+fn log_format(command: &Command) -> LogFormat {
+    match command {
+        Command::Serve {
+            log_format: Some(format),
+            ..
+        } => *format,
+        Command::Serve { config, .. } => config::load_log_section(config)
+            .map(|log| log.format)
+            .unwrap_or_default(),
+        _ => LogFormat::Text,
+    }
+}
+
+/// Installs the log subscriber, writing to `sink`: text (colours only on a terminal) or one
+/// JSON object per line with the event's fields at the top level.
+fn start_logging(sink: &LogSink, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -455,11 +504,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cache_path,
             record,
             record_bodies,
+            log_format,
         } => {
             let mode = cache_mode_flag(cache_mode)?;
             let mut config = config::load_with_cache_mode(&config, &ProcessEnv, mode)?;
             if let Some(path) = cache_path {
                 config.cache.path = path;
+            }
+            if let Some(format) = log_format {
+                config.log.format = format;
             }
             if config.cache.mode == CacheMode::Replay {
                 tracing::info!("replay mode: provider keys are not read, no provider is called");

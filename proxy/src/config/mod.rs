@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod fleet;
+pub mod log;
 pub mod raw;
 pub mod secret;
 pub mod tiers;
@@ -48,8 +49,8 @@ pub fn parse_with_cache_mode(
     validate::validate_with_cache_mode(&raw, file, env, mode)
 }
 
-/// Reads only the `[cache]` section of a config file (the cache tools need no provider keys).
-pub fn load_cache_section(path: &Path) -> Result<cache::CacheConfig, ConfigError> {
+/// Reads a config file as the file says it, before validation.
+fn read_raw(path: &Path) -> Result<(String, RawConfig), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -66,7 +67,19 @@ pub fn load_cache_section(path: &Path) -> Result<cache::CacheConfig, ConfigError
         field: e.path().to_string(),
         message: e.into_inner().to_string(),
     })?;
+    Ok((file, raw))
+}
+
+/// Reads only the `[cache]` section of a config file (the cache tools need no provider keys).
+pub fn load_cache_section(path: &Path) -> Result<cache::CacheConfig, ConfigError> {
+    let (file, raw) = read_raw(path)?;
     validate::cache_section(&raw.cache, &file)
+}
+
+/// Reads only the `[log]` section of a config file (logging starts before the keys are read).
+pub fn load_log_section(path: &Path) -> Result<log::LogConfig, ConfigError> {
+    let (file, raw) = read_raw(path)?;
+    validate::log_section(&file, &raw.log)
 }
 
 /// Reads and validates a config file.

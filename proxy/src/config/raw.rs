@@ -24,6 +24,17 @@ pub struct RawConfig {
     pub cache: RawCache,
     /// `[fleet]`; absent: this gateway keeps its limits alone.
     pub fleet: Option<RawFleet>,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
 }
 
 /// `[fleet]`.

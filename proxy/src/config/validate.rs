@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::config::cache::{CacheConfig, CacheMode, CacheWhen, FsyncPolicy, IndexKind, parse_size};
 use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, DEFAULT_SHARED_MAX_ENTRY_SIZE, FleetConfig};
+use crate::config::log::{LogConfig, LogFormat};
 use crate::config::raw::{
-    RawCache, RawConfig, RawFleet, RawLimits, RawProvider, RawRoute, RawServer,
+    RawCache, RawConfig, RawFleet, RawLimits, RawLog, RawProvider, RawRoute, RawServer,
 };
 use crate::config::secret::{ApiKey, Env};
 use crate::config::tiers::{self, Tier};
@@ -44,6 +45,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[fleet]`: `None` when this gateway keeps its limits alone.
     pub fleet: Option<FleetConfig>,
+    /// `[log]`.
+    pub log: LogConfig,
 }
 
 /// `[server]`, validated.
@@ -728,14 +731,29 @@ pub fn validate_with_cache_mode(
         .as_ref()
         .map(|f| fleet_section(&c, f))
         .transpose()?;
+    let log = log_section(file, &raw.log)?;
     Ok(Config {
         source: file.to_string(),
         cache,
         fleet,
+        log,
         server,
         providers,
         routes,
     })
+}
+
+/// Validates `[log]` (needs no secrets: the binary reads it before anything else).
+pub fn log_section(file: &str, raw: &RawLog) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref() {
+        None => LogFormat::Text,
+        Some(name) => LogFormat::parse(name).ok_or_else(|| ConfigError {
+            file: file.to_string(),
+            field: "log.format".into(),
+            message: format!("expected \"text\" or \"json\" (got {name:?})"),
+        })?,
+    };
+    Ok(LogConfig { format })
 }
 
 /// Validates `[fleet]`: the Redis URL by variable name only, a name that is a plain word.
