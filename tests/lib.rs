@@ -17,8 +17,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Its cache directory (removed with the proxy) unless the config names one.
     pub cache_dir: Option<tempfile::TempDir>,
-    /// Its shared state (router, metrics).
+    /// Its shared state at start (router, metrics).
     pub state: Arc<AppState>,
+    /// The state in force, which [`spillway::Live::reload`] replaces.
+    pub live: Arc<spillway::Live>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -49,13 +51,15 @@ impl Proxy {
             .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(spillway::run(listener, state.clone(), async move {
+        let live = spillway::Live::new(state.clone());
+        let task = tokio::spawn(spillway::run_live(listener, live.clone(), async move {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
             cache_dir,
             state,
+            live,
             stop: Some(stop),
             task: Some(task),
         }
@@ -90,8 +94,17 @@ impl Proxy {
         }
         // Background tasks drop their handles on the state just after landing; wait for them
         // so the cache directory is free for a restarted proxy.
+        // The state in force is held here, by `live` and by `current`; a state a reload
+        // replaced, only by `state`.
+        let current = self.live.current();
+        let reloaded = !Arc::ptr_eq(&self.state, &current);
         for _ in 0..500 {
-            if Arc::strong_count(&self.state) == 1 {
+            let idle = if reloaded {
+                Arc::strong_count(&self.state) == 1 && Arc::strong_count(&current) == 2
+            } else {
+                Arc::strong_count(&current) == 3
+            };
+            if idle {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -40,7 +40,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use spillway_clock::Clock;
-pub use state::AppState;
+pub use state::{AppState, Live};
 
 /// How long, after the shutdown grace has ended the streams in progress, the server waits for
 /// their connections to take the error event and close before it returns anyway.
@@ -65,6 +65,17 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_live(listener, Live::new(state), shutdown).await
+}
+
+/// [`run`] over the state `live` holds, which a reload ([`Live::reload`]) may replace while it
+/// serves.
+pub async fn run_live(
+    listener: tokio::net::TcpListener,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = live.current();
     let cache = state.pipeline.cache.clone();
     let recorder = state.recorder.clone();
     let grace = state.config.server.shutdown_grace;
@@ -88,7 +99,7 @@ pub async fn run(
         tokio::time::sleep(AFTER_GRACE).await;
     };
     let served = tokio::select! {
-        served = server::listen::serve(listener, state, shutdown) => served,
+        served = server::listen::serve(listener, live, shutdown) => served,
         () = deadline => {
             tracing::warn!("connections still open after the shutdown grace: closing them");
             Ok(())

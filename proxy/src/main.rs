@@ -10,7 +10,7 @@ use spillway::config::cache::CacheMode;
 use spillway::config::log::LogFormat;
 use spillway::config::{self, ProcessEnv, validate};
 use spillway::log_sink::LogSink;
-use spillway::{AppState, Clock};
+use spillway::{AppState, Clock, Live};
 
 /// An OpenAI-compatible gateway that keeps LLM calls flowing through provider rate limits.
 #[derive(Parser, Debug)]
@@ -22,8 +22,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the gateway. Prints `listening on http://ADDR` first; stops on SIGINT or SIGTERM
-    /// after finishing in-flight requests.
+    /// Serve the gateway. Prints `listening on http://ADDR` first; reloads the config file on
+    /// SIGHUP; stops on SIGINT or SIGTERM after finishing in-flight requests.
     Serve {
         /// Config file.
         #[arg(long, default_value = "spillway.toml")]
@@ -483,6 +483,94 @@ fn cache_mode_flag(mode: Option<String>) -> anyhow::Result<Option<CacheMode>> {
     .transpose()
 }
 
+/// `serve`'s flags that override the config file's fields.
+struct ServeFlags {
+    cache_mode: Option<CacheMode>,
+    cache_path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    time_scale: Option<f64>,
+    record: Option<PathBuf>,
+    record_bodies: bool,
+    log_format: Option<LogFormat>,
+}
+
+impl ServeFlags {
+    /// Reads and validates the config file with the flags over it.
+    fn load(&self, path: &std::path::Path) -> anyhow::Result<config::Config> {
+        let mut config = config::load_with_cache_mode(path, &ProcessEnv, self.cache_mode)?;
+        if let Some(cache_path) = &self.cache_path {
+            config.cache.path = cache_path.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(record) = &self.record {
+            config.server.record = Some(record.clone());
+            config.server.record_bodies = self.record_bodies;
+        }
+        if let Some(scale) = self.time_scale {
+            config.server.time_scale = scale;
+        }
+        validate::check_exposure(config.server.listen, &config.server.client_keys)
+            .map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+/// `spillway serve`: serves until SIGINT or SIGTERM, reloading the config file on SIGHUP.
+async fn serve(path: PathBuf, flags: ServeFlags) -> anyhow::Result<()> {
+    let config = flags.load(&path)?;
+    if config.cache.mode == CacheMode::Replay {
+        tracing::info!("replay mode: provider keys are not read, no provider is called");
+    }
+    let clock = Clock::scaled(config.server.time_scale)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let live = Live::new(AppState::new(config, clock).map_err(anyhow::Error::msg)?);
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let reloads = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                reload(&live, &path, &flags);
+            }
+        })
+    };
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on http://{addr}")?;
+    stdout.flush()?;
+    let served = spillway::run_live(listener, live, shutdown_signal()).await;
+    reloads.abort();
+    Ok(served?)
+}
+
+/// SIGHUP: reads the config file again and puts it in force, or says why not and keeps the
+/// config in force.
+fn reload(live: &Live, path: &std::path::Path, flags: &ServeFlags) {
+    let loaded = flags
+        .load(path)
+        .and_then(|config| live.reload(config).map_err(anyhow::Error::msg));
+    match loaded {
+        Ok(state) => tracing::info!(
+            config = %path.display(),
+            routes = state.config.routes.len(),
+            providers = state.config.providers.len(),
+            "config reloaded"
+        ),
+        Err(e) => tracing::error!(
+            config = %path.display(),
+            error = %format!("{e:#}"),
+            "config reload refused: the config in force stays"
+        ),
+    }
+}
+
 /// Runs one command.
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
@@ -506,39 +594,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             record_bodies,
             log_format,
         } => {
-            let mode = cache_mode_flag(cache_mode)?;
-            let mut config = config::load_with_cache_mode(&config, &ProcessEnv, mode)?;
-            if let Some(path) = cache_path {
-                config.cache.path = path;
-            }
-            if let Some(format) = log_format {
-                config.log.format = format;
-            }
-            if config.cache.mode == CacheMode::Replay {
-                tracing::info!("replay mode: provider keys are not read, no provider is called");
-            }
-            if let Some(listen) = listen {
-                config.server.listen = listen;
-            }
-            if let Some(record) = record {
-                config.server.record = Some(record);
-                config.server.record_bodies = record_bodies;
-            }
-            if let Some(scale) = time_scale {
-                config.server.time_scale = scale;
-            }
-            validate::check_exposure(config.server.listen, &config.server.client_keys)
-                .map_err(anyhow::Error::msg)?;
-            let clock = Clock::scaled(config.server.time_scale)?;
-            let listener = tokio::net::TcpListener::bind(config.server.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-            let addr = listener.local_addr()?;
-            let state = AppState::new(config, clock).map_err(anyhow::Error::msg)?;
-            let mut stdout = std::io::stdout();
-            writeln!(stdout, "listening on http://{addr}")?;
-            stdout.flush()?;
-            spillway::run(listener, state, shutdown_signal()).await?;
+            let flags = ServeFlags {
+                cache_mode: cache_mode_flag(cache_mode)?,
+                cache_path,
+                listen,
+                time_scale,
+                record,
+                record_bodies,
+                log_format,
+            };
+            serve(config, flags).await?;
         }
     }
     Ok(())

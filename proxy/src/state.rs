@@ -1,13 +1,16 @@
 //! What every handler shares: the config, the pipeline (cache and router), metrics, the
-//! clock, the client-key digests and the recorder.
+//! clock, the client-key digests and the recorder; and [`Live`], the state in force, which a
+//! reload replaces whole.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use spillway_clock::Clock;
 
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::config::fleet::FleetConfig;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -32,43 +35,103 @@ pub struct AppState {
     pub routes: HashMap<String, usize>,
     /// Traffic recording, when enabled.
     pub recorder: Option<Arc<Recorder>>,
+    /// The fleet this gateway shares its keys' windows with, if any.
+    pub fleet: Option<Arc<Fleet>>,
     /// Cancelled when the shutdown grace has passed: every stream in progress ends.
     pub stop_streams: tokio_util::sync::CancellationToken,
+}
+
+/// What outlives a reload: the process's clock, metrics, cache, recording and shutdown.
+struct Lasting {
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    cache: Arc<Cache>,
+    recorder: Option<Arc<Recorder>>,
+    stop_streams: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
     /// State for a config, on `clock`.
     pub fn new(config: Config, clock: Clock) -> Result<Arc<Self>, String> {
-        let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
-        let stop_streams = tokio_util::sync::CancellationToken::new();
-        let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
-        let fleet = match &config.fleet {
-            Some(f) => {
-                let fleet = Fleet::new(f, metrics.clone(), clock.clone())?;
-                metrics.fleet_joined();
-                tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows (and, unless shared_cache = false, answers) through Redis");
-                let fleet = Arc::new(fleet);
-                fleet.start_heartbeat();
-                Some(fleet)
-            }
+        let cache =
+            Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);
+        let recorder = match &config.server.record {
+            Some(path) => Some(Arc::new(
+                Recorder::open(path, config.server.record_bodies, clock.now())
+                    .map_err(|e| format!("cannot record to {}: {e}", path.display()))?,
+            )),
             None => None,
         };
-        let router = Arc::new(Router::new(
+        let lasting = Lasting {
+            clock,
+            metrics,
+            cache,
+            recorder,
+            stop_streams: tokio_util::sync::CancellationToken::new(),
+        };
+        let fleet = join_fleet(&config, &lasting)?;
+        Self::assemble(config, lasting, fleet, None)
+    }
+
+    /// The state for `config` replacing this one: the same cache, metrics, recording and clock
+    /// (so `[cache]`, `[log]` and the server's `listen`, `record`, `record_bodies` and
+    /// `time_scale` stay as they were at start, and are taken from the running config), the
+    /// same fleet membership when `[fleet]` is unchanged, and the limit state of every key
+    /// still configured (same provider, model and alias).
+    pub fn reloaded(&self, mut config: Config) -> Result<Arc<Self>, String> {
+        config.cache = self.config.cache.clone();
+        config.log = self.config.log;
+        config.server.listen = self.config.server.listen;
+        config.server.record = self.config.server.record.clone();
+        config.server.record_bodies = self.config.server.record_bodies;
+        config.server.time_scale = self.config.server.time_scale;
+        let lasting = Lasting {
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            cache: self.pipeline.cache.clone(),
+            recorder: self.recorder.clone(),
+            stop_streams: self.stop_streams.clone(),
+        };
+        let fleet = match (&self.fleet, &self.config.fleet, &config.fleet) {
+            (Some(fleet), Some(old), Some(new)) if same_fleet(old, new) => Some(fleet.clone()),
+            _ => join_fleet(&config, &lasting)?,
+        };
+        Self::assemble(config, lasting, fleet, Some(&self.pipeline.router))
+    }
+
+    /// The state over `lasting` for `config`, its router continuing `previous`'s limit state.
+    fn assemble(
+        config: Config,
+        lasting: Lasting,
+        fleet: Option<Arc<Fleet>>,
+        previous: Option<&Router>,
+    ) -> Result<Arc<Self>, String> {
+        let config = Arc::new(config);
+        let Lasting {
+            clock,
+            metrics,
+            cache,
+            recorder,
+            stop_streams,
+        } = lasting;
+        let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
+        let router = Router::new(
             config.clone(),
             clock.clone(),
             metrics.clone(),
             Arc::new(upstream),
             fleet.clone(),
-        ));
-        let cache =
-            Arc::new(Cache::open(config.cache.clone(), clock.clone()).map_err(|e| e.to_string())?);
+        );
+        if let Some(previous) = previous {
+            router.carry_from(previous);
+        }
         let pipeline = Arc::new(Pipeline {
             config: config.clone(),
-            router,
+            router: Arc::new(router),
             cache,
             metrics: metrics.clone(),
-            fleet: fleet.filter(|f| f.shares_answers()),
+            fleet: fleet.clone().filter(|f| f.shares_answers()),
         });
         // The tokenizer takes ~35 MB; load it now only when a configured limit counts tokens
         // (limits learned from headers later load it on first need).
@@ -80,13 +143,6 @@ impl AppState {
         if counts_tokens {
             crate::limits::estimate::warm_up();
         }
-        let recorder = match &config.server.record {
-            Some(path) => Some(Arc::new(
-                Recorder::open(path, config.server.record_bodies, clock.now())
-                    .map_err(|e| format!("cannot record to {}: {e}", path.display()))?,
-            )),
-            None => None,
-        };
         Ok(Arc::new(AppState {
             client_keys: config
                 .server
@@ -105,6 +161,7 @@ impl AppState {
             metrics,
             clock,
             recorder,
+            fleet,
             stop_streams,
         }))
     }
@@ -117,5 +174,66 @@ impl AppState {
             .map(|r| r.model.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// Ready to serve: the config is loaded and the cache open (this state exists only once
+    /// both are), and with a fleet, Redis has answered and is not out of reach; or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(fleet) = &self.fleet {
+            fleet.readiness().map_err(str::to_string)?;
+        }
+        Ok(())
+    }
+}
+
+/// Joins the fleet `config` names, if any, and starts its heartbeat.
+fn join_fleet(config: &Config, lasting: &Lasting) -> Result<Option<Arc<Fleet>>, String> {
+    let Some(f) = &config.fleet else {
+        return Ok(None);
+    };
+    let fleet = Fleet::new(f, lasting.metrics.clone(), lasting.clock.clone())?;
+    lasting.metrics.fleet_joined();
+    tracing::info!(fleet = %f.name, redis = %format!("${}", f.redis_env), "fleet: sharing the keys' per-minute windows (and, unless shared_cache = false, answers) through Redis");
+    let fleet = Arc::new(fleet);
+    fleet.start_heartbeat();
+    Ok(Some(fleet))
+}
+
+/// Whether two `[fleet]` sections name the same fleet through the same Redis.
+fn same_fleet(a: &FleetConfig, b: &FleetConfig) -> bool {
+    a.name == b.name && a.timeout == b.timeout && a.redis_url.expose() == b.redis_url.expose()
+}
+
+/// The state in force. Each request takes the state current when it arrives and keeps it to
+/// its end, so a reload drops nothing: requests in flight finish on the old state, the next
+/// ones start on the new.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<AppState>,
+    /// One reload at a time (each continues the state the last one left).
+    reloading: std::sync::Mutex<()>,
+}
+
+impl Live {
+    /// `state` in force.
+    pub fn new(state: Arc<AppState>) -> Arc<Self> {
+        Arc::new(Live {
+            current: ArcSwap::new(state),
+            reloading: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The state in force now.
+    pub fn current(&self) -> Arc<AppState> {
+        self.current.load_full()
+    }
+
+    /// Puts `config` in force (see [`AppState::reloaded`]); on an error the state in force
+    /// stays.
+    pub fn reload(&self, config: Config) -> Result<Arc<AppState>, String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let next = self.current().reloaded(config)?;
+        self.current.store(next.clone());
+        Ok(next)
     }
 }

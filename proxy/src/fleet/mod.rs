@@ -221,6 +221,8 @@ pub struct Fleet {
     instance: String,
     next_id: AtomicU64,
     degraded: AtomicBool,
+    /// Whether Redis has answered once since this gateway started.
+    answered: AtomicBool,
     /// While degraded: the wall-clock time (since the clock's origin) before which Redis is
     /// not asked again, so requests do not each wait out the timeout.
     retry_at: AtomicU64,
@@ -284,6 +286,7 @@ impl Fleet {
             instance,
             next_id: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             retry_at: AtomicU64::new(0),
             metrics,
             members: AtomicU64::new(1),
@@ -350,6 +353,18 @@ impl Fleet {
         self.degraded.load(Ordering::Relaxed)
     }
 
+    /// Ready to share limits: Redis has answered since start and is not out of reach now; or
+    /// why not (in words that name neither the URL nor its credentials).
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.answered.load(Ordering::Relaxed) {
+            Err("fleet: Redis has not answered yet")
+        } else if self.is_degraded() {
+            Err("fleet: Redis is out of reach; this gateway goes on its own limits")
+        } else {
+            Ok(())
+        }
+    }
+
     /// A connection, made on first use (and again after a failed first connection).
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
         let mut conn = self.conn.lock().await;
@@ -401,7 +416,10 @@ impl Fleet {
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
         match self.wall.timeout(self.timeout, call).await {
-            Some(Ok(v)) => Some(v),
+            Some(Ok(v)) => {
+                self.answered.store(true, Ordering::Relaxed);
+                Some(v)
+            }
             Some(Err(e)) => {
                 self.went_degraded(&e.to_string());
                 None

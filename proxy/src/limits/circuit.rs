@@ -27,6 +27,15 @@ pub struct Circuit {
 }
 
 impl Circuit {
+    /// The circuit as a reload hands it over: the probe in flight, if any, answers to the old
+    /// state, so the new one may send its own.
+    pub fn handed_over(self) -> Self {
+        Circuit {
+            probing: false,
+            ..self
+        }
+    }
+
     fn is_open(&self) -> bool {
         self.threshold > 0 && self.failures >= self.threshold
     }

@@ -42,6 +42,11 @@ pub struct Concurrency {
 }
 
 impl Concurrency {
+    /// The policy it follows.
+    pub fn policy(&self) -> ConcurrencyPolicy {
+        self.policy
+    }
+
     /// A fresh allowance under `policy`.
     pub fn new(policy: ConcurrencyPolicy) -> Self {
         Concurrency {

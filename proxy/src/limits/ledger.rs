@@ -19,12 +19,14 @@ use std::time::Duration;
 use spillway_clock::Instant;
 use tokio::sync::Notify;
 
-use crate::limits::circuit::CircuitPolicy;
+use crate::limits::circuit::{Circuit, CircuitPolicy};
 use crate::limits::concurrency::ConcurrencyPolicy;
+use crate::limits::estimate::{CompletionEstimate, Correction};
 use crate::limits::headers::RateLimitSnapshot;
+use crate::limits::key_health::KeyHealth;
 use crate::limits::kind::{Kind, Limits};
 pub use crate::limits::pacer::Refusal;
-use crate::limits::window::Reservation;
+use crate::limits::window::{KeyModelLimits, Reservation};
 
 /// A target's index in the ledger: one provider's model, with that provider's keys.
 pub type TargetId = usize;
@@ -211,6 +213,40 @@ pub struct RefusedKey {
     pub why: String,
 }
 
+/// One target's state as a reload hands it from the old ledger to the new.
+#[derive(Debug, Clone)]
+pub struct CarriedTarget {
+    /// Its circuit.
+    pub circuit: Circuit,
+    /// Its prompt-token correction.
+    pub correction: Correction,
+    /// Its completion-length estimate.
+    pub completions: CompletionEstimate,
+    /// Per key: its limit state ([`KeyModelLimits::handed_over`]).
+    pub keys: Vec<KeyModelLimits>,
+}
+
+/// Everything a ledger holds, as a reload hands it over.
+#[derive(Debug, Clone, Default)]
+pub struct Carried {
+    /// Per old target.
+    pub targets: Vec<CarriedTarget>,
+    /// Per old provider, per key: whether the provider accepts it.
+    pub keys: Vec<Vec<KeyHealth>>,
+}
+
+/// Where a new ledger's state comes from: the old target and key of the same provider, model
+/// and key alias; `None` starts fresh.
+#[derive(Debug, Clone, Default)]
+pub struct CarryMap {
+    /// Per new target: the old target of the same provider and model.
+    pub targets: Vec<Option<TargetId>>,
+    /// Per new target, per key: the key of the same alias at that old target.
+    pub target_keys: Vec<Vec<Option<usize>>>,
+    /// Per new provider, per key: the old provider and key of the same names.
+    pub provider_keys: Vec<Vec<Option<(usize, usize)>>>,
+}
+
 /// The state of every target and key, and the only way the router reads or changes it.
 pub trait Ledger: Send + Sync + fmt::Debug {
     /// Decides for a request at `now`: the first target of its chain with a key that has room
@@ -258,4 +294,10 @@ pub trait Ledger: Send + Sync + fmt::Debug {
 
     /// Fires whenever something is settled or freed: a waiting request asks again.
     fn changed(&self) -> &Notify;
+
+    /// Everything this ledger holds at `now`, for the ledger of a reloaded config.
+    fn carry_out(&self, now: Instant) -> Carried;
+
+    /// Takes over the state `map` names from an old ledger's `carried` (before any request).
+    fn carry_in(&self, carried: Carried, map: &CarryMap);
 }

@@ -12,8 +12,8 @@ use crate::limits::headers::RateLimitSnapshot;
 use crate::limits::key_health::KeyHealth;
 use crate::limits::kind::{Cost, Kind};
 use crate::limits::ledger::{
-    Admission, Aftermath, Ask, Failure, Grant, Ledger, Pool, PoolReading, ProviderSpec, Reading,
-    RefusedKey, TargetId, TargetSpec, Verdict,
+    Admission, Aftermath, Ask, Carried, CarriedTarget, CarryMap, Failure, Grant, Ledger, Pool,
+    PoolReading, ProviderSpec, Reading, RefusedKey, TargetId, TargetSpec, Verdict,
 };
 use crate::limits::pacer::{self, Decision, KeyView, TargetView};
 use crate::limits::window::KeyModelLimits;
@@ -345,6 +345,63 @@ impl Ledger for LocalLedger {
 
     fn changed(&self) -> &Notify {
         &self.changed
+    }
+
+    fn carry_out(&self, now: Instant) -> Carried {
+        let st = self.lock();
+        Carried {
+            targets: st
+                .targets
+                .iter()
+                .map(|t| CarriedTarget {
+                    circuit: t.circuit.handed_over(),
+                    correction: t.correction,
+                    completions: t.completions.clone(),
+                    keys: t.keys.iter().map(|k| k.handed_over(now)).collect(),
+                })
+                .collect(),
+            keys: st.keys.clone(),
+        }
+    }
+
+    fn carry_in(&self, mut carried: Carried, map: &CarryMap) {
+        let mut st = self.lock();
+        for (id, target) in st.targets.iter_mut().enumerate() {
+            let Some(old) = map.targets.get(id).copied().flatten() else {
+                continue;
+            };
+            let Some(from) = carried.targets.get_mut(old) else {
+                continue;
+            };
+            target.circuit = from.circuit;
+            target.correction = from.correction;
+            target.completions = from.completions.clone();
+            for (k, key) in target.keys.iter_mut().enumerate() {
+                let old_key = map
+                    .target_keys
+                    .get(id)
+                    .and_then(|keys| keys.get(k))
+                    .copied();
+                if let Some(history) = old_key.flatten().and_then(|ok| from.keys.get(ok)) {
+                    *key = key.clone().with_history(history.clone());
+                }
+            }
+        }
+        for (p, keys) in st.keys.iter_mut().enumerate() {
+            for (k, health) in keys.iter_mut().enumerate() {
+                let old = map
+                    .provider_keys
+                    .get(p)
+                    .and_then(|keys| keys.get(k))
+                    .copied();
+                if let Some(h) = old
+                    .flatten()
+                    .and_then(|(op, ok)| carried.keys.get(op).and_then(|keys| keys.get(ok)))
+                {
+                    *health = h.clone();
+                }
+            }
+        }
     }
 }
 

@@ -198,6 +198,39 @@ impl KeyModelLimits {
         }
     }
 
+    /// This key's state as a reload hands it over at `now`: the windows, learned limits, a
+    /// 429's block and the in-flight allowance as they are, and what the sends in flight
+    /// reserved counted as spent at `now`. Those sends settle in the state they left; counted
+    /// here in full from now, they are never forgotten before the provider forgets them.
+    pub fn handed_over(&self, now: Instant) -> Self {
+        let mut out = self.clone();
+        if out.in_flight > 0 {
+            out.minute.push(now, &self.reserved);
+            if let Some(day) = &mut out.day {
+                day.push(now, &self.reserved);
+            }
+        }
+        out.in_flight = 0;
+        out.reserved = Cost::default();
+        out
+    }
+
+    /// `history`'s windows, learned limits and block under this state's configured limits and
+    /// in-flight policy (the allowance learned so far is kept when the policy is the same).
+    pub fn with_history(self, history: KeyModelLimits) -> Self {
+        let concurrency = if history.concurrency.policy() == self.concurrency.policy() {
+            history.concurrency
+        } else {
+            self.concurrency
+        };
+        KeyModelLimits {
+            configured: self.configured,
+            day: history.day.or(self.day),
+            concurrency,
+            ..history
+        }
+    }
+
     /// The limits in force: for each kind, the smaller of configured and learned.
     pub fn known(&self) -> Limits {
         let mut out = Limits::default();
@@ -531,6 +564,30 @@ mod tests {
     fn send(k: &mut KeyModelLimits, at: u64, cost: Cost) {
         let r = k.reserve(cost);
         k.settle(r, Some(cost), t(at));
+    }
+
+    #[test]
+    fn a_handed_over_key_counts_its_sends_in_flight_as_spent_and_takes_the_new_limit() {
+        let mut k = new(rpm(10));
+        let one = Cost::request(10, 10);
+        send(&mut k, 0, one);
+        send(&mut k, S, one);
+        let _in_flight = k.reserve(one);
+        assert_eq!(k.remaining(Kind::RequestsPerMinute), Some(7));
+        let handed = k.handed_over(t(2 * S));
+        assert_eq!(handed.in_flight(), 0, "its settlement goes to the old state");
+        assert_eq!(handed.settled(Kind::RequestsPerMinute), Some(3));
+        assert_eq!(handed.remaining(Kind::RequestsPerMinute), Some(7));
+        let under_five = new(rpm(5)).with_history(handed);
+        assert_eq!(under_five.known().get(Kind::RequestsPerMinute), Some(5));
+        assert_eq!(under_five.remaining(Kind::RequestsPerMinute), Some(2));
+        // The sends leave the window when they would have: the two settled ones at 60 s and
+        // 61 s, the one in flight a window after the handover.
+        let mut later = under_five;
+        later.expire(t(61 * S + 1));
+        assert_eq!(later.remaining(Kind::RequestsPerMinute), Some(4));
+        later.expire(t(62 * S + 1));
+        assert_eq!(later.remaining(Kind::RequestsPerMinute), Some(5));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! attempt means.
 
 pub mod body;
+mod carry;
 pub mod job;
 pub mod ticket;
 pub mod verdict;

@@ -1,6 +1,6 @@
 //! The endpoints: a completion is read and checked ([`super::request`]), answered by the
 //! pipeline, rendered ([`super::render`]) and logged and recorded ([`super::observe`]); the
-//! model list, health and metrics are answered here.
+//! model list, health, readiness and metrics are answered here.
 
 use std::sync::Arc;
 
@@ -118,6 +118,19 @@ fn percent_decode(text: &str) -> Option<String> {
 /// `GET /healthz`.
 pub fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+}
+
+/// `GET /readyz`: 200 once the gateway can serve (config loaded, cache open, and with a fleet,
+/// Redis answering); otherwise 503 with the reason.
+pub fn readyz(state: &AppState) -> Response {
+    match state.readiness() {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text.

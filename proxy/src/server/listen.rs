@@ -16,7 +16,7 @@ use crate::server::api;
 use crate::server::request::{chat_job, embeddings_job};
 use crate::server::routes::{Endpoint, route};
 use crate::server::self_wake::PollAgainOnSelfWake;
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 
 /// Answers one request at the endpoint its method and path name.
 async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response {
@@ -34,25 +34,27 @@ async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response 
         Endpoint::ListModels => api::list_models(&state, headers),
         Endpoint::GetModel(id) => api::get_model(&state, headers, id),
         Endpoint::Healthz => api::healthz(),
+        Endpoint::Readyz => api::readyz(&state),
         Endpoint::Metrics => api::metrics(&state),
     }
 }
 
-/// Serves the proxy over `state` on `listener` until `shutdown` resolves; then stops
-/// accepting, closes idle connections and waits for in-flight requests to finish (the caller
-/// bounds that wait: [`crate::run`]).
+/// Serves the proxy over the state `live` holds on `listener` until `shutdown` resolves; then
+/// stops accepting, closes idle connections and waits for in-flight requests to finish (the
+/// caller bounds that wait: [`crate::run`]). Each request is answered by the state in force
+/// when it arrives, to its end, whatever reload happens meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    // A client gets `client_timeout` to send a request's headers. (The body's share is timed
-    // in the handler, which can answer 408.)
-    let options = Options::new(state.config.server.client_timeout);
+    // A client gets `client_timeout` to send a request's headers (as at start: a reload does
+    // not change it). The body's share is timed in the handler, which can answer 408.
+    let options = Options::new(live.current().config.server.client_timeout);
     accept::serve(listener, options, shutdown, |stream, http| {
-        let state = state.clone();
+        let live = live.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = dispatch(state.clone(), request);
+            let response = dispatch(live.current(), request);
             async move { Ok::<_, Infallible>(response.await) }
         });
         tokio::spawn(PollAgainOnSelfWake::new(

@@ -18,8 +18,10 @@ pub enum Endpoint<'a> {
     ListModels,
     /// `GET /v1/models/{id}`, with the id as it appears in the path (still percent-encoded).
     GetModel(&'a str),
-    /// `GET /healthz`.
+    /// `GET /healthz`: alive.
     Healthz,
+    /// `GET /readyz`: ready for traffic.
+    Readyz,
     /// `GET /metrics`.
     Metrics,
 }
@@ -38,6 +40,7 @@ impl Endpoint<'_> {
 fn endpoint_at(path: &str) -> Option<Endpoint<'_>> {
     match path {
         "/healthz" => return Some(Endpoint::Healthz),
+        "/readyz" => return Some(Endpoint::Readyz),
         "/metrics" => return Some(Endpoint::Metrics),
         _ => {}
     }
@@ -107,6 +110,7 @@ mod tests {
             );
         }
         assert_eq!(at(Method::GET, "/healthz"), Ok(Endpoint::Healthz));
+        assert_eq!(at(Method::GET, "/readyz"), Ok(Endpoint::Readyz));
         assert_eq!(at(Method::HEAD, "/metrics"), Ok(Endpoint::Metrics));
     }
 

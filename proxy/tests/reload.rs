@@ -1,0 +1,105 @@
+//! `spillway serve` reloads its config file on SIGHUP: a valid file is put in force, an
+//! invalid one is refused with its error in the log and the config in force stays.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spillway_mock::MockProvider;
+use support::Running;
+
+const KEY: &str = "gsk_reloadtest_5ecret_value_0123456789";
+
+fn config(base_url: &str, key_var: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[cache]
+mode = "off"
+
+[[providers]]
+name = "groq"
+base_url = "{base_url}"
+keys = ["env:{key_var}"]
+
+[[routes]]
+model = "llama-3.1-8b"
+targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
+{extra_route}
+"#
+    )
+}
+
+async fn models(url: &str) -> Vec<String> {
+    let list: Value = reqwest::get(format!("{url}/v1/models"))
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    list["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+async fn chat_status(url: &str, model: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_puts_a_valid_config_in_force_and_refuses_an_invalid_one() {
+    let mock = MockProvider::builder().key(KEY).start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("spillway.toml");
+    std::fs::write(&path, config(&mock.url(), "SPILLWAY_TEST_GROQ_KEY", "")).expect("written");
+    let env = [("SPILLWAY_TEST_GROQ_KEY", KEY), ("RUST_LOG", "info")];
+    let running = Running::start(&path, &[], &env).await;
+    assert_eq!(chat_status(&running.url, "llama-3.1-8b").await, 200);
+
+    // Invalid: a key variable that is not set. Refused; the config in force keeps serving.
+    std::fs::write(&path, config(&mock.url(), "SPILLWAY_TEST_UNSET_VAR", "")).expect("written");
+    running.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(chat_status(&running.url, "llama-3.1-8b").await, 200);
+    assert_eq!(models(&running.url).await, ["llama-3.1-8b"]);
+
+    // Valid, with a second route: in force once the signal is handled.
+    let second = "[[routes]]\nmodel = \"second\"\ntargets = [{ provider = \"groq\", model = \"llama-3.1-8b-instant\" }]\n";
+    std::fs::write(&path, config(&mock.url(), "SPILLWAY_TEST_GROQ_KEY", second)).expect("written");
+    running.signal("HUP");
+    let mut listed = Vec::new();
+    for _ in 0..200 {
+        listed = models(&running.url).await;
+        if listed.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, ["llama-3.1-8b", "second"]);
+    assert_eq!(chat_status(&running.url, "second").await, 200);
+
+    let logs = running.stop().await;
+    let refused = logs
+        .lines()
+        .find(|l| l.contains("config reload refused"))
+        .unwrap_or_else(|| panic!("no refusal in {logs}"));
+    assert!(
+        refused.contains("SPILLWAY_TEST_UNSET_VAR is not set"),
+        "{refused}"
+    );
+    assert!(logs.contains("config reloaded"), "{logs}");
+    assert!(!logs.contains(KEY), "the key leaked into the logs");
+}
