@@ -75,7 +75,7 @@ impl AppState {
     }
 
     /// The state for `config` replacing this one: the same cache, metrics, recording and clock
-    /// (so `[cache]`, `[log]` and the server's `listen`, `record`, `record_bodies` and
+    /// (so `[cache]`, `[log]` and the server's `listen`, `client_timeout`, `record`, `record_bodies` and
     /// `time_scale` stay as they were at start, and are taken from the running config), the
     /// same fleet membership when `[fleet]` is unchanged, and the limit state of every key
     /// still configured (same provider, model and alias).
@@ -83,6 +83,7 @@ impl AppState {
         config.cache = self.config.cache.clone();
         config.log = self.config.log;
         config.server.listen = self.config.server.listen;
+        config.server.client_timeout = self.config.server.client_timeout;
         config.server.record = self.config.server.record.clone();
         config.server.record_bodies = self.config.server.record_bodies;
         config.server.time_scale = self.config.server.time_scale;
