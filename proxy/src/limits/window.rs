@@ -575,7 +575,11 @@ mod tests {
         let _in_flight = k.reserve(one);
         assert_eq!(k.remaining(Kind::RequestsPerMinute), Some(7));
         let handed = k.handed_over(t(2 * S));
-        assert_eq!(handed.in_flight(), 0, "its settlement goes to the old state");
+        assert_eq!(
+            handed.in_flight(),
+            0,
+            "its settlement goes to the old state"
+        );
         assert_eq!(handed.settled(Kind::RequestsPerMinute), Some(3));
         assert_eq!(handed.remaining(Kind::RequestsPerMinute), Some(7));
         let under_five = new(rpm(5)).with_history(handed);
