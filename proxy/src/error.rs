@@ -25,6 +25,40 @@ pub enum ProxyError {
     /// Wrong or missing client key.
     #[error("Incorrect or missing API key: send `Authorization: Bearer <spillway client key>`")]
     Unauthorized,
+    /// Wrong or missing admin key on an admin endpoint.
+    #[error(
+        "Incorrect or missing admin key: send `Authorization: Bearer <spillway admin key>` ([server] admin_keys)"
+    )]
+    AdminUnauthorized,
+    /// The caller is known but may not do this (a client key on an admin endpoint, a route
+    /// outside a client's allow-list, admin endpoints with no admin key configured).
+    #[error("{message}")]
+    Forbidden {
+        /// What is not allowed, and why.
+        message: String,
+    },
+    /// A client is over its own limit (`[[clients]]`), not a provider's.
+    #[error("Client `{client}` is over its own limit of {limit} {} on this gateway (not a provider's limit); it frees in {:.1}s", .kind.describe(), .retry_after.as_secs_f64())]
+    ClientLimited {
+        /// The client's name.
+        client: String,
+        /// The limit that is full.
+        kind: Kind,
+        /// Its value.
+        limit: u64,
+        /// Wall-clock time until the request fits.
+        retry_after: Duration,
+    },
+    /// Larger than one of a client's own limits: it never fits.
+    #[error("Request too large for client `{client}`: it exceeds the client's own limit of {limit} {}", .kind.describe())]
+    ClientTooLarge {
+        /// The client's name.
+        client: String,
+        /// The limit.
+        kind: Kind,
+        /// Its value.
+        limit: u64,
+    },
     /// Body over the configured size.
     #[error("Request body too large: the limit is {limit} bytes")]
     BodyTooLarge {
@@ -203,7 +237,10 @@ impl ProxyError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::Unauthorized | ProxyError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::ClientLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::ClientTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } | ProxyError::TooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -226,7 +263,18 @@ impl ProxyError {
     /// OpenAI's error `type` and `code` for this error.
     pub fn type_and_code(&self) -> (&'static str, Option<&'static str>) {
         match self {
-            ProxyError::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
+            ProxyError::Unauthorized | ProxyError::AdminUnauthorized => {
+                ("invalid_request_error", Some("invalid_api_key"))
+            }
+            ProxyError::Forbidden { .. } => ("invalid_request_error", Some("permission_denied")),
+            ProxyError::ClientLimited { kind, .. } | ProxyError::ClientTooLarge { kind, .. } => (
+                if kind.counts_requests() {
+                    "requests"
+                } else {
+                    "tokens"
+                },
+                Some("client_rate_limit_exceeded"),
+            ),
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             ProxyError::ClientTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             ProxyError::InvalidRequest { .. } => ("invalid_request_error", None),
@@ -254,7 +302,8 @@ impl ProxyError {
     /// Wall-clock time until the client may try again, for the errors that know it.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProxyError::Exhausted { retry_after, .. } => Some(*retry_after),
+            ProxyError::Exhausted { retry_after, .. }
+            | ProxyError::ClientLimited { retry_after, .. } => Some(*retry_after),
             ProxyError::Unavailable { retry_after, .. } => *retry_after,
             _ => None,
         }

@@ -34,6 +34,7 @@ pub mod record;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod upstream;
 
 use std::future::Future;

@@ -514,7 +514,7 @@ impl ServeFlags {
         if let Some(scale) = self.time_scale {
             config.server.time_scale = scale;
         }
-        validate::check_exposure(config.server.listen, &config.server.client_keys)
+        validate::check_exposure(config.server.listen, config.authenticates_clients())
             .map_err(anyhow::Error::msg)?;
         Ok(config)
     }

@@ -55,6 +55,91 @@ struct Counters {
     wait_sum: f64,
     /// `Some` in a fleet: whether Redis is out of reach now, and how often it was lost.
     fleet: Option<(bool, u64)>,
+    /// Requests by client name, route and status.
+    clients: HashMap<(String, String, u16), u64>,
+    /// The last minute (clock time) per route.
+    recent_routes: HashMap<String, Rolling>,
+    /// The last minute (clock time) per client.
+    recent_clients: HashMap<String, Rolling>,
+}
+
+/// What happened in a span of time: the counts the status view shows for the last minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Client requests answered.
+    pub requests: u64,
+    /// Of those, answered 429 by the gateway.
+    pub answered_429: u64,
+    /// Attempts after which a request moved on to another key or target.
+    pub fallbacks: u64,
+    /// 429s from providers.
+    pub upstream_429: u64,
+    /// Requests the cache answered from the store.
+    pub cache_hits: u64,
+    /// Requests the cache looked up (hits, misses and joined flights).
+    pub cache_lookups: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.requests += o.requests;
+        self.answered_429 += o.answered_429;
+        self.fallbacks += o.fallbacks;
+        self.upstream_429 += o.upstream_429;
+        self.cache_hits += o.cache_hits;
+        self.cache_lookups += o.cache_lookups;
+    }
+}
+
+/// Seconds a [`Rolling`] tally covers.
+const RECENT_SECS: u64 = 60;
+
+/// A tally per second of clock time over the last [`RECENT_SECS`].
+#[derive(Debug, Clone)]
+struct Rolling([(u64, Tally); RECENT_SECS as usize]);
+
+impl Default for Rolling {
+    fn default() -> Self {
+        Rolling([(u64::MAX, Tally::default()); RECENT_SECS as usize])
+    }
+}
+
+impl Rolling {
+    fn note(&mut self, now: Duration, f: impl FnOnce(&mut Tally)) {
+        let sec = now.as_secs();
+        let slot = &mut self.0[(sec % RECENT_SECS) as usize];
+        if slot.0 != sec {
+            *slot = (sec, Tally::default());
+        }
+        f(&mut slot.1);
+    }
+
+    fn sum(&self, now: Duration) -> Tally {
+        let sec = now.as_secs();
+        let mut out = Tally::default();
+        for (at, tally) in &self.0 {
+            if *at <= sec && sec - *at < RECENT_SECS {
+                out.add(tally);
+            }
+        }
+        out
+    }
+}
+
+fn note_in(
+    map: &mut HashMap<String, Rolling>,
+    name: &str,
+    now: Duration,
+    f: impl FnOnce(&mut Tally),
+) {
+    match map.get_mut(name) {
+        Some(r) => r.note(now, f),
+        None => {
+            let mut r = Rolling::default();
+            r.note(now, f);
+            map.insert(name.to_string(), r);
+        }
+    }
 }
 
 /// One gauge of remaining headroom, gathered at scrape time.
@@ -146,6 +231,72 @@ impl Metrics {
         });
     }
 
+    /// A client request answered at clock time `now`, for the last minute's tallies (and, for
+    /// a named client, `spillway_client_requests_total`).
+    pub fn recent_request(
+        &self,
+        route: &str,
+        client: Option<&str>,
+        status: u16,
+        cache: &str,
+        now: Duration,
+    ) {
+        let count = |t: &mut Tally| {
+            t.requests += 1;
+            t.answered_429 += u64::from(status == 429);
+            t.cache_hits += u64::from(cache == "hit");
+            t.cache_lookups += u64::from(matches!(cache, "hit" | "miss" | "coalesced"));
+        };
+        self.with(|c| {
+            note_in(&mut c.recent_routes, route, now, count);
+            if let Some(client) = client {
+                note_in(&mut c.recent_clients, client, now, count);
+                *c.clients
+                    .entry((client.to_string(), route.to_string(), status))
+                    .or_default() += 1;
+            }
+        });
+    }
+
+    /// A request of `route` moved on after a failed attempt at clock time `now` (the last
+    /// minute's tally; [`Self::fallback`] counts it for Prometheus).
+    pub fn recent_fallback(&self, route: &str, now: Duration) {
+        self.with(|c| note_in(&mut c.recent_routes, route, now, |t| t.fallbacks += 1));
+    }
+
+    /// A provider answered a request of `route` with a 429 at clock time `now`.
+    pub fn recent_rate_limited(&self, route: &str, now: Duration) {
+        self.with(|c| note_in(&mut c.recent_routes, route, now, |t| t.upstream_429 += 1));
+    }
+
+    /// The last minute (clock time, up to `now`) of a route.
+    pub fn recent_route(&self, route: &str, now: Duration) -> Tally {
+        self.with(|c| {
+            c.recent_routes
+                .get(route)
+                .map(|r| r.sum(now))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The last minute (clock time, up to `now`) of a client.
+    pub fn recent_client(&self, client: &str, now: Duration) -> Tally {
+        self.with(|c| {
+            c.recent_clients
+                .get(client)
+                .map(|r| r.sum(now))
+                .unwrap_or_default()
+        })
+    }
+
+    /// Cache hits and lookups since the start (every route).
+    pub fn cache_totals(&self) -> (u64, u64) {
+        self.with(|c| {
+            let n = |k: &str| c.cache.get(k).copied().unwrap_or(0);
+            (n("hit"), n("hit") + n("miss") + n("coalesced"))
+        })
+    }
+
     /// Total fallbacks.
     pub fn fallbacks(&self) -> u64 {
         self.with(|c| c.fallbacks.values().sum())
@@ -194,6 +345,7 @@ impl Metrics {
             let _ = writeln!(out, "spillway_queue_wait_seconds_sum {}", c.wait_sum);
             let _ = writeln!(out, "spillway_queue_wait_seconds_count {}", c.wait_count);
             fleet_lines(&mut out, c.fleet);
+            client_lines(&mut out, &c.clients);
         });
         let _ = writeln!(
             out,
@@ -231,6 +383,26 @@ impl Metrics {
     }
 }
 
+/// Requests by client name (never its key), route and status.
+fn client_lines(out: &mut String, clients: &HashMap<(String, String, u16), u64>) {
+    if clients.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP spillway_client_requests_total Requests of named clients ([[clients]]) by client, route and status."
+    );
+    let _ = writeln!(out, "# TYPE spillway_client_requests_total counter");
+    for ((client, route, status), n) in clients.iter().collect::<BTreeMap<_, _>>() {
+        let _ = writeln!(
+            out,
+            "spillway_client_requests_total{{client=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+            esc(client),
+            esc(route)
+        );
+    }
+}
+
 /// In a fleet: whether Redis is out of reach now, and how often it was lost.
 fn fleet_lines(out: &mut String, fleet: Option<(bool, u64)>) {
     let Some((degraded, lost)) = fleet else {
@@ -263,4 +435,41 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_minute_forgets_what_is_older() {
+        let m = Metrics::default();
+        let s = Duration::from_secs;
+        m.recent_request("r", Some("eval"), 200, "miss", s(10));
+        m.recent_request("r", None, 429, "none", s(30));
+        m.recent_request("r", None, 200, "hit", s(69));
+        m.recent_fallback("r", s(30));
+        m.recent_rate_limited("r", s(30));
+        let at_69 = m.recent_route("r", s(69));
+        assert_eq!(
+            (
+                at_69.requests,
+                at_69.answered_429,
+                at_69.cache_hits,
+                at_69.cache_lookups
+            ),
+            (3, 1, 1, 2)
+        );
+        assert_eq!((at_69.fallbacks, at_69.upstream_429), (1, 1));
+        assert_eq!(
+            m.recent_route("r", s(70)).requests,
+            2,
+            "10 s left the minute"
+        );
+        assert_eq!(m.recent_client("eval", s(69)).requests, 1);
+        assert_eq!(m.recent_route("r", s(200)), Tally::default());
+        assert!(m.render(&[]).contains(
+            "spillway_client_requests_total{client=\"eval\",route=\"r\",status=\"200\"} 1"
+        ));
+    }
 }

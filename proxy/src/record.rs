@@ -44,6 +44,13 @@ pub struct RecordedOutcome {
     /// `{prompt_tokens, completion_tokens}` when the answer reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
+    /// Milliseconds (wall-clock) the request waited for headroom, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// The keys and targets tried or passed over and why each was left, as in
+    /// `x-spillway-fallback`, when there was more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// One recorded request.
@@ -53,6 +60,9 @@ pub struct RecordedRequest {
     pub t: f64,
     /// The route (client-facing model name).
     pub route: String,
+    /// The named client (`[[clients]]`) that sent it, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// `chat` or `embeddings`.
     pub endpoint: String,
     /// `"stream": true`.

@@ -12,11 +12,30 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::config::fleet::FleetConfig;
 use crate::fleet::Fleet;
+use crate::limits::quota::ClientQuota;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::record::Recorder;
 use crate::router::Router;
 use crate::upstream::Upstream;
+
+/// One `[[clients]]` entry as the endpoints use it.
+#[derive(Debug)]
+pub struct ClientState {
+    /// Its name.
+    pub name: String,
+    /// The routes it may use (`None`: every route).
+    pub routes: Option<Vec<usize>>,
+    /// Its own windows.
+    pub quota: ClientQuota,
+}
+
+impl ClientState {
+    /// Whether it may use route `route`.
+    pub fn allows(&self, route: usize) -> bool {
+        self.routes.as_ref().is_none_or(|r| r.contains(&route))
+    }
+}
 
 /// Shared state of one proxy.
 #[derive(Debug)]
@@ -29,8 +48,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The clock everything runs on.
     pub clock: Clock,
-    /// blake3 digests of the client keys (compared in constant time).
-    pub client_keys: Vec<blake3::Hash>,
+    /// blake3 digests of the client keys (compared in constant time), each with the index of
+    /// its `[[clients]]` entry (`None` for a `[server] client_keys` key).
+    pub client_keys: Vec<(blake3::Hash, Option<usize>)>,
+    /// blake3 digests of the admin keys.
+    pub admin_keys: Vec<blake3::Hash>,
+    /// The named clients, in config order, with their own windows.
+    pub clients: Vec<ClientState>,
     /// Route index by client-facing model name.
     pub routes: HashMap<String, usize>,
     /// Traffic recording, when enabled.
@@ -149,7 +173,24 @@ impl AppState {
                 .server
                 .client_keys
                 .iter()
-                .map(|k| blake3::hash(k.expose().as_bytes()))
+                .map(|k| (digest(k), None))
+                .chain(
+                    config
+                        .clients
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (digest(&c.key), Some(i))),
+                )
+                .collect(),
+            admin_keys: config.server.admin_keys.iter().map(digest).collect(),
+            clients: config
+                .clients
+                .iter()
+                .map(|c| ClientState {
+                    name: c.name.clone(),
+                    routes: c.routes.clone(),
+                    quota: ClientQuota::new(c.limits),
+                })
                 .collect(),
             routes: config
                 .routes
@@ -165,6 +206,11 @@ impl AppState {
             fleet,
             stop_streams,
         }))
+    }
+
+    /// The name of client `caller`, when it is a named one.
+    pub fn client_name(&self, caller: Option<usize>) -> Option<&str> {
+        caller.map(|i| self.clients[i].name.as_str())
     }
 
     /// The route names, comma-separated (for messages).
@@ -237,4 +283,9 @@ impl Live {
         self.current.store(next.clone());
         Ok(next)
     }
+}
+
+/// A key's blake3 digest, which is what authentication compares.
+fn digest(key: &crate::config::ApiKey) -> blake3::Hash {
+    blake3::hash(key.expose().as_bytes())
 }

@@ -29,6 +29,9 @@ pub struct Head {
     pub attempts: u32,
     /// Wall-clock time the call waited for headroom before its first attempt.
     pub waited: Duration,
+    /// Each key or target the router tried or passed over, and why it was left
+    /// (`groq#1:429`), the one that answered last (`cerebras#1:200`).
+    pub trail: Vec<String>,
     /// Streamed (events) or plain (one body).
     pub stream: bool,
     /// The provider's response headers.

@@ -14,7 +14,9 @@ use std::path::Path;
 
 pub use raw::RawConfig;
 pub use secret::{ApiKey, Env, ProcessEnv};
-pub use validate::{Config, ConfigError, Provider, ProviderKey, Route, ServerConfig, Target};
+pub use validate::{
+    Client, Config, ConfigError, Provider, ProviderKey, Route, ServerConfig, Target,
+};
 
 /// Parses TOML text; errors name `file`, the line and the field.
 pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigError> {
@@ -263,6 +265,60 @@ max_wait = "30s"
     }
 
     #[test]
+    fn clients_take_a_key_an_allow_list_and_their_own_limits() {
+        let mut env = env();
+        env.insert("EVAL".into(), "sk-eval".into());
+        env.insert("ADMIN".into(), "sk-admin".into());
+        env.insert("OLD".into(), "sk-old".into());
+        let with = |server: &str, clients: &str, env: &HashMap<String, String>| {
+            parse(
+                &format!(
+                    "{}\n{clients}",
+                    ISSUE_EXAMPLE.replace("[server]\n", &format!("[server]\n{server}\n"))
+                ),
+                "spillway.toml",
+                env,
+            )
+        };
+        let eval = "[[clients]]\nname = \"eval-team\"\nkey = \"env:EVAL\"\nroutes = [\"llama-3.1-8b\"]\nrequests_per_minute = 600\ntokens_per_day = 5_000_000\n";
+        let config = with(
+            "client_keys = [\"env:OLD\"]\nadmin_keys = [\"env:ADMIN\"]\nmetrics_admin_only = true",
+            eval,
+            &env,
+        )
+        .expect("valid");
+        let client = &config.clients[0];
+        assert_eq!(client.name, "eval-team");
+        assert_eq!(client.routes, Some(vec![0]));
+        assert_eq!(client.limits.get(Kind::RequestsPerMinute), Some(600));
+        assert_eq!(client.limits.get(Kind::TokensPerDay), Some(5_000_000));
+        assert_eq!(client.limits.get(Kind::TokensPerMinute), None);
+        assert!(config.server.metrics_admin_only && config.authenticates_clients());
+        assert_eq!(config.server.admin_keys.len(), 1);
+
+        let err = with("", &eval.replace("[\"llama-3.1-8b\"]", "[\"nope\"]"), &env)
+            .expect_err("unknown route");
+        assert_eq!(err.field, "clients[0].routes[0]");
+        assert!(err.message.contains("nope"), "{err}");
+        let err = with("", &eval.replace("600", "0"), &env).expect_err("zero");
+        assert_eq!(err.field, "clients[0].requests_per_minute");
+        let err = with("", &eval.replace("eval-team", "eval team"), &env).expect_err("name");
+        assert_eq!(err.field, "clients[0].name");
+        let err = with("", &format!("{eval}\n{eval}"), &env).expect_err("two keys");
+        assert_eq!(err.field, "clients[1].key");
+        let err = with("admin_keys = [\"env:EVAL\"]", eval, &env).expect_err("admin = client");
+        assert_eq!(err.field, "server.admin_keys[0]");
+        assert!(err.message.contains("clients[0].key"), "{err}");
+        assert!(!err.to_string().contains("sk-eval"), "{err}");
+        let err = with("metrics_admin_only = true", "", &env).expect_err("no admin key");
+        assert_eq!(err.field, "server.metrics_admin_only");
+        let mut unset = env.clone();
+        unset.remove("EVAL");
+        let err = with("", eval, &unset).expect_err("unset");
+        assert!(err.to_string().contains("EVAL is not set"), "{err}");
+    }
+
+    #[test]
     fn inline_secrets_are_refused() {
         let err = error_of(&ISSUE_EXAMPLE.replace("env:CEREBRAS_API_KEY", "csk_inline"));
         assert_eq!(err.field, "providers[1].keys[0]");
@@ -313,9 +369,9 @@ max_wait = "30s"
     fn without_client_keys_only_loopback_is_served() {
         let any: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("addr");
         let local: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-        assert!(validate::check_exposure(any, &[]).is_err());
-        assert!(validate::check_exposure(local, &[]).is_ok());
-        assert!(validate::check_exposure(any, &[ApiKey::new("k")]).is_ok());
+        assert!(validate::check_exposure(any, false).is_err());
+        assert!(validate::check_exposure(local, false).is_ok());
+        assert!(validate::check_exposure(any, true).is_ok());
     }
 
     #[test]

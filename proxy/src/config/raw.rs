@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: RawLog,
+    /// `[[clients]]`: named client keys, each with its own routes and limits.
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
 }
 
 /// `[log]`.
@@ -35,6 +38,26 @@ pub struct RawConfig {
 pub struct RawLog {
     /// `text` (default) or `json`.
     pub format: Option<String>,
+}
+
+/// One `[[clients]]` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// What logs, metrics, recordings and the status view call it.
+    pub name: Option<String>,
+    /// Its bearer token, as `env:NAME`.
+    pub key: Option<String>,
+    /// The routes it may use (absent: every route).
+    pub routes: Option<Vec<String>>,
+    /// Its own requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Its own tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Its own requests per day.
+    pub requests_per_day: Option<u64>,
+    /// Its own tokens per day.
+    pub tokens_per_day: Option<u64>,
 }
 
 /// `[fleet]`.
@@ -90,6 +113,11 @@ pub struct RawServer {
     /// Bearer tokens clients must send, as `env:NAME`.
     #[serde(default)]
     pub client_keys: Vec<String>,
+    /// Bearer tokens for the admin endpoints, as `env:NAME`.
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
+    /// `/metrics` takes an admin key (default false: open like `/healthz`).
+    pub metrics_admin_only: Option<bool>,
     /// Largest request body in bytes.
     pub max_body_bytes: Option<usize>,
     /// Longest a client may take to send a request's headers, or its body.

@@ -10,7 +10,7 @@ use crate::config::cache::{CacheConfig, CacheMode, CacheWhen, FsyncPolicy, Index
 use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, DEFAULT_SHARED_MAX_ENTRY_SIZE, FleetConfig};
 use crate::config::log::{LogConfig, LogFormat};
 use crate::config::raw::{
-    RawCache, RawConfig, RawFleet, RawLimits, RawLog, RawProvider, RawRoute, RawServer,
+    RawCache, RawClient, RawConfig, RawFleet, RawLimits, RawLog, RawProvider, RawRoute, RawServer,
 };
 use crate::config::secret::{ApiKey, Env};
 use crate::config::tiers::{self, Tier};
@@ -47,6 +47,31 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[[clients]]`, in file order.
+    pub clients: Vec<Client>,
+}
+
+impl Config {
+    /// Whether clients must authenticate (some client key is configured, in `[server]
+    /// client_keys` or `[[clients]]`).
+    pub fn authenticates_clients(&self) -> bool {
+        !self.server.client_keys.is_empty() || !self.clients.is_empty()
+    }
+}
+
+/// One `[[clients]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Its name: what logs, metrics, recordings and the status view show (never its key).
+    pub name: String,
+    /// The variable its key was read from.
+    pub env: String,
+    /// Its bearer token.
+    pub key: ApiKey,
+    /// The routes it may use, as indices into [`Config::routes`] (`None`: every route).
+    pub routes: Option<Vec<usize>>,
+    /// Its own limits (requests and tokens per minute and per day); empty: none.
+    pub limits: Limits,
 }
 
 /// `[server]`, validated.
@@ -54,8 +79,13 @@ pub struct Config {
 pub struct ServerConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Bearer tokens clients must send (empty: no authentication, loopback only).
+    /// Bearer tokens clients must send (empty: no authentication, loopback only), besides
+    /// the keys of `[[clients]]`.
     pub client_keys: Vec<ApiKey>,
+    /// Bearer tokens the admin endpoints take (empty: the admin endpoints refuse everyone).
+    pub admin_keys: Vec<ApiKey>,
+    /// `/metrics` takes an admin key.
+    pub metrics_admin_only: bool,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Longest a client may take to send a request's headers (an idle keep-alive connection
@@ -645,6 +675,17 @@ fn server_section(c: &Checker<'_>, raw: &RawServer) -> Result<ServerConfig, Conf
     for (i, reference) in raw.client_keys.iter().enumerate() {
         client_keys.push(c.secret(&format!("server.client_keys[{i}]"), reference)?.1);
     }
+    let mut admin_keys = Vec::new();
+    for (i, reference) in raw.admin_keys.iter().enumerate() {
+        admin_keys.push(c.secret(&format!("server.admin_keys[{i}]"), reference)?.1);
+    }
+    let metrics_admin_only = raw.metrics_admin_only.unwrap_or(false);
+    if metrics_admin_only && admin_keys.is_empty() {
+        return Err(c.err(
+            "server.metrics_admin_only",
+            "expected [server] admin_keys too: with no admin key, nobody could read /metrics",
+        ));
+    }
     let time_scale = raw.time_scale.unwrap_or(1.0);
     if !(time_scale.is_finite() && time_scale > 0.0) {
         return Err(c.err("server.time_scale", "expected a number greater than 0"));
@@ -663,6 +704,8 @@ fn server_section(c: &Checker<'_>, raw: &RawServer) -> Result<ServerConfig, Conf
     Ok(ServerConfig {
         listen,
         client_keys,
+        admin_keys,
+        metrics_admin_only,
         max_body_bytes,
         client_timeout,
         default_max_tokens: raw.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
@@ -732,11 +775,19 @@ pub fn validate_with_cache_mode(
         .map(|f| fleet_section(&c, f))
         .transpose()?;
     let log = log_section(file, &raw.log)?;
+    let clients = raw
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| client_section(&c, i, client, &routes))
+        .collect::<Result<Vec<_>, _>>()?;
+    distinct_keys(&c, &server, &clients)?;
     Ok(Config {
         source: file.to_string(),
         cache,
         fleet,
         log,
+        clients,
         server,
         providers,
         routes,
@@ -803,9 +854,123 @@ fn fleet_section(c: &Checker<'_>, raw: &RawFleet) -> Result<FleetConfig, ConfigE
     })
 }
 
+/// Validates one `[[clients]]` entry: a plain name, a key by variable, routes that exist, and
+/// its own limits (each at least 1).
+fn client_section(
+    c: &Checker<'_>,
+    i: usize,
+    raw: &RawClient,
+    routes: &[Route],
+) -> Result<Client, ConfigError> {
+    let at = |f: &str| format!("clients[{i}].{f}");
+    let name = raw.name.as_deref().unwrap_or("").trim().to_string();
+    let plain = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
+    if name.is_empty() || !name.chars().all(plain) {
+        return Err(c.err(
+            at("name"),
+            format!("expected a name of letters, digits, '-', '_' or '.' (got {name:?})"),
+        ));
+    }
+    let reference = raw.key.as_deref().ok_or_else(|| {
+        c.err(
+            at("key"),
+            "expected the client's key as \"env:NAME\", such as \"env:SPILLWAY_EVAL_KEY\"",
+        )
+    })?;
+    let (env, key) = c.secret(&at("key"), reference)?;
+    let allowed = match &raw.routes {
+        None => None,
+        Some(names) if names.is_empty() => {
+            return Err(c.err(
+                at("routes"),
+                "expected at least one route (leave the field out for every route)",
+            ));
+        }
+        Some(names) => Some(
+            names
+                .iter()
+                .enumerate()
+                .map(|(r, n)| {
+                    routes
+                        .iter()
+                        .position(|route| route.model == *n)
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                routes.iter().map(|r| r.model.as_str()).collect();
+                            c.err(
+                                at(&format!("routes[{r}]")),
+                                format!("no route named {n:?} (routes: {})", known.join(", ")),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let own = RawLimits {
+        requests_per_minute: raw.requests_per_minute,
+        tokens_per_minute: raw.tokens_per_minute,
+        requests_per_day: raw.requests_per_day,
+        tokens_per_day: raw.tokens_per_day,
+        ..RawLimits::default()
+    };
+    Ok(Client {
+        name,
+        env,
+        key,
+        routes: allowed,
+        limits: limits(c, &format!("clients[{i}]"), &own)?,
+    })
+}
+
+/// Refuses two clients of one name, and one key in two places: a key names one client, and an
+/// admin key is not a client key. Errors name the fields, never the value.
+fn distinct_keys(
+    c: &Checker<'_>,
+    server: &ServerConfig,
+    clients: &[Client],
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<(String, &ApiKey)> = Vec::new();
+    let named = server
+        .client_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("server.client_keys[{i}]"), k))
+        .chain(
+            clients
+                .iter()
+                .enumerate()
+                .map(|(i, cl)| (format!("clients[{i}].key"), &cl.key)),
+        )
+        .chain(
+            server
+                .admin_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (format!("server.admin_keys[{i}]"), k)),
+        );
+    for (field, key) in named {
+        if let Some((first, _)) = seen.iter().find(|(_, k)| *k == key) {
+            return Err(c.err(
+                field,
+                format!("the same key as {first}: each key names one client, and an admin key is not a client key"),
+            ));
+        }
+        seen.push((field, key));
+    }
+    for (i, client) in clients.iter().enumerate() {
+        if clients[..i].iter().any(|o| o.name == client.name) {
+            return Err(c.err(
+                format!("clients[{i}].name"),
+                format!("client {:?} is defined twice", client.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses to serve without client keys on an address other machines can reach.
-pub fn check_exposure(listen: SocketAddr, client_keys: &[ApiKey]) -> Result<(), String> {
-    if client_keys.is_empty() && !listen.ip().is_loopback() {
+pub fn check_exposure(listen: SocketAddr, authenticates: bool) -> Result<(), String> {
+    if !authenticates && !listen.ip().is_loopback() {
         return Err(format!(
             "refusing to listen on {listen} without client keys: set [server] client_keys = [\"env:SPILLWAY_CLIENT_KEY\"], or listen on 127.0.0.1"
         ));

@@ -17,6 +17,15 @@ pub struct CircuitPolicy {
     pub max_cooldown: Duration,
 }
 
+/// A circuit as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitSnapshot {
+    /// Consecutive outages.
+    pub failures: u32,
+    /// As [`Circuit::open_until`]: `None` closed, [`Instant::NEVER`] while a probe is out.
+    pub open_until: Option<Instant>,
+}
+
 /// One target's circuit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Circuit {
@@ -49,6 +58,14 @@ impl Circuit {
             Some(Instant::NEVER)
         } else {
             Some(self.open_until)
+        }
+    }
+
+    /// The circuit as it stands, for the status view.
+    pub fn snapshot(&self) -> CircuitSnapshot {
+        CircuitSnapshot {
+            failures: self.failures,
+            open_until: self.open_until(),
         }
     }
 

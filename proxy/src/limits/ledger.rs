@@ -19,14 +19,14 @@ use std::time::Duration;
 use spillway_clock::Instant;
 use tokio::sync::Notify;
 
-use crate::limits::circuit::{Circuit, CircuitPolicy};
+use crate::limits::circuit::{Circuit, CircuitPolicy, CircuitSnapshot};
 use crate::limits::concurrency::ConcurrencyPolicy;
 use crate::limits::estimate::{CompletionEstimate, Correction};
 use crate::limits::headers::RateLimitSnapshot;
-use crate::limits::key_health::KeyHealth;
+use crate::limits::key_health::{KeyHealth, Refused};
 use crate::limits::kind::{Kind, Limits};
-pub use crate::limits::pacer::Refusal;
-use crate::limits::window::{KeyModelLimits, Reservation};
+pub use crate::limits::pacer::{Pass, Passed, Refusal};
+use crate::limits::window::{KeyModelLimits, KeySnapshot, Reservation};
 
 /// A target's index in the ledger: one provider's model, with that provider's keys.
 pub type TargetId = usize;
@@ -107,6 +107,8 @@ pub struct Grant {
     pub probe: bool,
     /// The request is trying a key its provider refused before.
     pub key_probe: bool,
+    /// What the decision passed over before this key, and why.
+    pub passed: Vec<Passed>,
 }
 
 /// What a failed attempt means for its key and target.
@@ -247,6 +249,17 @@ pub struct CarryMap {
     pub provider_keys: Vec<Vec<Option<(usize, usize)>>>,
 }
 
+/// One target's state as it stands, for the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSnapshot {
+    /// Its circuit.
+    pub circuit: CircuitSnapshot,
+    /// Per key of its provider: its windows and block.
+    pub keys: Vec<KeySnapshot>,
+    /// Per key of its provider: the provider's refusal, when it is set aside.
+    pub refused: Vec<Option<Refused>>,
+}
+
 /// The state of every target and key, and the only way the router reads or changes it.
 pub trait Ledger: Send + Sync + fmt::Debug {
     /// Decides for a request at `now`: the first target of its chain with a key that has room
@@ -291,6 +304,9 @@ pub trait Ledger: Send + Sync + fmt::Debug {
 
     /// Keys their provider refused.
     fn refused_keys(&self) -> Vec<RefusedKey>;
+
+    /// Every target's state at `now`, by target id.
+    fn snapshot(&self, now: Instant) -> Vec<TargetSnapshot>;
 
     /// Fires whenever something is settled or freed: a waiting request asks again.
     fn changed(&self) -> &Notify;

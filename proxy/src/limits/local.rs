@@ -12,8 +12,9 @@ use crate::limits::headers::RateLimitSnapshot;
 use crate::limits::key_health::KeyHealth;
 use crate::limits::kind::{Cost, Kind};
 use crate::limits::ledger::{
-    Admission, Aftermath, Ask, Carried, CarriedTarget, CarryMap, Failure, Grant, Ledger, Pool,
-    PoolReading, ProviderSpec, Reading, RefusedKey, TargetId, TargetSpec, Verdict,
+    Admission, Aftermath, Ask, Carried, CarriedTarget, CarryMap, Failure, Grant, Ledger, Passed,
+    Pool, PoolReading, ProviderSpec, Reading, RefusedKey, TargetId, TargetSnapshot, TargetSpec,
+    Verdict,
 };
 use crate::limits::pacer::{self, Decision, KeyView, TargetView};
 use crate::limits::window::KeyModelLimits;
@@ -84,8 +85,9 @@ impl LocalLedger {
     }
 }
 
-/// The pacer's decision over a chain's targets as they stand.
-fn decide(st: &State, ask: &Ask<'_>, now: Instant) -> Decision {
+/// The pacer's decision over a chain's targets as they stand, and on a `Go`, what it passed
+/// over.
+fn decide(st: &State, ask: &Ask<'_>, now: Instant) -> (Decision, Vec<Passed>) {
     let views: Vec<TargetView<'_>> = ask
         .chain
         .iter()
@@ -110,7 +112,12 @@ fn decide(st: &State, ask: &Ask<'_>, now: Instant) -> Decision {
             }
         })
         .collect();
-    pacer::decide(now, &views, ask.deadline)
+    let decision = pacer::decide(now, &views, ask.deadline);
+    let passed = match decision {
+        Decision::Go { target, key } => pacer::passed(now, &views, target, key),
+        _ => Vec::new(),
+    };
+    (decision, passed)
 }
 
 impl Ledger for LocalLedger {
@@ -124,7 +131,8 @@ impl Ledger for LocalLedger {
         if ask.prompt.is_none() && counts_tokens(&st, ask.chain) {
             return Admission::NeedPrompt;
         }
-        match decide(&st, ask, now) {
+        let (decision, passed) = decide(&st, ask, now);
+        match decision {
             Decision::Go { target, key } => {
                 let id = ask.chain[target];
                 let provider = st.targets[id].provider;
@@ -140,6 +148,7 @@ impl Ledger for LocalLedger {
                     prompt: ask.prompt,
                     probe,
                     key_probe,
+                    passed,
                 })
             }
             Decision::Wait(until) => Admission::Wait(until),
@@ -341,6 +350,29 @@ impl Ledger for LocalLedger {
             }
         }
         out
+    }
+
+    fn snapshot(&self, now: Instant) -> Vec<TargetSnapshot> {
+        let mut st = self.lock();
+        let State { targets, keys } = &mut *st;
+        targets
+            .iter_mut()
+            .map(|t| TargetSnapshot {
+                circuit: t.circuit.snapshot(),
+                keys: t
+                    .keys
+                    .iter_mut()
+                    .map(|k| {
+                        k.expire(now);
+                        k.snapshot(now)
+                    })
+                    .collect(),
+                refused: keys[t.provider]
+                    .iter()
+                    .map(|h| h.refusal().cloned())
+                    .collect(),
+            })
+            .collect()
     }
 
     fn changed(&self) -> &Notify {

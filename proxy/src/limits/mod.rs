@@ -15,4 +15,5 @@ pub mod kind;
 pub mod ledger;
 pub mod local;
 pub mod pacer;
+pub mod quota;
 pub mod window;

@@ -178,6 +178,90 @@ impl Scan {
     }
 }
 
+/// Why a key, or a whole target, was passed over for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Blocked after a 429 until its reset.
+    Cooling,
+    /// A window is full.
+    Full,
+    /// Held back by its requests in flight.
+    Busy,
+    /// Its provider refused the key (set aside).
+    Refused,
+    /// The target's circuit is open after outages.
+    Open,
+    /// The request is larger than one of its limits.
+    TooLarge,
+}
+
+impl Pass {
+    /// The word the `x-spillway-fallback` trail uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Pass::Cooling => "cooling",
+            Pass::Full => "full",
+            Pass::Busy => "busy",
+            Pass::Refused => "refused",
+            Pass::Open => "open",
+            Pass::TooLarge => "too-large",
+        }
+    }
+}
+
+/// A key (or, with `key` `None`, a whole target) passed over, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed {
+    /// The target's position in the chain.
+    pub position: usize,
+    /// The key, or `None` for the whole target.
+    pub key: Option<usize>,
+    /// Why.
+    pub why: Pass,
+}
+
+/// What a request passed over on its way to `Go { target, key }`: every key of the targets
+/// before it that was not ready, and the keys of its own target that were not (the ready keys
+/// it did not choose merely had less headroom). Skipped targets were left before.
+pub fn passed(now: Instant, targets: &[TargetView<'_>], chosen: usize, key: usize) -> Vec<Passed> {
+    let mut out = Vec::new();
+    for (position, target) in targets.iter().enumerate().take(chosen + 1) {
+        if target.skip {
+            continue;
+        }
+        if target.open_until.is_some_and(|until| until > now) {
+            out.push(Passed {
+                position,
+                key: None,
+                why: Pass::Open,
+            });
+            continue;
+        }
+        for (k, view) in target.keys.iter().enumerate() {
+            if position == chosen && k == key {
+                continue;
+            }
+            let why = if view.disabled {
+                Pass::Refused
+            } else {
+                match view.limits.readiness(now, &target.cost, target.calibrating) {
+                    Readiness::Now => continue,
+                    Readiness::TooLarge(_) => Pass::TooLarge,
+                    _ if view.limits.blocked().0 > now => Pass::Cooling,
+                    Readiness::At(_) => Pass::Full,
+                    Readiness::WhenSettled(_) => Pass::Busy,
+                }
+            };
+            out.push(Passed {
+                position,
+                key: Some(k),
+                why,
+            });
+        }
+    }
+    out
+}
+
 /// Decides for a request at clock time `now` that may wait until `deadline`.
 ///
 /// The first target in chain order with a key ready now wins; among its ready keys, the one

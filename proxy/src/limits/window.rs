@@ -520,6 +520,74 @@ impl KeyModelLimits {
     }
 }
 
+/// One known limit of a key as it stands (clock time), for the status view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSnapshot {
+    /// Which limit.
+    pub kind: Kind,
+    /// Its value in force.
+    pub limit: u64,
+    /// The value was learned from the provider (a header or a 429 message), not configured.
+    pub learned: bool,
+    /// What the window holds now, settled (own and provider-reported usage).
+    pub used: u64,
+    /// What the requests in flight reserved of it.
+    pub reserved: u64,
+    /// What is left, reservations counted.
+    pub remaining: u64,
+    /// When the window has forgotten everything it holds now.
+    pub resets_at: Instant,
+}
+
+/// A key's limit state as it stands, for the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySnapshot {
+    /// Every known limit.
+    pub windows: Vec<WindowSnapshot>,
+    /// Requests sent and not yet settled.
+    pub in_flight: u32,
+    /// A 429's block: until when, and the limit it named (`None` when not blocked now).
+    pub blocked: Option<(Instant, Option<Kind>)>,
+}
+
+impl KeyModelLimits {
+    /// Whether `kind`'s value in force was learned (a learned value smaller than the
+    /// configured one, or one with nothing configured).
+    fn is_learned(&self, kind: Kind) -> bool {
+        match (self.configured.get(kind), self.learned.get(kind)) {
+            (Some(c), Some(l)) => l < c,
+            (None, Some(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Every known limit and the key's block as they stand at `now` (call [`Self::expire`]
+    /// first).
+    pub fn snapshot(&self, now: Instant) -> KeySnapshot {
+        let windows = self
+            .known()
+            .iter()
+            .filter_map(|(kind, limit)| {
+                let log = self.log(kind.window())?;
+                Some(WindowSnapshot {
+                    kind,
+                    limit,
+                    learned: self.is_learned(kind),
+                    used: kind.amount(&log.used),
+                    reserved: kind.amount(&self.reserved),
+                    remaining: self.remaining(kind).unwrap_or(limit),
+                    resets_at: self.resets_at(now, kind).unwrap_or(now),
+                })
+            })
+            .collect();
+        KeySnapshot {
+            windows,
+            in_flight: self.in_flight,
+            blocked: (self.blocked_until > now).then_some((self.blocked_until, self.blocked_by)),
+        }
+    }
+}
+
 /// Readings the tests check behaviour against.
 #[cfg(test)]
 impl KeyModelLimits {

@@ -98,6 +98,7 @@ fn publish_stored(flight: &Flight, stored: &Stored, from: FromFleet) {
         waited: std::time::Duration::ZERO,
         stream: stored.chunks.is_some(),
         headers,
+        trail: Vec::new(),
         from_fleet: Some(from),
     };
     flight.update(|s| {
@@ -177,6 +178,7 @@ async fn publish(flight: &Flight, served: Served) {
         key_alias,
         attempts,
         waited,
+        trail,
         ticket,
     } = served;
     let head = move |stream: bool, headers: HeaderMap| Head {
@@ -185,6 +187,7 @@ async fn publish(flight: &Flight, served: Served) {
         key_alias,
         attempts,
         waited,
+        trail,
         stream,
         headers,
         from_fleet: None,

@@ -96,6 +96,16 @@ pub struct Origin {
     pub waited: Duration,
     /// The provider's request id.
     pub request_id: Option<HeaderValue>,
+    /// Each key or target tried or passed over, and why it was left, the answering one last.
+    pub trail: Vec<String>,
+}
+
+impl Origin {
+    /// The trail as one line (`groq#1:429, cerebras#1:200`), when more than one key or target
+    /// was tried or passed over.
+    pub fn fallback(&self) -> Option<String> {
+        (self.trail.len() > 1).then(|| self.trail.join(", "))
+    }
 }
 
 /// SSE bytes as they arrive.

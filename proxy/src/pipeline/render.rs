@@ -82,6 +82,7 @@ fn origin(head: &Head) -> Origin {
         attempts: head.attempts,
         waited: head.waited,
         request_id: head.headers.get(X_REQUEST_ID).cloned(),
+        trail: head.trail.clone(),
     }
 }
 

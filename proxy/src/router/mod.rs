@@ -8,6 +8,7 @@
 pub mod body;
 mod carry;
 pub mod job;
+pub mod queue;
 pub mod ticket;
 pub mod verdict;
 
@@ -25,7 +26,7 @@ use crate::limits::headers::{self, RateLimitSnapshot};
 use crate::limits::kind::Kind;
 use crate::limits::ledger::{
     Admission, Aftermath, Ask, Failure, Grant, Ledger, Pool, ProviderSpec, Refusal, TargetId,
-    TargetSpec, Verdict,
+    TargetSnapshot, TargetSpec, Verdict,
 };
 use crate::limits::local::LocalLedger;
 use crate::metrics::{Headroom, Metrics};
@@ -135,6 +136,30 @@ pub struct Router {
     fleet: Option<Arc<Fleet>>,
     /// Per target, per key: its name and limits in the fleet.
     slots: Vec<Vec<Arc<Slot>>>,
+    /// The requests waiting for headroom.
+    queue: queue::Queue,
+}
+
+/// One target of a route's chain as it stands, for the status view.
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    /// The provider's index in the config.
+    pub provider: usize,
+    /// The provider's model id.
+    pub model: String,
+    /// Its state (clock time).
+    pub state: TargetSnapshot,
+}
+
+/// One route as it stands, for the status view (clock time).
+#[derive(Debug, Clone)]
+pub struct RouteStatus {
+    /// Requests waiting for headroom.
+    pub queued: u64,
+    /// When the longest waiting one arrived.
+    pub oldest: Option<Instant>,
+    /// The chain, in order.
+    pub targets: Vec<TargetStatus>,
 }
 
 /// One request's way through the chain so far.
@@ -150,6 +175,8 @@ struct Attempts {
     failed: Vec<bool>,
     failures: Vec<String>,
     count: u32,
+    /// Each key or target tried or passed over, and why it was left (`groq#1:429`).
+    trail: Vec<String>,
 }
 
 impl Attempts {
@@ -174,6 +201,7 @@ impl Router {
         fleet: Option<Arc<Fleet>>,
     ) -> Self {
         let plan = Plan::of(&config);
+        let config_routes = config.routes.len();
         let (targets, providers) = plan.specs(&config);
         let ledger = Arc::new(LocalLedger::new(&targets, providers));
         let fleet_name = fleet.as_ref().map_or("", |f| f.name());
@@ -199,7 +227,33 @@ impl Router {
             plan,
             fleet,
             slots,
+            queue: queue::Queue::new(config_routes),
         }
+    }
+
+    /// Every route as it stands at `now` (clock time), in config order.
+    pub fn status(&self, now: Instant) -> Vec<RouteStatus> {
+        let targets = self.ledger.snapshot(now);
+        self.plan
+            .chains
+            .iter()
+            .enumerate()
+            .map(|(route, chain)| {
+                let (queued, oldest) = self.queue.of(route);
+                RouteStatus {
+                    queued,
+                    oldest,
+                    targets: chain
+                        .iter()
+                        .map(|&id| TargetStatus {
+                            provider: self.plan.targets[id].provider,
+                            model: self.plan.targets[id].model.clone(),
+                            state: targets[id].clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     /// Routes one request: returns the first usable answer, the provider's own answer when the
@@ -217,7 +271,9 @@ impl Router {
             failed: vec![false; chain.len()],
             failures: Vec::new(),
             count: 0,
+            trail: Vec::new(),
         };
+        let mut queued = None;
         loop {
             let notified = self.ledger.changed().notified();
             tokio::pin!(notified);
@@ -244,6 +300,7 @@ impl Router {
                     return Err(self.refusal(job, refusal, run.failures));
                 }
                 Admission::Wait(until) => {
+                    queued.get_or_insert_with(|| self.queue.enter(job.route, started));
                     let wake = until.unwrap_or(run.deadline).min(run.deadline);
                     tokio::select! {
                         () = self.clock.sleep_until(wake.since_origin()) => {}
@@ -251,6 +308,8 @@ impl Router {
                     }
                 }
                 Admission::Go(grant) => {
+                    self.note_passed(job.route, &grant, &mut run);
+                    queued = None;
                     let held = match self.fleet_reserve(&grant).await {
                         Ok(held) => held,
                         Err(wall) => {
@@ -265,6 +324,7 @@ impl Router {
                                     kind: None,
                                 });
                             }
+                            queued.get_or_insert_with(|| self.queue.enter(job.route, started));
                             self.clock.sleep_until(wake.since_origin()).await;
                             continue;
                         }
@@ -274,6 +334,38 @@ impl Router {
                         return done;
                     }
                 }
+            }
+        }
+    }
+
+    /// How the trail names a key of a route's chain position (`None`: the whole target): its
+    /// alias, or its provider's name; with the model too when the chain has another target
+    /// of the same provider.
+    fn label(&self, route: usize, position: usize, key: Option<usize>) -> String {
+        let chain = &self.plan.chains[route];
+        let target = &self.plan.targets[chain[position]];
+        let provider = &self.config.providers[target.provider];
+        let name = key.map_or(provider.name.as_str(), |k| provider.keys[k].alias.as_str());
+        let shared = chain
+            .iter()
+            .filter(|&&t| self.plan.targets[t].provider == target.provider)
+            .count()
+            > 1;
+        if shared {
+            format!("{name}/{}", target.model)
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Adds to the trail what a decision passed over, each key once (one tried already, or
+    /// passed over before, is not named again).
+    fn note_passed(&self, route: usize, grant: &Grant, run: &mut Attempts) {
+        for passed in &grant.passed {
+            let label = self.label(route, passed.position, passed.key);
+            let prefix = format!("{label}:");
+            if !run.trail.iter().any(|t| t.starts_with(&prefix)) {
+                run.trail.push(format!("{prefix}{}", passed.why.name()));
             }
         }
     }
@@ -342,6 +434,7 @@ impl Router {
         run.count += 1;
         let target = &self.plan.targets[grant.target];
         let (key, position) = (grant.key, grant.position);
+        let label = self.label(job.route, position, Some(key));
         let ticket = Ticket::new(self.clone(), grant, held);
         let body = match body::with_model(&job.raw, &job.body, &target.model) {
             Ok(bytes) => Bytes::from(bytes),
@@ -358,8 +451,13 @@ impl Router {
             stream: job.stream,
         };
         match self.transport.send(call).await {
-            Ok(answer) => Some(Ok(self.served(target, key, ticket, answer, run))),
+            Ok(answer) => {
+                run.trail.push(format!("{label}:200"));
+                Some(Ok(self.served(target, key, ticket, answer, run)))
+            }
             Err(err) => {
+                run.trail
+                    .push(format!("{label}:{}", verdict::outcome_label(&err)));
                 self.failed(job, target, (key, position), ticket, err, run)
                     .await
             }
@@ -396,6 +494,7 @@ impl Router {
             key_alias: alias.clone(),
             attempts: run.count,
             waited: self.clock.to_wall(run.waited.unwrap_or_default()),
+            trail: run.trail.clone(),
             ticket,
         }
     }
@@ -420,6 +519,11 @@ impl Router {
             _ => RateLimitSnapshot::default(),
         };
         let failure = verdict::failure(&err, snapshot, self.clock.instant(), &self.clock);
+        let route_name = &self.config.routes[job.route].model;
+        if matches!(failure.verdict, Verdict::RateLimited { .. }) {
+            self.metrics
+                .recent_rate_limited(route_name, self.clock.now());
+        }
         let after = ticket.fail(&failure).await;
         self.log_failure(target, key, &failure, &after, &err);
         run.failures.push(format!(
@@ -459,6 +563,7 @@ impl Router {
             }));
         }
         self.metrics.fallback(&route.model);
+        self.metrics.recent_fallback(&route.model, self.clock.now());
         None
     }
 

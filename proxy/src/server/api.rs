@@ -1,6 +1,7 @@
 //! The endpoints: a completion is read and checked ([`super::request`]), answered by the
 //! pipeline, rendered ([`super::render`]) and logged and recorded ([`super::observe`]); the
-//! model list, health, readiness and metrics are answered here.
+//! model list, health, readiness, metrics and the status document ([`super::status`]) are
+//! answered here.
 
 use std::sync::Arc;
 
@@ -10,18 +11,21 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::error::ProxyError;
-use crate::pipeline::Outcome;
+use crate::limits::kind::Cost;
+use crate::limits::quota::QuotaRefusal;
+use crate::limits::window::Reservation;
+use crate::pipeline::{CacheStatus, Outcome};
 use crate::router::Job;
-use crate::server::auth::authorize;
+use crate::server::auth::{Caller, authorize, authorize_admin};
 use crate::server::request::{read_body, request};
 use crate::server::{observe, render};
-use crate::state::AppState;
+use crate::state::{AppState, ClientState};
 
 /// How a completion endpoint reads its job from the body.
 pub type ParseJob = fn(&AppState, bytes::Bytes) -> Result<Job, ProxyError>;
 
 /// `POST /v1/chat/completions` and `POST /v1/embeddings`: authorised, read, parsed with
-/// `parse`, answered, logged and recorded.
+/// `parse`, checked against the client's routes and own limits, answered, logged and recorded.
 pub async fn completion(
     state: &Arc<AppState>,
     headers: &HeaderMap,
@@ -29,16 +33,19 @@ pub async fn completion(
     parse: ParseJob,
 ) -> Response {
     let started = state.clock.now();
+    let mut caller = None;
     let prepared = async {
-        authorize(state, headers)?;
+        caller = authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
         let job = crate::heavy::for_body(bytes.len(), || parse(state, bytes))?;
-        request(state, job, headers)
+        let request = request(state, job, headers)?;
+        let held = admit_client(state, caller, &request.job)?;
+        Ok((request, held))
     }
     .await;
     let (route, recorded, outcome) = match prepared {
         Err(e) => (None, None, Outcome::refused(e)),
-        Ok(request) => {
+        Ok((request, held)) => {
             let route = request.job.route;
             let recorded = state.recorder.as_ref().map(|recorder| {
                 crate::heavy::for_body(request.job.raw.len(), || {
@@ -46,29 +53,118 @@ pub async fn completion(
                 })
             });
             let outcome = state.pipeline.handle(request).await;
+            if let Some((client, reservation)) = held {
+                settle_client(state, client, reservation, &outcome);
+            }
             (Some(route), recorded, outcome)
         }
     };
     let elapsed = state.clock.now().saturating_sub(started);
-    observe::served(state, route, recorded, &outcome, elapsed);
+    let client = state.client_name(caller);
+    observe::served(state, route, client, recorded, &outcome, elapsed);
     let pool = route.map(|r| state.pipeline.router.pool(r));
     render::response(outcome, pool.as_ref())
+}
+
+/// A named client's request checked against its routes and its own limits, before it reaches
+/// the cache or a provider: what it reserved of them, to settle once it is answered.
+fn admit_client(
+    state: &AppState,
+    caller: Caller,
+    job: &Job,
+) -> Result<Option<(usize, Reservation)>, ProxyError> {
+    let Some(i) = caller else {
+        return Ok(None);
+    };
+    let client = &state.clients[i];
+    if !client.allows(job.route) {
+        return Err(ProxyError::Forbidden {
+            message: format!(
+                "Client `{}` may not use the model `{}` (its routes: {})",
+                client.name,
+                state.config.routes[job.route].model,
+                allowed_routes(state, client)
+            ),
+        });
+    }
+    if client.quota.limits().is_empty() {
+        return Ok(None);
+    }
+    let prompt = if client.quota.counts_tokens() {
+        crate::heavy::for_body(job.raw.len(), || job.prompt_tokens())
+    } else {
+        0
+    };
+    let completion = job
+        .completion()
+        .unwrap_or(state.config.server.default_max_tokens);
+    let cost = Cost::request(prompt, completion);
+    match client.quota.admit(state.clock.instant(), cost) {
+        Ok(reservation) => Ok(Some((i, reservation))),
+        Err(QuotaRefusal::Later {
+            retry_after,
+            kind,
+            limit,
+        }) => Err(ProxyError::ClientLimited {
+            client: client.name.clone(),
+            kind,
+            limit,
+            retry_after: state.clock.to_wall(retry_after),
+        }),
+        Err(QuotaRefusal::TooLarge { kind, limit }) => Err(ProxyError::ClientTooLarge {
+            client: client.name.clone(),
+            kind,
+            limit,
+        }),
+    }
+}
+
+/// Settles a client's reservation: an answer a provider made counts (its usage, else the
+/// estimate); a cache hit, a joined flight or a refusal costs the client nothing.
+fn settle_client(state: &AppState, client: usize, reservation: Reservation, outcome: &Outcome) {
+    let actual = match (&outcome.reply, outcome.cache) {
+        (Ok(_), CacheStatus::Hit | CacheStatus::Coalesced) | (Err(_), _) => None,
+        (Ok(reply), _) => Some(
+            reply
+                .usage
+                .map_or(reservation.cost, |(p, c)| Cost::request(p, c)),
+        ),
+    };
+    state.clients[client]
+        .quota
+        .settle(reservation, actual, state.clock.instant());
+}
+
+/// A client's routes, comma-separated (for messages).
+fn allowed_routes(state: &AppState, client: &ClientState) -> String {
+    state
+        .config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| client.allows(*i))
+        .map(|(_, r)| r.model.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn model_object(id: &str) -> Value {
     json!({"id": id, "object": "model", "created": 0, "owned_by": "spillway"})
 }
 
-/// `GET /v1/models`: the route names.
+/// `GET /v1/models`: the route names (a named client's own routes only).
 pub fn list_models(state: &AppState, headers: &HeaderMap) -> Response {
-    if let Err(e) = authorize(state, headers) {
-        return e.into_response();
-    }
+    let caller = match authorize(state, headers) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
     let data: Vec<Value> = state
         .config
         .routes
         .iter()
-        .map(|r| model_object(&r.model))
+        .enumerate()
+        .filter(|(i, _)| caller.is_none_or(|c| state.clients[c].allows(*i)))
+        .map(|(_, r)| model_object(&r.model))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
@@ -76,9 +172,10 @@ pub fn list_models(state: &AppState, headers: &HeaderMap) -> Response {
 /// `GET /v1/models/{id}`: the id is everything after `models/`, percent-decoded (ids may hold
 /// `/`); one that does not decode to text is a 400 in OpenAI's format.
 pub fn get_model(state: &AppState, headers: &HeaderMap, raw: &str) -> Response {
-    if let Err(e) = authorize(state, headers) {
-        return e.into_response();
-    }
+    let caller = match authorize(state, headers) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
     let id = match percent_decode(raw) {
         Some(id) => id,
         None => {
@@ -86,7 +183,8 @@ pub fn get_model(state: &AppState, headers: &HeaderMap, raw: &str) -> Response {
                 .into_response();
         }
     };
-    if state.routes.contains_key(&id) {
+    let open = |route: &usize| caller.is_none_or(|c| state.clients[c].allows(*route));
+    if state.routes.get(&id).is_some_and(open) {
         axum::Json(model_object(&id)).into_response()
     } else {
         ProxyError::UnknownModel {
@@ -133,8 +231,21 @@ pub fn readyz(state: &AppState) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text.
-pub fn metrics(state: &AppState) -> Response {
+/// `GET /spillway/status`: the status document (admin key required).
+pub fn status(state: &AppState, headers: &HeaderMap) -> Response {
+    if let Err(e) = authorize_admin(state, headers) {
+        return e.into_response();
+    }
+    axum::Json(super::status::document(state)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text (with `[server] metrics_admin_only`, admin key required).
+pub fn metrics(state: &AppState, headers: &HeaderMap) -> Response {
+    if state.config.server.metrics_admin_only
+        && let Err(e) = authorize_admin(state, headers)
+    {
+        return e.into_response();
+    }
     let router = &state.pipeline.router;
     let mut text = state.metrics.render(&router.headroom());
     text.push_str(&format!(

@@ -35,7 +35,8 @@ async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response 
         Endpoint::GetModel(id) => api::get_model(&state, headers, id),
         Endpoint::Healthz => api::healthz(),
         Endpoint::Readyz => api::readyz(&state),
-        Endpoint::Metrics => api::metrics(&state),
+        Endpoint::Metrics => api::metrics(&state, headers),
+        Endpoint::Status => api::status(&state, headers),
     }
 }
 

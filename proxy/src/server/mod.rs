@@ -14,3 +14,4 @@ pub mod render;
 pub mod request;
 pub mod routes;
 pub mod self_wake;
+pub mod status;

@@ -12,6 +12,9 @@ pub const X_SPILLWAY_CACHE_REASON: HeaderName = HeaderName::from_static("x-spill
 pub const X_SPILLWAY_CACHE_TIER: HeaderName = HeaderName::from_static("x-spillway-cache-tier");
 /// Milliseconds (wall-clock) a request waited for headroom before its first attempt.
 pub const X_SPILLWAY_WAIT_MS: HeaderName = HeaderName::from_static("x-spillway-wait-ms");
+/// Each key or target tried or passed over and why it was left, the answering one last
+/// (`groq#1:429, groq#2:cooling, cerebras#1:200`); only when there was more than one.
+pub const X_SPILLWAY_FALLBACK: HeaderName = HeaderName::from_static("x-spillway-fallback");
 /// The answer's cache key, as 64 hex digits.
 pub const X_SPILLWAY_CACHE_KEY: HeaderName = HeaderName::from_static("x-spillway-cache-key");
 /// A client's cache namespace.

@@ -22,6 +22,7 @@ pub fn draft(state: &AppState, job: &Job, bodies: bool) -> RecordedRequest {
     RecordedRequest {
         t: state.clock.now().saturating_sub(started).as_secs_f64(),
         route: route.clone(),
+        client: None,
         endpoint: job.endpoint.name().to_string(),
         stream: job.stream,
         body: bodies.then(|| Value::Object(job.body.clone())),
@@ -39,10 +40,12 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-/// Logs, records and counts a request that ended as `outcome` after `elapsed` (clock time).
+/// Logs, records and counts a request of `client` (a named one) that ended as `outcome` after
+/// `elapsed` (clock time).
 pub fn served(
     state: &AppState,
     route: Option<usize>,
+    client: Option<&str>,
     recorded: Option<RecordedRequest>,
     outcome: &Outcome,
     elapsed: Duration,
@@ -56,7 +59,12 @@ pub fn served(
     let key = origin
         .and_then(|o| o.key_alias.as_deref())
         .filter(|k| !k.is_empty());
+    let wait_ms = origin
+        .filter(|o| !o.waited.is_zero())
+        .map(|o| u64::try_from(o.waited.as_millis()).unwrap_or(u64::MAX));
+    let fallback = origin.and_then(|o| o.fallback());
     if let (Some(recorder), Some(mut line)) = (&state.recorder, recorded) {
+        line.client = client.map(str::to_string);
         line.outcome = RecordedOutcome {
             status,
             provider: provider.map(str::to_string),
@@ -67,11 +75,14 @@ pub fn served(
             latency_ms: millis(elapsed),
             usage: usage
                 .map(|(p, c)| serde_json::json!({"prompt_tokens": p, "completion_tokens": c})),
+            wait_ms,
+            fallback: fallback.clone(),
         };
         recorder.record(&line);
     }
     tracing::info!(
         route = %route,
+        client = client.unwrap_or("-"),
         status,
         cache = outcome.cache.name(),
         cache_tier = outcome.cache.tier().unwrap_or("-"),
@@ -79,10 +90,19 @@ pub fn served(
         key = key.unwrap_or("-"),
         attempts = origin.map_or(0, |o| o.attempts),
         elapsed_ms = millis(elapsed),
+        wait_ms = wait_ms.unwrap_or(0),
+        fallback = fallback.as_deref().unwrap_or(""),
         error = error.as_deref().unwrap_or(""),
         "served"
     );
     state.metrics.request(route, status);
+    state.metrics.recent_request(
+        route,
+        client,
+        status,
+        outcome.cache.name(),
+        state.clock.now(),
+    );
 }
 
 #[cfg(test)]

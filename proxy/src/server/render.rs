@@ -1,7 +1,7 @@
 //! An [`Outcome`] rendered as the client's HTTP response: the body with its content type, and
 //! spillway's headers: what the cache did (`x-spillway-cache`, its reason, the key), where the
-//! answer came from (`x-spillway-provider`, `-model`, `-key`, `-attempts`, `x-request-id`), how
-//! long it waited (`x-spillway-wait-ms`), and the route's pool of limits (`x-ratelimit-*`).
+//! answer came from (`x-spillway-provider`, `-model`, `-key`, `-attempts`, `x-request-id`), the
+//! keys and targets it left on the way (`x-spillway-fallback`), how long it waited (`x-spillway-wait-ms`), and the route's pool of limits (`x-ratelimit-*`).
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -13,8 +13,8 @@ use crate::limits::ledger::Pool;
 use crate::pipeline::{CacheStatus, Origin, Outcome, Reply, ReplyBody};
 use crate::server::names::{
     X_REQUEST_ID, X_SPILLWAY_ATTEMPTS, X_SPILLWAY_CACHE, X_SPILLWAY_CACHE_KEY,
-    X_SPILLWAY_CACHE_REASON, X_SPILLWAY_CACHE_TIER, X_SPILLWAY_KEY, X_SPILLWAY_MODEL,
-    X_SPILLWAY_PROVIDER, X_SPILLWAY_WAIT_MS,
+    X_SPILLWAY_CACHE_REASON, X_SPILLWAY_CACHE_TIER, X_SPILLWAY_FALLBACK, X_SPILLWAY_KEY,
+    X_SPILLWAY_MODEL, X_SPILLWAY_PROVIDER, X_SPILLWAY_WAIT_MS,
 };
 
 /// The pool headers, in Groq's format and meaning: requests per day, tokens per minute.
@@ -99,6 +99,11 @@ fn answer(reply: Reply) -> Response {
 /// Where the answer came from: each header absent, not empty, when unknown (a cache hit has
 /// no key).
 fn provenance(h: &mut HeaderMap, origin: Origin) {
+    if let Some(trail) = origin.fallback()
+        && let Ok(v) = HeaderValue::from_str(&trail)
+    {
+        h.insert(X_SPILLWAY_FALLBACK, v);
+    }
     for (name, value) in [
         (X_SPILLWAY_PROVIDER, origin.provider),
         (X_SPILLWAY_MODEL, origin.model),

@@ -24,6 +24,8 @@ pub enum Endpoint<'a> {
     Readyz,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /spillway/status`.
+    Status,
 }
 
 impl Endpoint<'_> {
@@ -42,6 +44,7 @@ fn endpoint_at(path: &str) -> Option<Endpoint<'_>> {
         "/healthz" => return Some(Endpoint::Healthz),
         "/readyz" => return Some(Endpoint::Readyz),
         "/metrics" => return Some(Endpoint::Metrics),
+        "/spillway/status" => return Some(Endpoint::Status),
         _ => {}
     }
     let api = path
@@ -112,6 +115,8 @@ mod tests {
         assert_eq!(at(Method::GET, "/healthz"), Ok(Endpoint::Healthz));
         assert_eq!(at(Method::GET, "/readyz"), Ok(Endpoint::Readyz));
         assert_eq!(at(Method::HEAD, "/metrics"), Ok(Endpoint::Metrics));
+        assert_eq!(at(Method::GET, "/spillway/status"), Ok(Endpoint::Status));
+        assert_eq!(at(Method::POST, "/spillway/status"), Err(405));
     }
 
     #[test]
