@@ -64,6 +64,22 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Show a running gateway's limits, keys, circuits, queues and clients (GET
+    /// /spillway/status) as a table per route, fitted to 80 columns.
+    Status {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The environment variable holding an admin key ([server] admin_keys).
+        #[arg(long, default_value = "SPILLWAY_ADMIN_KEY")]
+        admin_key_env: String,
+        /// Redraw every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Print the status document as JSON instead of the table.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+    },
     /// Validate a config and print the resolved routes, without starting.
     Check {
         /// Config file.
@@ -260,6 +276,48 @@ fn cache_export(
     }
 }
 
+/// `spillway status`: the gateway's status document, drawn once, redrawn every second until
+/// Ctrl-C (`--watch`), or printed as JSON. Colours only on a terminal (and never with
+/// `NO_COLOR` set).
+async fn status(url: &str, key_env: &str, watch: bool, json: bool) -> anyhow::Result<()> {
+    let key = std::env::var(key_env).with_context(|| {
+        format!("the admin key is read from ${key_env}, which is not set (--admin-key-env NAME names another variable)")
+    })?;
+    let terminal = std::io::stdout().is_terminal();
+    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    let fetch = || spillway::status::fetch::fetch(url, &key);
+    if !watch {
+        let doc = fetch().await.map_err(anyhow::Error::msg)?;
+        let text = if json {
+            format!("{}\n", serde_json::to_string_pretty(&doc)?)
+        } else {
+            spillway::status::render::render(&doc, color)
+        };
+        write!(std::io::stdout().lock(), "{text}")?;
+        return Ok(());
+    }
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        let text = match fetch().await {
+            Ok(doc) => spillway::status::render::render(&doc, color),
+            Err(e) => format!("{e}\n(trying again every second; Ctrl-C stops)\n"),
+        };
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            // Home and clear, then the new frame.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        write!(out, "{text}")?;
+        out.flush()?;
+        drop(out);
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// SIGINT or SIGTERM, said in the log: what follows (in-flight requests finishing) can take a
 /// while.
 async fn shutdown_signal() {
@@ -295,6 +353,7 @@ fn describe(config: &config::Config) -> String {
             .map(|m| format!(", max {m} bytes"))
             .unwrap_or_default()
     ));
+    describe_access(config, &mut out);
     if let Some(f) = &config.fleet {
         out.push_str(&format!(
             "fleet {} through Redis at ${} (timeout {})\n",
@@ -306,6 +365,49 @@ fn describe(config: &config::Config) -> String {
     describe_providers(config, &mut out);
     describe_routes(config, &mut out);
     out
+}
+
+/// `check`'s lines for the admin keys and the named clients (by name and variable only).
+fn describe_access(config: &config::Config, out: &mut String) {
+    if !config.server.admin_keys.is_empty() {
+        out.push_str(&format!(
+            "admin endpoints: {} admin key{}{}\n",
+            config.server.admin_keys.len(),
+            if config.server.admin_keys.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if config.server.metrics_admin_only {
+                ", /metrics included"
+            } else {
+                ""
+            }
+        ));
+    }
+    for c in &config.clients {
+        let routes = c.routes.as_ref().map_or("every route".to_string(), |r| {
+            r.iter()
+                .map(|&i| config.routes[i].model.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let limits: Vec<String> = c
+            .limits
+            .iter()
+            .map(|(kind, v)| format!("{v} {}", kind.short()))
+            .collect();
+        out.push_str(&format!(
+            "client {} (${}): {routes}; {}\n",
+            c.name,
+            c.env,
+            if limits.is_empty() {
+                "no limits of its own".to_string()
+            } else {
+                limits.join(", ")
+            }
+        ));
+    }
 }
 
 /// `check`'s lines for the providers and their keys (by alias and variable only).
@@ -584,6 +686,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             path,
             command,
         } => cache_tool(&config, path, command)?,
+        Command::Status {
+            url,
+            admin_key_env,
+            watch,
+            json,
+        } => status(&url, &admin_key_env, watch, json).await?,
         Command::Serve {
             config,
             listen,

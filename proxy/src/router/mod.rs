@@ -177,6 +177,8 @@ struct Attempts {
     count: u32,
     /// Each key or target tried or passed over, and why it was left (`groq#1:429`).
     trail: Vec<String>,
+    /// It waited for headroom at some point.
+    held_back: bool,
 }
 
 impl Attempts {
@@ -272,6 +274,7 @@ impl Router {
             failures: Vec::new(),
             count: 0,
             trail: Vec::new(),
+            held_back: false,
         };
         let mut queued = None;
         loop {
@@ -301,6 +304,7 @@ impl Router {
                 }
                 Admission::Wait(until) => {
                     queued.get_or_insert_with(|| self.queue.enter(job.route, started));
+                    run.held_back = true;
                     let wake = until.unwrap_or(run.deadline).min(run.deadline);
                     tokio::select! {
                         () = self.clock.sleep_until(wake.since_origin()) => {}
@@ -325,6 +329,7 @@ impl Router {
                                 });
                             }
                             queued.get_or_insert_with(|| self.queue.enter(job.route, started));
+                            run.held_back = true;
                             self.clock.sleep_until(wake.since_origin()).await;
                             continue;
                         }
@@ -392,10 +397,15 @@ impl Router {
         }
     }
 
-    /// Records the time a request waited for headroom, once.
+    /// Records the time a request waited for headroom, once: zero unless it was held back
+    /// (the moments spent deciding are no wait).
     fn note_wait(&self, run: &mut Attempts) {
         if run.waited.is_none() {
-            let waited = self.clock.instant().saturating_duration_since(run.started);
+            let waited = if run.held_back {
+                self.clock.instant().saturating_duration_since(run.started)
+            } else {
+                Duration::ZERO
+            };
             self.metrics.queue_wait(waited);
             run.waited = Some(waited);
         }

@@ -34,15 +34,19 @@ pub async fn completion(
 ) -> Response {
     let started = state.clock.now();
     let mut caller = None;
+    let mut named = None;
     let prepared = async {
         caller = authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
         let job = crate::heavy::for_body(bytes.len(), || parse(state, bytes))?;
+        named = Some(job.route);
         let request = request(state, job, headers)?;
         let held = admit_client(state, caller, &request.job)?;
         Ok((request, held))
     }
     .await;
+    // A refusal before the pipeline (a client's own limit, its routes) is counted under the
+    // route it named, but carries no provider pool headers: no provider limit was asked.
     let (route, recorded, outcome) = match prepared {
         Err(e) => (None, None, Outcome::refused(e)),
         Ok((request, held)) => {
@@ -61,7 +65,7 @@ pub async fn completion(
     };
     let elapsed = state.clock.now().saturating_sub(started);
     let client = state.client_name(caller);
-    observe::served(state, route, client, recorded, &outcome, elapsed);
+    observe::served(state, route.or(named), client, recorded, &outcome, elapsed);
     let pool = route.map(|r| state.pipeline.router.pool(r));
     render::response(outcome, pool.as_ref())
 }

@@ -7,6 +7,7 @@
 //! the document's moment (`in_s`) and as a calendar time (`at`, RFC 3339), as `retry-after` is.
 //! Keys appear by alias only.
 
+pub mod fetch;
 pub mod render;
 
 use serde::{Deserialize, Serialize};
