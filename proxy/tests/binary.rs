@@ -319,3 +319,116 @@ fn a_users_mistake_prints_its_message_and_no_backtrace_in_every_command() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+/// `spillway status` against a real `spillway serve`: the table per route (no colours when
+/// stdout is not a terminal, every line within 80 columns), `--json` the document, and a key
+/// that is not an admin key refused with the gateway's message. No key value is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_running_gateway_as_a_table_and_as_json() {
+    const ADMIN: &str = "sk-admin-binarytest-5ecret";
+    let mock = MockProvider::builder().key(KEY).start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config(&mock.url()).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nadmin_keys = [\"env:SPILLWAY_TEST_ADMIN_KEY\"]",
+    );
+    let path = write_config(&dir, &text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SPILLWAY_TEST_GROQ_KEY", KEY)
+        .env("SPILLWAY_TEST_ADMIN_KEY", ADMIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await
+    .expect("prints within 20 s")
+    .expect("reader")
+    .expect("a line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line was {line:?}"))
+        .to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 200);
+    let status = move |key: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .args([
+                "status",
+                "--url",
+                &url,
+                "--admin-key-env",
+                "ADMIN_FOR_STATUS",
+            ])
+            .args(extra)
+            .env("ADMIN_FOR_STATUS", key)
+            .output()
+            .expect("runs")
+    };
+    let table = tokio::task::spawn_blocking({
+        let status = status.clone();
+        move || status(ADMIN, &[])
+    })
+    .await
+    .expect("ran");
+    let out = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(out.contains("ROUTE llama-3.1-8b"), "{out}");
+    assert!(out.contains("groq llama-3.1-8b-instant"), "{out}");
+    assert!(
+        out.contains("groq#1") && out.contains("rpm") && out.contains("/ 30"),
+        "{out}"
+    );
+    assert!(out.contains("last min: 1 req"), "{out}");
+    assert!(!out.contains('\x1b'), "no colours into a pipe: {out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    let json = tokio::task::spawn_blocking({
+        let status = status.clone();
+        move || status(ADMIN, &["--json"])
+    })
+    .await
+    .expect("ran");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("the document");
+    assert_eq!(doc["routes"][0]["targets"][0]["keys"][0]["key"], "groq#1");
+    let refused = tokio::task::spawn_blocking(move || status("not-the-admin-key", &[]))
+        .await
+        .expect("ran");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("not an admin key"),
+        "{stderr}"
+    );
+    for output in [&table, &json, &refused] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !all.contains(KEY) && !all.contains(ADMIN),
+            "a key was printed"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
