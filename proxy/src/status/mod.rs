@@ -179,10 +179,11 @@ pub struct ClientView {
     pub name: String,
     /// The routes it may use; `None`: every route.
     pub routes: Option<Vec<String>>,
-    /// Its requests not yet answered.
+    /// Its requests not yet answered (counted when it has limits of its own).
     pub in_flight: u32,
     /// Its own limits.
     pub windows: Vec<WindowView>,
-    /// Its last minute.
+    /// Its last minute: requests, the gateway's 429s and cache hits (fallbacks and providers'
+    /// 429s are counted per route, and are 0 here).
     pub last_minute: LastMinute,
 }

@@ -213,7 +213,7 @@ fn render_client(out: &mut String, paint: Paint, client: &ClientView) {
         out,
         "{}",
         fit(
-            &format!("    last min: {}", minute(&client.last_minute)),
+            &format!("    last min: {}", client_minute(&client.last_minute)),
             WIDTH
         )
     );
@@ -264,6 +264,15 @@ fn minute(m: &LastMinute) -> String {
         "{} req · {} fallbacks · 429: {} upstream, {} answered",
         m.requests, m.fallbacks, m.upstream_429s, m.answered_429s
     );
+    if let Some(r) = m.cache_hit_ratio {
+        let _ = write!(text, " · cache hits {}", percent(r));
+    }
+    text
+}
+
+/// A client's last minute: fallbacks and providers' 429s are counted per route only.
+fn client_minute(m: &LastMinute) -> String {
+    let mut text = format!("{} req · {} answered 429", m.requests, m.answered_429s);
     if let Some(r) = m.cache_hit_ratio {
         let _ = write!(text, " · cache hits {}", percent(r));
     }
@@ -467,7 +476,7 @@ ROUTE llama-3.1-8b
 
 CLIENTS
   eval-team · routes: llama-3.1-8b
-    last min: 12 req · 0 fallbacks · 429: 0 upstream, 2 answered
+    last min: 12 req · 2 answered 429
     own limits     rpm   [##########]      19 / 600    41s  1 in flight
 
 bars: # used  + reserved in flight  - left · * learned from the provider
