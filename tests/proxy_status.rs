@@ -488,3 +488,62 @@ async fn a_client_over_its_own_limit_is_refused_before_any_provider_is_asked() {
         assert!(!recorded.contains(secret) && !metrics.contains(secret));
     }
 }
+
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_and_the_log_line_name_what_was_left_and_the_client() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // The other tests of this file log here too; this one looks for its own client's lines.
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    let mock = MockProvider::builder()
+        .key("a1")
+        .model(A_MODEL)
+        .limits(A_MODEL, Limits::rpm(1))
+        .start()
+        .await;
+    let clients = "[[clients]]\nname = \"log-team\"\nkey = \"env:LOGKEY\"\n";
+    let config = groq_chat_config(&mock.url(), clients);
+    let proxy = Proxy::start(&config, &[("K1", "a1"), ("LOGKEY", EVAL)], Clock::real()).await;
+    assert_eq!(
+        post(&proxy, EVAL, &chat_body("chat", "one", 5))
+            .await
+            .status(),
+        200
+    );
+    // The mock's 429 blocks the only key for its minute, longer than max_wait: the gateway's
+    // own 429 says which key was left and why.
+    let refused = post(&proxy, EVAL, &chat_body("chat", "two", 5)).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "x-spillway-fallback"), "groq#1:429");
+    proxy.shutdown().await;
+    let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("UTF-8");
+    let served: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" served ") && l.contains("client=\"log-team\""))
+        .collect();
+    assert_eq!(served.len(), 2, "{logs}");
+    assert!(served[1].contains("status=429"), "{}", served[1]);
+    assert!(
+        served[1].contains("fallback=\"groq#1:429\""),
+        "{}",
+        served[1]
+    );
+    assert!(!logs.contains(EVAL), "a client key in the logs");
+}

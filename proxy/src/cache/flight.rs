@@ -73,6 +73,9 @@ pub struct FlightState {
     pub usage: Option<(u64, u64)>,
     /// Set when the flight is over.
     pub end: Option<End>,
+    /// When it failed: each key or target the router tried or passed over, and why it was
+    /// left (an answer carries its own in its [`Head`]).
+    pub trail: Vec<String>,
 }
 
 /// Moves a flight's call to a task of its own (see [`Flight::set_hand_over`]).

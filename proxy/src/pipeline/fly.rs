@@ -33,9 +33,12 @@ pub struct Save {
 
 /// Routes `job` and publishes the answer into `flight` as it arrives.
 pub async fn fly(pipeline: Arc<Pipeline>, job: Job, flight: Arc<Flight>) {
-    match pipeline.router.execute(&job).await {
-        Ok(served) => publish(&flight, served).await,
-        Err(e) => flight.update(|s| s.end = Some(End::Failed(e))),
+    match pipeline.router.execute_traced(&job).await {
+        (Ok(served), _) => publish(&flight, served).await,
+        (Err(e), trail) => flight.update(|s| {
+            s.trail = trail;
+            s.end = Some(End::Failed(e));
+        }),
     }
 }
 

@@ -71,11 +71,12 @@ impl Pipeline {
         match self.left_out(&job, controls) {
             Some(status) => {
                 self.metrics.cache(status.name());
-                let reply = self.private(job).await;
+                let (reply, trail) = self.private(job).await;
                 Outcome {
                     cache: status,
                     key: None,
                     reply,
+                    trail,
                 }
             }
             None => self.keyed(job, namespace, controls).await,
@@ -101,19 +102,20 @@ impl Pipeline {
     }
 
     /// A request the cache leaves out: a flight of its own, driven by this request alone.
-    async fn private(self: &Arc<Self>, job: Job) -> Result<Reply, ProxyError> {
+    async fn private(self: &Arc<Self>, job: Job) -> (Result<Reply, ProxyError>, Vec<String>) {
         let flight = Arc::new(Flight::default());
         let (want_stream, include_usage) = (job.stream, wants_usage(&job.body));
         let call = Driver::private(fly::fly(self.clone(), job, flight.clone()));
-        if want_stream {
-            let reply = call
-                .beside(render::flight(flight, want_stream, include_usage))
-                .await;
+        let rendered = render::flight(flight.clone(), want_stream, include_usage);
+        let reply = if want_stream {
+            let reply = call.beside(rendered).await;
             reply.map(|reply| with_driver(reply, call))
         } else {
             call.run().await;
-            render::flight(flight, want_stream, include_usage).await
-        }
+            rendered.await
+        };
+        let trail = failed_trail(&flight, &reply);
+        (reply, trail)
     }
 
     /// A request the cache keys: a hit, a replay miss, or a flight led or joined.
@@ -132,6 +134,7 @@ impl Pipeline {
             cache,
             key: Some(key),
             reply,
+            trail: Vec::new(),
         };
         if controls.directive != Directive::Refresh
             && let Some(stored) = self.cache.lookup(&key)
@@ -158,8 +161,11 @@ impl Pipeline {
             request: canonical,
         });
         let refresh = controls.directive == Directive::Refresh;
-        let (status, reply) = self.shared(job, key, save, refresh).await;
-        outcome(status, reply)
+        let (status, reply, trail) = self.shared(job, key, save, refresh).await;
+        Outcome {
+            trail,
+            ..outcome(status, reply)
+        }
     }
 
     /// Another gateway's answer under `key`, from the fleet's shared tier (when there is one).
@@ -201,7 +207,7 @@ impl Pipeline {
         key: CacheKey,
         save: Option<Save>,
         refresh: bool,
-    ) -> (CacheStatus, Result<Reply, ProxyError>) {
+    ) -> (CacheStatus, Result<Reply, ProxyError>, Vec<String>) {
         let (want_stream, include_usage) = (job.stream, wants_usage(&job.body));
         let (flight, leader) = self.cache.flights.join(key);
         let mut beside = None;
@@ -245,7 +251,16 @@ impl Pipeline {
             (status, _) => status,
         };
         self.metrics.cache(status.name());
-        (status, reply)
+        let trail = failed_trail(&flight, &reply);
+        (status, reply, trail)
+    }
+}
+
+/// What the router tried for a flight that failed (nothing for an answer: it carries its own).
+fn failed_trail(flight: &Flight, reply: &Result<Reply, ProxyError>) -> Vec<String> {
+    match reply {
+        Ok(_) => Vec::new(),
+        Err(_) => flight.state().trail.clone(),
     }
 }
 

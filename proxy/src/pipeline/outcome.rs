@@ -156,15 +156,28 @@ pub struct Outcome {
     pub key: Option<CacheKey>,
     /// The answer, or why there is none.
     pub reply: Result<Reply, ProxyError>,
+    /// For an error the router gave: each key or target it tried or passed over, and why it
+    /// was left (an answer's is in its [`Origin`]).
+    pub trail: Vec<String>,
 }
 
 impl Outcome {
+    /// What the request tried or passed over, as one line: for an answer, when more than one
+    /// key or target was considered; for the router's error, whenever anything was.
+    pub fn fallback(&self) -> Option<String> {
+        match &self.reply {
+            Ok(reply) => reply.origin.fallback(),
+            Err(_) => (!self.trail.is_empty()).then(|| self.trail.join(", ")),
+        }
+    }
+
     /// An outcome the cache had no part in.
     pub fn refused(error: ProxyError) -> Self {
         Outcome {
             cache: CacheStatus::None,
             key: None,
             reply: Err(error),
+            trail: Vec::new(),
         }
     }
 }

@@ -261,6 +261,15 @@ impl Router {
     /// Routes one request: returns the first usable answer, the provider's own answer when the
     /// request itself was refused, or an error once every target is exhausted or failed.
     pub async fn execute(self: &Arc<Self>, job: &Job) -> Result<Served, ProxyError> {
+        self.execute_traced(job).await.0
+    }
+
+    /// Routes one request as [`Self::execute`] does, and says which keys and targets it tried
+    /// or passed over and why each was left (an answer's [`Served::trail`] holds the same).
+    pub async fn execute_traced(
+        self: &Arc<Self>,
+        job: &Job,
+    ) -> (Result<Served, ProxyError>, Vec<String>) {
         let route = &self.config.routes[job.route];
         let chain = &self.plan.chains[job.route];
         let started = self.clock.instant();
@@ -276,6 +285,15 @@ impl Router {
             trail: Vec::new(),
             held_back: false,
         };
+        let result = self.walk(job, &mut run).await;
+        (result, run.trail)
+    }
+
+    /// The chain walk of one request, keeping what it did in `run`.
+    async fn walk(self: &Arc<Self>, job: &Job, run: &mut Attempts) -> Result<Served, ProxyError> {
+        let route = &self.config.routes[job.route];
+        let chain = &self.plan.chains[job.route];
+        let started = run.started;
         let mut queued = None;
         loop {
             let notified = self.ledger.changed().notified();
@@ -299,8 +317,8 @@ impl Router {
                 // be tried again (their circuits permitting).
                 Admission::Refused(_) if run.failed.contains(&true) => run.retry_failed(),
                 Admission::Refused(refusal) => {
-                    self.note_wait(&mut run);
-                    return Err(self.refusal(job, refusal, run.failures));
+                    self.note_wait(run);
+                    return Err(self.refusal(job, refusal, std::mem::take(&mut run.failures)));
                 }
                 Admission::Wait(until) => {
                     queued.get_or_insert_with(|| self.queue.enter(job.route, started));
@@ -312,7 +330,7 @@ impl Router {
                     }
                 }
                 Admission::Go(grant) => {
-                    self.note_passed(job.route, &grant, &mut run);
+                    self.note_passed(job.route, &grant, run);
                     queued = None;
                     let held = match self.fleet_reserve(&grant).await {
                         Ok(held) => held,
@@ -321,7 +339,7 @@ impl Router {
                             self.ledger.released(grant, self.clock.instant());
                             let wake = self.clock.instant() + self.clock.from_wall(wall);
                             if wake > run.deadline {
-                                self.note_wait(&mut run);
+                                self.note_wait(run);
                                 return Err(ProxyError::Exhausted {
                                     route: route.model.clone(),
                                     retry_after: wall,
@@ -334,8 +352,8 @@ impl Router {
                             continue;
                         }
                     };
-                    self.note_wait(&mut run);
-                    if let Some(done) = self.attempt(job, grant, held, &mut run).await {
+                    self.note_wait(run);
+                    if let Some(done) = self.attempt(job, grant, held, run).await {
                         return done;
                     }
                 }

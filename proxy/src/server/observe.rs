@@ -62,7 +62,7 @@ pub fn served(
     let wait_ms = origin
         .filter(|o| !o.waited.is_zero())
         .map(|o| u64::try_from(o.waited.as_millis()).unwrap_or(u64::MAX));
-    let fallback = origin.and_then(|o| o.fallback());
+    let fallback = outcome.fallback();
     if let (Some(recorder), Some(mut line)) = (&state.recorder, recorded) {
         line.client = client.map(str::to_string);
         line.outcome = RecordedOutcome {

@@ -39,12 +39,23 @@ const POOL_FAMILIES: [(Kind, [HeaderName; 3]); 2] = [
 
 /// The client's response for `outcome`, with the route's `pool` when the request named a route.
 pub fn response(outcome: Outcome, pool: Option<&Pool>) -> Response {
-    let Outcome { cache, key, reply } = outcome;
+    let trail = match &outcome.reply {
+        Err(_) => outcome.fallback(),
+        Ok(_) => None,
+    };
+    let Outcome {
+        cache, key, reply, ..
+    } = outcome;
     let mut response = match reply {
         Ok(reply) => answer(reply),
         Err(e) => e.into_response(),
     };
     let h = response.headers_mut();
+    if let Some(trail) = trail
+        && let Ok(v) = HeaderValue::from_str(&trail)
+    {
+        h.insert(X_SPILLWAY_FALLBACK, v);
+    }
     mark(h, cache);
     if let Some(key) = key
         && let Ok(v) = HeaderValue::from_str(&key.to_hex())
