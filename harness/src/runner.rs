@@ -385,7 +385,7 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Result<Vec<Vec<Planned>>, String>
 /// `bases[(i + p) % n]`: in a fleet, each pass sends a request to another gateway than the
 /// pass before) with at most `clients` requests in flight;
 /// `progress` is called after each answer with (done, total). Times in the records count from
-/// the first pass's start.
+/// the first pass's start; the records come back in send order.
 pub async fn drive(
     bases: &[String],
     clock: &Clock,
@@ -394,18 +394,95 @@ pub async fn drive(
     timeout: Duration,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Vec<ClientRecord> {
+    let shape = Driving {
+        bases,
+        clock,
+        clients,
+        timeout,
+    };
+    drive_watched(&shape, passes, progress, &mut |_| true)
+        .await
+        .records
+}
+
+/// Where and how a drive sends: the proxies, the clock, the clients, their timeout.
+pub struct Driving<'a> {
+    /// The proxies' `http://ADDR/v1` (request `i` of a pass goes to `bases[i % n]`).
+    pub bases: &'a [String],
+    /// The scenario clock.
+    pub clock: &'a Clock,
+    /// At most this many requests in flight.
+    pub clients: usize,
+    /// Longest a client waits for one answer (simulated).
+    pub timeout: Duration,
+}
+
+/// What a watched drive produced.
+#[derive(Debug, Default)]
+pub struct Driven {
+    /// The answers received, in send order (all of them unless stopped).
+    pub records: Vec<ClientRecord>,
+    /// True when the watcher stopped the drive before every answer came.
+    pub stopped: bool,
+}
+
+/// As [`drive`], with `watch` shown each answer as it arrives (in arrival order); when it
+/// returns false, the drive stops at once: nothing more is sent and the requests in flight
+/// are abandoned (their clients hang up).
+pub async fn drive_watched(
+    shape: &Driving<'_>,
+    passes: &[Vec<Planned>],
+    progress: &(dyn Fn(usize, usize) + Sync),
+    watch: &mut (dyn FnMut(&ClientRecord) -> bool + Send),
+) -> Driven {
+    let total: usize = passes.iter().map(Vec::len).sum();
+    let (answers, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let sender = send_passes(shape, passes, answers);
+    let sender = async move {
+        let mut stopping = stopping;
+        // Dropping the sender drops its tasks: the requests in flight are abandoned.
+        tokio::select! {
+            _ = sender => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+    };
+    let collector = async {
+        let mut driven = Driven::default();
+        while let Some(record) = arrived.recv().await {
+            let go_on = watch(&record);
+            driven.records.push(record);
+            progress(driven.records.len(), total);
+            if !go_on {
+                driven.stopped = driven.records.len() < total;
+                let _ = stop.send(true);
+                break;
+            }
+        }
+        driven
+    };
+    let ((), mut driven) = tokio::join!(sender, collector);
+    driven.records.sort_by_key(|r| (r.pass, r.index));
+    driven
+}
+
+/// Sends every pass, one after the other, each request at its time once a client is free;
+/// every answer goes to `answers`. Returns when the last answer of the last pass has come.
+async fn send_passes(
+    shape: &Driving<'_>,
+    passes: &[Vec<Planned>],
+    answers: tokio::sync::mpsc::UnboundedSender<ClientRecord>,
+) {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
+        .pool_max_idle_per_host(shape.clients)
         .build()
         .expect("an HTTP client builds");
-    let total: usize = passes.iter().map(Vec::len).sum();
-    let slots = Arc::new(Semaphore::new(clients.max(1)));
-    let mut records = Vec::with_capacity(total);
-    let mut done = 0;
+    let slots = Arc::new(Semaphore::new(shape.clients.max(1)));
+    let clock = shape.clock;
     let epoch = clock.now();
     for (p, pass) in passes.iter().enumerate() {
         let origin = clock.now();
-        let mut tasks = Vec::with_capacity(pass.len());
+        let mut tasks = tokio::task::JoinSet::new();
         for (i, planned) in pass.iter().enumerate() {
             clock
                 .sleep_until(origin + Duration::from_secs_f64(planned.at.max(0.0)))
@@ -415,29 +492,24 @@ pub async fn drive(
                 .acquire_owned()
                 .await
                 .expect("the semaphore stays open");
-            let (client, base, clock, planned) = (
+            let (client, base, clock, planned, answers) = (
                 client.clone(),
-                bases[(i + p) % bases.len().max(1)].clone(),
+                shape.bases[(i + p) % shape.bases.len().max(1)].clone(),
                 clock.clone(),
                 planned.clone(),
+                answers.clone(),
             );
-            tasks.push(tokio::spawn(async move {
+            let timeout = shape.timeout;
+            tasks.spawn(async move {
                 let mut r = send(&client, &base, &clock, epoch, &planned, timeout).await;
                 drop(permit);
                 r.pass = p + 1;
                 r.index = i;
-                r
-            }));
+                let _ = answers.send(r);
+            });
         }
-        for task in tasks {
-            if let Ok(r) = task.await {
-                records.push(r);
-            }
-            done += 1;
-            progress(done, total);
-        }
+        while tasks.join_next().await.is_some() {}
     }
-    records
 }
 
 /// Stops the fleet's Redis `window.0` after `t0` and brings it back on the same port at
@@ -460,8 +532,20 @@ pub async fn run(
     seed: Option<u64>,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<RunResult, String> {
-    let seed = seed.unwrap_or(scenario.seed);
-    let passes = plan(scenario, seed)?;
+    let passes = plan(scenario, seed.unwrap_or(scenario.seed))?;
+    let (result, _) = run_watched(scenario, &passes, progress, &mut |_| true).await?;
+    Ok(result)
+}
+
+/// Runs a scenario's mocks and proxy with `passes` for traffic, `watch` shown every answer as
+/// it arrives: when it returns false the run stops there (the flag returned is then true) and
+/// the result holds what was answered so far.
+pub async fn run_watched(
+    scenario: &Scenario,
+    passes: &[Vec<Planned>],
+    progress: &(dyn Fn(usize, usize) + Sync),
+    watch: &mut (dyn FnMut(&ClientRecord) -> bool + Send),
+) -> Result<(RunResult, bool), String> {
     let wall = Clock::real();
     let started = start(scenario).await?;
     let urls = started.urls();
@@ -479,15 +563,13 @@ pub async fn run(
             None
         }
     };
-    let clients = drive(
-        &urls,
-        &started.clock,
-        &passes,
-        scenario.traffic.clients,
-        scenario.traffic.client_timeout(),
-        progress,
-    )
-    .await;
+    let shape = Driving {
+        bases: &urls,
+        clock: &started.clock,
+        clients: scenario.traffic.clients,
+        timeout: scenario.traffic.client_timeout(),
+    };
+    let Driven { records, stopped } = drive_watched(&shape, passes, progress, watch).await;
     let sim_seconds = (started.clock.now() - t0).as_secs_f64();
     if let Some(outage) = outage {
         outage.abort();
@@ -524,13 +606,14 @@ pub async fn run(
     for (_, m) in running {
         m.shutdown().await;
     }
-    Ok(RunResult {
-        clients,
+    let result = RunResult {
+        clients: records,
         mocks,
         fallbacks,
         passes: passes.len(),
         sim_seconds,
         wall_seconds: wall.now().as_secs_f64(),
         time_scale: scenario.time_scale,
-    })
+    };
+    Ok((result, stopped))
 }
