@@ -17,13 +17,15 @@
 //! - [`subjects`]: the processes a benchmark measures, started as children;
 //! - [`forwarder`]: the bare forwarder, the floor a gateway is measured against;
 //! - [`bench`]: `spillway-harness bench`: subjects in turn, medians, a table;
-//! - [`chaos`]: `spillway-harness chaos`: the fault matrix, crash rounds and memory soak.
+//! - [`chaos`]: `spillway-harness chaos`: the fault matrix, crash rounds and memory soak;
+//! - [`plan`]: `spillway-harness plan`: the keys, tier and fallbacks a traffic needs.
 
 pub mod bench;
 pub mod chaos;
 pub mod expect;
 pub mod forwarder;
 pub mod load;
+pub mod plan;
 pub mod record;
 pub mod report;
 pub mod runner;

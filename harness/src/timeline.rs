@@ -99,7 +99,7 @@ const ORANGE: &str = "#ff8c00";
 /// lightness step (CIELAB L* 21, 75, 44, 54, 34, 65: at least 9 apart), so up to six keys
 /// stay apart on screen, for the colour-blind and in grey; none is paler than L* 75, so a
 /// line reads on white. A seventh series repeats the first colour.
-const PALETTE: [&str; 6] = [
+pub(crate) const PALETTE: [&str; 6] = [
     "#08306b", // navy
     "#e8b010", // gold
     "#c51b7d", // magenta
@@ -400,7 +400,7 @@ fn text(out: &mut String, (x, y): (f64, f64), style: &str, s: &str) {
 
 /// A step of 1, 2, 3, 4, 5, 6 or 8 times a power of ten giving at most 6 gridlines up to `top`;
 /// at least 1, as the values are counts.
-fn nice_step(top: f64) -> f64 {
+pub(crate) fn nice_step(top: f64) -> f64 {
     let mag = 10f64.powf((top / 6.0).log10().floor()).max(1.0);
     let steps = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0].map(|m| m * mag);
     let fits = |step: &f64| top / step <= 6.0;
@@ -464,7 +464,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Text made safe for XML content and attributes; control characters are dropped.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
