@@ -17,7 +17,7 @@ use spillway_harness::load::{
 };
 use spillway_harness::scenario::{MockEntry, Scenario, mock_references};
 use spillway_harness::{
-    ScenarioOutcome, record, report, run_scenario, runner, subjects, traffic, verdict,
+    ScenarioOutcome, plan, record, report, run_scenario, runner, subjects, traffic, verdict,
 };
 
 /// Scenarios and benchmarks for spillway.
@@ -52,6 +52,13 @@ enum Command {
     /// Drive an OpenAI-compatible chat endpoint with a closed-loop load and print throughput and
     /// latency percentiles.
     Load(LoadArgs),
+    /// Capacity planning: replay a recording (or a `[traffic]` table) on simulated time against
+    /// mocks with each candidate's limits (1 to --max-keys keys on each tier, with and without
+    /// each fallback provider), find the cheapest candidate that meets --goal, print a table
+    /// and the recommendation, and write NAME.plan.json, NAME.plan.svg and NAME.plan.toml (the
+    /// recommendation as a scenario). Exit 0 with a recommendation, 1 when no candidate met the
+    /// goal (or a run could not start), 2 for invalid input.
+    Plan(PlanArgs),
     /// The reliability suite: a fault matrix (plain and streamed requests through 429s, 5xx,
     /// resets, cut and stalled streams, invalid JSON and slow headers, every outcome
     /// classified), crash rounds (SIGKILLs during cache writes, with lost unsynced writes) and a
@@ -156,6 +163,60 @@ struct ReplayArgs {
     /// scenario file serves; its other tables are ignored); `--expect` adds to it.
     #[arg(long, value_name = "FILE")]
     expect_file: Option<PathBuf>,
+}
+
+// `plan`'s flags.
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// The traffic: a recording (JSONL from `spillway serve --record`), or a TOML file with a
+    /// `[traffic]` table (a scenario file serves; its `[proxy]` is the config when --config is
+    /// not given).
+    traffic: PathBuf,
+    /// The spillway config whose routes and providers are planned (its providers' URLs and keys
+    /// are replaced by mocks).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Tiers to try for the route's first provider, lowest first (built in: free, developer;
+    /// more from --limits).
+    #[arg(long, value_delimiter = ',', default_value = "free,developer")]
+    tiers: Vec<String>,
+    /// A TOML file of `[TIER."MODEL"]` limit tables (spillway-mock's limit fields); each
+    /// replaces the built-in table of that tier and model.
+    #[arg(long, value_name = "FILE")]
+    limits: Option<PathBuf>,
+    /// A TOML file of prices, `[PROVIDER] TIER = per-key` or `TIER = { key = .., million_tokens
+    /// = .. }`: then the cheapest candidate by cost is recommended.
+    #[arg(long, value_name = "FILE")]
+    costs: Option<PathBuf>,
+    /// Most keys to try on the route's first provider.
+    #[arg(long, default_value_t = 8)]
+    max_keys: usize,
+    /// Simulated seconds per wall second for mocks, proxy and traffic (the recording's own
+    /// times are kept).
+    #[arg(long, default_value_t = 100.0)]
+    speed: f64,
+    /// What a candidate must meet: terms joined by `&&`, each a metric (client_429,
+    /// client_errors, upstream_429, fallbacks, wait_p50, wait_p99, wait_max) and an upper bound
+    /// written as in `[expect]` (`== 0`, `<= 2s`, `< 5`).
+    #[arg(long, default_value = spillway_harness::plan::goal::DEFAULT_GOAL)]
+    goal: String,
+    /// Plan only the requests for this route (client-facing model).
+    #[arg(long, value_name = "NAME")]
+    route: Option<String>,
+    /// Concurrent clients (default: 1000 for a recording, so requests keep their recorded
+    /// times; a `[traffic]` table's own `clients` otherwise).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Seed of synthetic traffic.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write NAME.plan.json, NAME.plan.svg and NAME.plan.toml (NAME: the traffic
+    /// file's name without its extension).
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 // `bench`'s flags.
@@ -589,6 +650,112 @@ async fn drive_running_proxy(
     }
 }
 
+/// `plan`'s inputs, read and checked: an error here is the user's (exit 2).
+fn plan_spec(args: &PlanArgs) -> Result<plan::PlanSpec, String> {
+    let goal = plan::goal::Goal::parse(&args.goal)?;
+    let mut traffic = plan::source::load(&args.traffic, args.clients, args.seed)?;
+    if let Some(route) = &args.route {
+        traffic.only_route(route)?;
+    }
+    if traffic.requests() == 0 {
+        return Err(format!("{}: no requests", args.traffic.display()));
+    }
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (config, config_name) = match (&args.config, &traffic.proxy) {
+        (Some(path), _) => {
+            let table: toml::Table =
+                toml::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+            (table, path.display().to_string())
+        }
+        (None, Some(proxy)) => (proxy.clone(), format!("{} [proxy]", args.traffic.display())),
+        (None, None) => return Err("--config FILE is needed: the spillway config to plan".into()),
+    };
+    let mut tables = plan::tiers::LimitTables::builtin();
+    if let Some(path) = &args.limits {
+        tables = tables.with_file(&read(path)?, &path.display().to_string())?;
+    }
+    let costs = match &args.costs {
+        Some(path) => Some(plan::costs::CostTable::parse(
+            &read(path)?,
+            &path.display().to_string(),
+        )?),
+        None => None,
+    };
+    let chain = plan::chain::Chain::new(config, &config_name, traffic.routes(), &tables)?;
+    let spec = plan::PlanSpec {
+        traffic,
+        chain,
+        config_name,
+        tables,
+        tiers: args.tiers.clone(),
+        costs,
+        max_keys: args.max_keys,
+        goal,
+        speed: args.speed,
+        seed: args.seed,
+    };
+    spec.check()?;
+    Ok(spec)
+}
+
+/// A progress bar over the candidate running (its answers so far), on a terminal only.
+fn plan_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:32} {bar:30} {pos}/{len} answers")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+async fn plan_command(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let spec = match plan_spec(&args) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("invalid plan: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let bar = plan_bar();
+    let progress = |label: &str, done: usize, total: usize| {
+        if let Some(bar) = &bar {
+            bar.set_prefix(label.to_string());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    };
+    let report = plan::plan(&spec, &progress).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report.map_err(anyhow::Error::msg)?;
+    let written = plan::write(&args.out, &spec, &report).map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", plan::report::table(&report));
+        for note in &report.notes {
+            println!("note: {note}");
+        }
+        println!("{}", plan::report::recommendation_line(&report));
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        println!(
+            "written: {} ({:.1} s)",
+            names.join(", "),
+            report.wall_seconds
+        );
+    }
+    Ok(if report.recommendation.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(unknown) = args
         .peers
@@ -795,6 +962,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_command(args).await,
         Command::Up { scenario } => up_command(scenario).await,
         Command::Replay(args) => replay_command(args).await,
+        Command::Plan(args) => plan_command(args).await,
         Command::Bench(args) => bench_command(args).await,
         Command::Load(args) => load_command(args).await,
         Command::Chaos(args) => chaos_command(args).await,

@@ -424,6 +424,9 @@ pub struct Driven {
     pub records: Vec<ClientRecord>,
     /// True when the watcher stopped the drive before every answer came.
     pub stopped: bool,
+    /// The most a request was sent after its time (simulated seconds): how far the harness
+    /// fell behind the clock (a stall of the process, multiplied by the time scale).
+    pub lag: f64,
 }
 
 /// As [`drive`], with `watch` shown each answer as it arrives (in arrival order); when it
@@ -438,7 +441,8 @@ pub async fn drive_watched(
     let total: usize = passes.iter().map(Vec::len).sum();
     let (answers, mut arrived) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let sender = send_passes(shape, passes, answers);
+    let lag_us = std::sync::atomic::AtomicU64::new(0);
+    let sender = send_passes(shape, passes, answers, &lag_us);
     let sender = async move {
         let mut stopping = stopping;
         // Dropping the sender drops its tasks: the requests in flight are abandoned.
@@ -463,15 +467,18 @@ pub async fn drive_watched(
     };
     let ((), mut driven) = tokio::join!(sender, collector);
     driven.records.sort_by_key(|r| (r.pass, r.index));
+    driven.lag = lag_us.into_inner() as f64 / 1e6;
     driven
 }
 
 /// Sends every pass, one after the other, each request at its time once a client is free;
-/// every answer goes to `answers`. Returns when the last answer of the last pass has come.
+/// every answer goes to `answers`; the most a request went out after its time is kept in
+/// `lag_us` (simulated microseconds). Returns when the last answer of the last pass has come.
 async fn send_passes(
     shape: &Driving<'_>,
     passes: &[Vec<Planned>],
     answers: tokio::sync::mpsc::UnboundedSender<ClientRecord>,
+    lag_us: &std::sync::atomic::AtomicU64,
 ) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(shape.clients)
@@ -484,9 +491,11 @@ async fn send_passes(
         let origin = clock.now();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, planned) in pass.iter().enumerate() {
-            clock
-                .sleep_until(origin + Duration::from_secs_f64(planned.at.max(0.0)))
-                .await;
+            let due = origin + Duration::from_secs_f64(planned.at.max(0.0));
+            clock.sleep_until(due).await;
+            // Late here is the process's own stall; waiting for a client below is not.
+            let late = clock.now().saturating_sub(due).as_micros() as u64;
+            lag_us.fetch_max(late, std::sync::atomic::Ordering::Relaxed);
             let permit = slots
                 .clone()
                 .acquire_owned()
@@ -537,15 +546,24 @@ pub async fn run(
     Ok(result)
 }
 
+/// How a watched run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunEnd {
+    /// The watcher stopped it before every answer came.
+    pub stopped: bool,
+    /// How far the harness fell behind the clock (simulated seconds; see [`Driven::lag`]).
+    pub lag: f64,
+}
+
 /// Runs a scenario's mocks and proxy with `passes` for traffic, `watch` shown every answer as
-/// it arrives: when it returns false the run stops there (the flag returned is then true) and
-/// the result holds what was answered so far.
+/// it arrives: when it returns false the run stops there and the result holds what was
+/// answered so far.
 pub async fn run_watched(
     scenario: &Scenario,
     passes: &[Vec<Planned>],
     progress: &(dyn Fn(usize, usize) + Sync),
     watch: &mut (dyn FnMut(&ClientRecord) -> bool + Send),
-) -> Result<(RunResult, bool), String> {
+) -> Result<(RunResult, RunEnd), String> {
     let wall = Clock::real();
     let started = start(scenario).await?;
     let urls = started.urls();
@@ -569,7 +587,11 @@ pub async fn run_watched(
         clients: scenario.traffic.clients,
         timeout: scenario.traffic.client_timeout(),
     };
-    let Driven { records, stopped } = drive_watched(&shape, passes, progress, watch).await;
+    let Driven {
+        records,
+        stopped,
+        lag,
+    } = drive_watched(&shape, passes, progress, watch).await;
     let sim_seconds = (started.clock.now() - t0).as_secs_f64();
     if let Some(outage) = outage {
         outage.abort();
@@ -615,5 +637,5 @@ pub async fn run_watched(
         wall_seconds: wall.now().as_secs_f64(),
         time_scale: scenario.time_scale,
     };
-    Ok((result, stopped))
+    Ok((result, RunEnd { stopped, lag }))
 }

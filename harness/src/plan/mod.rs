@@ -128,8 +128,32 @@ impl PlanSpec {
     }
 }
 
-/// Runs one candidate: its scenario, stopped at the goal's first break.
+/// How far (simulated seconds) the harness may fall behind the clock in a run that fails the
+/// goal before that failure is put down to the machine and the run is tried again.
+pub const LAG_ALLOWED: f64 = 10.0;
+
+/// Times a failed run that fell behind the clock is tried again.
+pub const LAG_RETRIES: usize = 2;
+
+/// Runs one candidate; a failure in a run that fell behind the clock by more than
+/// [`LAG_ALLOWED`] (a stall of this machine, multiplied by the speed) is run again, up to
+/// [`LAG_RETRIES`] times.
 pub async fn try_candidate(
+    spec: &PlanSpec,
+    candidate: &Candidate,
+    progress: PlanProgress<'_>,
+) -> Result<CandidateResult, String> {
+    let mut result = run_candidate(spec, candidate, progress).await?;
+    while !result.pass && result.lag > LAG_ALLOWED && result.reruns < LAG_RETRIES {
+        let reruns = result.reruns + 1;
+        result = run_candidate(spec, candidate, progress).await?;
+        result.reruns = reruns;
+    }
+    Ok(result)
+}
+
+/// Runs one candidate: its scenario, stopped at the goal's first break.
+async fn run_candidate(
     spec: &PlanSpec,
     candidate: &Candidate,
     progress: PlanProgress<'_>,
@@ -142,10 +166,11 @@ pub async fn try_candidate(
     let total = spec.traffic.requests();
     let mut watch = Watch::new(&spec.goal, total);
     let shown = |done: usize, total: usize| progress(&label, done, total);
-    let (run, _) = crate::runner::run_watched(&scenario, &spec.traffic.passes, &shown, &mut |r| {
-        watch.see(r)
-    })
-    .await?;
+    let (run, end) =
+        crate::runner::run_watched(&scenario, &spec.traffic.passes, &shown, &mut |r| {
+            watch.see(r)
+        })
+        .await?;
     let mut result = outcome::assess(
         candidate,
         &spec.chain,
@@ -154,6 +179,7 @@ pub async fn try_candidate(
         watch.broken,
         total,
     );
+    result.lag = end.lag;
     if let Some(costs) = &spec.costs {
         result.price(&spec.chain, costs);
     }

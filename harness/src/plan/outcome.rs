@@ -80,6 +80,11 @@ pub struct CandidateResult {
     pub sim_seconds: f64,
     /// Wall seconds the run took.
     pub wall_seconds: f64,
+    /// How far the harness fell behind the clock (simulated seconds): a stall of the machine,
+    /// multiplied by the speed.
+    pub lag: f64,
+    /// Times the run was tried again after failing while behind the clock.
+    pub reruns: usize,
 }
 
 /// The result of running `candidate`.
@@ -129,6 +134,8 @@ pub fn assess(
         cost: None,
         sim_seconds: run.sim_seconds,
         wall_seconds: run.wall_seconds,
+        lag: 0.0,
+        reruns: 0,
     }
 }
 
