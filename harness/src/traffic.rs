@@ -322,9 +322,12 @@ pub fn synthetic(traffic: &Traffic, seed: u64) -> Vec<Planned> {
     out
 }
 
-/// The requests of a recording, at their recorded times divided by `speed`.
+/// The requests of a recording, in the order they arrived, at their recorded times divided by
+/// `speed`. A recording lists each request when it was answered, so one answered after a
+/// later arrival comes later in the file: sorting by arrival puts it back in its place.
 pub fn from_recording(path: &Path, speed: f64) -> Result<Vec<Planned>, String> {
-    let lines = spillway::record::read(path)?;
+    let mut lines = spillway::record::read(path)?;
+    lines.sort_by(|a, b| a.t.total_cmp(&b.t));
     let start = lines.first().map_or(0.0, |l| l.t);
     lines
         .into_iter()
@@ -407,6 +410,24 @@ mod tests {
         let mut rng = Rng::new(1);
         let p = prompt_of(100, &mut rng);
         assert_eq!(p.len(), 94 * 4);
+    }
+
+    #[test]
+    fn a_recording_replays_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let line = |t: f64, n: u32| {
+            format!(
+                "{{\"t\":{t},\"route\":\"m\",\"endpoint\":\"chat\",\"stream\":false,\"body\":{{\"model\":\"m\",\"n\":{n}}},\"key\":\"k\",\"prompt_tokens\":1,\"max_tokens\":1,\"outcome\":{{\"status\":200,\"latency_ms\":1.0}}}}\n"
+            )
+        };
+        // Answered in the order 2, 1, 3: the second arrival's answer was written first.
+        std::fs::write(&path, line(2.0, 2) + &line(1.0, 1) + &line(3.0, 3)).unwrap();
+        let plan = from_recording(&path, 2.0).unwrap();
+        let order: Vec<u64> = plan.iter().map(|p| p.body["n"].as_u64().unwrap()).collect();
+        assert_eq!(order, [1, 2, 3]);
+        let times: Vec<f64> = plan.iter().map(|p| p.at).collect();
+        assert_eq!(times, [0.0, 0.5, 1.0]);
     }
 
     #[test]
