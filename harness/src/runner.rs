@@ -407,7 +407,7 @@ pub async fn drive(
 
 /// Where and how a drive sends: the proxies, the clock, the clients, their timeout.
 pub struct Driving<'a> {
-    /// The proxies' `http://ADDR/v1` (request `i` of a pass goes to `bases[i % n]`).
+    /// The proxies' `http://ADDR/v1` (request `i` of pass `p` goes to `bases[(i + p) % n]`).
     pub bases: &'a [String],
     /// The scenario clock.
     pub clock: &'a Clock,

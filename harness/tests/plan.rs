@@ -47,6 +47,7 @@ fn recording(dir: &Path, name: &str, route: &str, n: usize, gap: f64, prompt: u6
                 key: format!("{i:064x}"),
                 prompt_tokens: prompt,
                 max_tokens: 20,
+                client: None,
                 outcome: RecordedOutcome { status: 200, ..RecordedOutcome::default() },
             };
             serde_json::to_string(&line).unwrap()
