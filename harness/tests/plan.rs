@@ -200,6 +200,90 @@ fn more_tokens_a_day_than_two_free_keys_allow_needs_the_developer_tier() {
     assert_eq!(replayed["client_status"]["200"], 250, "{replayed:#}");
 }
 
+/// A config with Groq first and Cerebras (one key, 30 requests a minute) after it.
+fn config_with_fallback(dir: &Path) -> PathBuf {
+    let path = dir.join("groq-cerebras.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[providers]]
+name = "groq"
+base_url = "https://api.groq.com/openai/v1"
+keys = ["env:GROQ_API_KEY"]
+[[providers]]
+name = "cerebras"
+base_url = "https://api.cerebras.ai/v1"
+keys = ["env:CEREBRAS_API_KEY"]
+[providers.limits."llama3.1-8b"]
+requests_per_minute = 30
+[[routes]]
+model = "llama-3.1-8b"
+targets = [{ provider = "groq", model = "llama-3.1-8b-instant" }, { provider = "cerebras", model = "llama3.1-8b" }]
+"#,
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_fallback_is_tried_with_and_without_and_a_cost_table_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recording(dir.path(), "steady-55", SMALL.0, 275, 60.0 / 55.0, 50);
+    let costs = dir.path().join("costs.toml");
+    // A Groq key costs 5, the Cerebras key 1: one of each (6) is cheaper than two Groq keys.
+    std::fs::write(
+        &costs,
+        "[groq]\nfree = 5\ndeveloper = 50\n[cerebras]\nconfigured = 1\n",
+    )
+    .unwrap();
+    let plan = |extra: &[&str]| {
+        let out = harness()
+            .arg("plan")
+            .arg(&rec)
+            .arg("--config")
+            .arg(config_with_fallback(dir.path()))
+            .args(["--max-keys", "4", "--speed", "200", "--json", "--out"])
+            .arg(dir.path().join("out"))
+            .args(extra)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    // Without prices: fewest keys, then fewest providers: two Groq keys, no Cerebras.
+    let by_keys = plan(&[]);
+    assert_eq!(
+        by_keys["recommendation"],
+        json!([
+            {"provider": "groq", "tier": "free", "keys": 2},
+            {"provider": "cerebras", "tier": null, "keys": 0}
+        ]),
+        "{by_keys:#}"
+    );
+    let with = by_keys["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "groq free ×1 + cerebras")
+        .unwrap_or_else(|| panic!("one Groq key with Cerebras was tried: {by_keys:#}"));
+    assert_eq!(with["pass"], true, "{with:#}");
+    assert!(
+        with["fallbacks"].as_u64().unwrap() > 0 || with["tokens"]["cerebras"].as_u64().unwrap() > 0
+    );
+    // With prices: the cheapest.
+    let by_cost = plan(&["--costs", costs.to_str().unwrap()]);
+    assert_eq!(
+        by_cost["recommendation"],
+        json!([
+            {"provider": "groq", "tier": "free", "keys": 1, "cost": 5.0},
+            {"provider": "cerebras", "tier": "configured", "keys": 1, "cost": 1.0}
+        ]),
+        "{by_cost:#}"
+    );
+    assert_eq!(by_cost["cost"], 6.0);
+}
+
 #[test]
 fn bad_input_exits_2_saying_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
