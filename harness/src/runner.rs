@@ -546,6 +546,25 @@ pub async fn run(
     Ok(result)
 }
 
+/// What every mock counted and received, its journal's times moved back by `shift` seconds.
+fn mock_outcomes(mocks: &[(String, MockProvider)], shift: f64) -> Vec<MockOutcome> {
+    mocks
+        .iter()
+        .map(|(name, m)| MockOutcome {
+            name: name.clone(),
+            stats: m.stats(),
+            journal: m
+                .journal()
+                .into_iter()
+                .map(|mut e| {
+                    e.at -= shift;
+                    e
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// How a watched run ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RunEnd {
@@ -598,23 +617,7 @@ pub async fn run_watched(
     }
     let fallbacks = started.fallbacks();
     // Journal times count from the traffic's start too (mocks and proxy start a little before).
-    let shift = t0.as_secs_f64();
-    let mocks = started
-        .mocks
-        .iter()
-        .map(|(name, m)| MockOutcome {
-            name: name.clone(),
-            stats: m.stats(),
-            journal: m
-                .journal()
-                .into_iter()
-                .map(|mut e| {
-                    e.at -= shift;
-                    e
-                })
-                .collect(),
-        })
-        .collect();
+    let mocks = mock_outcomes(&started.mocks, t0.as_secs_f64());
     let Started {
         proxy,
         others,

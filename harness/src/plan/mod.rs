@@ -219,6 +219,8 @@ pub async fn plan(spec: &PlanSpec, progress: PlanProgress<'_>) -> Result<PlanRep
             });
         }
     }
+    let mut notes = notes(spec);
+    notes.extend(lag_note(&results, spec.speed));
     let best = report::cheapest(&results, &spec.tiers);
     let recommendation = best.map(|b| report::picks(b, &spec.chain, spec.costs.as_ref()));
     Ok(PlanReport {
@@ -234,7 +236,7 @@ pub async fn plan(spec: &PlanSpec, progress: PlanProgress<'_>) -> Result<PlanRep
         cost: best.and_then(|b| b.cost),
         recommendation,
         searches,
-        notes: notes(spec),
+        notes,
         candidates: results,
         wall_seconds: wall.now().as_secs_f64(),
     })
@@ -266,6 +268,23 @@ fn notes(spec: &PlanSpec) -> Vec<String> {
     out
 }
 
+/// A warning when runs failed while still behind the clock after their reruns: their verdicts
+/// may be this machine's, not the candidate's.
+fn lag_note(results: &[CandidateResult], speed: f64) -> Option<String> {
+    let lagged: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.pass && r.lag > LAG_ALLOWED)
+        .map(|r| r.label.as_str())
+        .collect();
+    let worst = results.iter().map(|r| r.lag).fold(0.0, f64::max);
+    (!lagged.is_empty()).then(|| {
+        format!(
+            "{} failed while the harness was behind the clock by more than {LAG_ALLOWED} simulated seconds (up to {worst:.0} s at --speed {speed}): this machine could not keep up, so those verdicts may be wrong; plan again at a lower --speed",
+            lagged.join(", ")
+        )
+    })
+}
+
 /// Writes `OUT/NAME.plan.json`, `OUT/NAME.plan.svg` and, when there is a recommendation,
 /// `OUT/NAME.plan.toml` (a scenario that replays the traffic against it); returns the paths.
 pub fn write(out: &Path, spec: &PlanSpec, report: &PlanReport) -> Result<Vec<PathBuf>, String> {
@@ -291,4 +310,51 @@ pub fn write(out: &Path, spec: &PlanSpec, report: &PlanReport) -> Result<Vec<Pat
         written.push(scenario);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RunResult;
+
+    /// A run of `keys` free keys that failed or passed, `lag` simulated seconds behind.
+    fn result(keys: usize, pass: bool, lag: f64) -> CandidateResult {
+        let config: toml::Table = toml::from_str(
+            "[[providers]]\nname = \"groq\"\nbase_url = \"https://api.groq.com/openai/v1\"\nkeys = []\n\
+             [[routes]]\nmodel = \"r\"\ntargets = [{ provider = \"groq\", model = \"llama-3.1-8b-instant\" }]\n",
+        )
+        .unwrap();
+        let routes = ["r".to_string()].into_iter().collect();
+        let chain = Chain::new(config, "c.toml", routes, &LimitTables::builtin()).unwrap();
+        let candidate = Candidate {
+            tier: "free".into(),
+            keys,
+            fallbacks: Vec::new(),
+        };
+        let goal = Goal::parse(goal::DEFAULT_GOAL).unwrap();
+        let run = RunResult {
+            clients: Vec::new(),
+            mocks: Vec::new(),
+            fallbacks: 0,
+            passes: 1,
+            sim_seconds: 1.0,
+            wall_seconds: 1.0,
+            time_scale: 100.0,
+        };
+        let broken = (!pass).then(|| "client_429 == 0 broken".to_string());
+        let mut r = outcome::assess(&candidate, &chain, &goal, &run, broken, 1);
+        r.lag = lag;
+        r
+    }
+
+    #[test]
+    fn a_failure_behind_the_clock_is_noted_and_a_pass_or_a_small_lag_is_not() {
+        let note = lag_note(&[result(1, false, 40.0), result(2, true, 60.0)], 1000.0).unwrap();
+        assert!(note.starts_with("groq free ×1 failed"), "{note}");
+        assert!(note.contains("up to 60 s at --speed 1000"), "{note}");
+        assert_eq!(
+            lag_note(&[result(1, false, 3.0), result(2, true, 60.0)], 100.0),
+            None
+        );
+    }
 }
