@@ -1,11 +1,14 @@
 //! Every TOML block of the READMEs parses as what it shows: a scenario file (it has `[traffic]`
-//! or `[[mocks]]`) loads as one, its `[proxy]` included; anything else is a spillway config whose
-//! sections and fields spillway knows. A README that shows a field the program does not read
+//! or `[[mocks]]`) loads as one, its `[proxy]` included; a block that opens with
+//! `# plan --limits` or `# plan --costs` reads as `plan`'s limits or cost file; anything else is
+//! a spillway config whose sections and fields spillway knows. A README that shows a field the program does not read
 //! fails here, not in a reader's hands.
 
 use std::path::Path;
 
 use spillway::config::RawConfig;
+use spillway_harness::plan::costs::CostTable;
+use spillway_harness::plan::tiers::LimitTables;
 use spillway_harness::scenario::Scenario;
 
 /// The READMEs, relative to the workspace root.
@@ -45,6 +48,18 @@ fn every_readme_toml_block_parses_as_a_scenario_or_a_config() {
             let at = format!("{readme}:{line}");
             let table: toml::Table =
                 toml::from_str(&block).unwrap_or_else(|e| panic!("{at}: not TOML: {e}"));
+            if block.starts_with("# plan --limits") {
+                let tables = LimitTables::builtin().with_file(&block, &at);
+                tables.unwrap_or_else(|e| panic!("{at}: not a limits file: {e}"));
+                checked += 1;
+                continue;
+            }
+            if block.starts_with("# plan --costs") {
+                CostTable::parse(&block, &at)
+                    .unwrap_or_else(|e| panic!("{at}: not a cost file: {e}"));
+                checked += 1;
+                continue;
+            }
             let proxy = if table.contains_key("traffic") || table.contains_key("mocks") {
                 let scenario = Scenario::parse(&block, Path::new(&at))
                     .unwrap_or_else(|e| panic!("{at}: not a scenario: {e}"));
