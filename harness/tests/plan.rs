@@ -285,6 +285,70 @@ fn a_fallback_is_tried_with_and_without_and_a_cost_table_decides() {
 }
 
 #[test]
+fn a_traffic_table_plans_without_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two minutes at 55 a minute, described rather than recorded, in a scenario file whose
+    // [proxy] is the config.
+    let file = dir.path().join("described.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "what does 55 a minute need?"
+[traffic]
+requests = 110
+model = "llama-3.1-8b"
+arrival = { kind = "constant", rate_per_minute = 55 }
+prompt_tokens = { min = 50, max = 60 }
+max_tokens = 20
+[proxy]
+[[proxy.providers]]
+name = "groq"
+base_url = "https://api.groq.com/openai/v1"
+keys = ["env:GROQ_API_KEY"]
+[[proxy.routes]]
+model = "llama-3.1-8b"
+targets = [{ provider = "groq", model = "llama-3.1-8b-instant" }]
+"#,
+    )
+    .unwrap();
+    let out = harness()
+        .arg("plan")
+        .arg(&file)
+        .args([
+            "--tiers",
+            "free",
+            "--max-keys",
+            "4",
+            "--speed",
+            "200",
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("recommendation: groq free with 2 keys"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| groq free ×1 |") && stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("out/described.plan.toml")).unwrap();
+    assert!(
+        written.contains("rate_per_minute = 55"),
+        "the scenario keeps the description: {written}"
+    );
+}
+
+#[test]
 fn bad_input_exits_2_saying_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let rec = recording(dir.path(), "few", SMALL.0, 3, 1.0, 50);
