@@ -18,6 +18,7 @@
 //! [`answers`]: the answers the fleet shares (a second cache tier, fleet-wide single-flight).
 
 pub mod answers;
+pub mod shared_state;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,71 +35,40 @@ use answers::{Followers, LOOKUP_OR_LEAD, RENEW, SHARE};
 use crate::config::fleet::FleetConfig;
 use crate::limits::kind::{Kind, Limits};
 use crate::metrics::Metrics;
-
-/// Reserves one request on a key's window (0), or answers how long (ms) until it fits; a key
-/// with no per-minute limit is only checked for a block (-1: go, nothing held).
-/// KEYS: reservations, tokens, token sum, block. ARGV: id, window ms, requests per window
-/// (0: none), tokens per window (0: none), the request's tokens.
-const RESERVE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local blocked = redis.call('PTTL', KEYS[4])
-if blocked > 0 then return blocked end
-local window = tonumber(ARGV[2])
-local rpm, tpm, tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if rpm == 0 and tpm == 0 then return -1 end
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - window))
-for _, id in ipairs(gone) do
-  local used = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('DECRBY', KEYS[3], used)
-end
-if rpm > 0 and redis.call('ZCARD', KEYS[1]) + 1 > rpm then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(1, tonumber(first[2]) + window - now)
-end
-local sum = tonumber(redis.call('GET', KEYS[3]) or '0')
-if tpm > 0 and sum + tokens > tpm then
-  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  local freed = 0
-  for i = 1, #all, 2 do
-    freed = freed + tonumber(redis.call('HGET', KEYS[2], all[i]) or '0')
-    if sum - freed + tokens <= tpm then
-      return math.max(1, tonumber(all[i + 1]) + window - now)
-    end
-  end
-  return window
-end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], tokens)
-redis.call('INCRBY', KEYS[3], tokens)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], 2 * window) end
-return 0
-";
+pub use shared_state::Windows;
+use shared_state::{Learned, RESERVE};
 
 /// Sets a reservation's tokens to what the answer used and its time to the answer's (nothing
 /// if it left the window): the provider counted the request somewhere between the two, so the
 /// later time keeps its slot until the provider's own window has let it go.
-/// KEYS: reservations, tokens, token sum. ARGV: id, tokens (empty: keep the estimate).
+/// Each window (minute, day) in turn. KEYS: per window: reservations, tokens, token sum.
+/// ARGV: id, tokens (empty: keep the estimate).
 const SETTLE: &str = r"
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
-if ARGV[2] == '' then return 0 end
-local before = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]) - before)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for w = 1, #KEYS, 3 do
+  if redis.call('ZSCORE', KEYS[w], ARGV[1]) then
+    redis.call('ZADD', KEYS[w], 'XX', now, ARGV[1])
+    if ARGV[2] ~= '' then
+      local before = tonumber(redis.call('HGET', KEYS[w + 1], ARGV[1]) or '0')
+      redis.call('HSET', KEYS[w + 1], ARGV[1], ARGV[2])
+      redis.call('INCRBY', KEYS[w + 2], tonumber(ARGV[2]) - before)
+    end
+  end
+end
 return 0
 ";
 
-/// Takes a reservation back: the provider did not count the attempt.
-/// KEYS: reservations, tokens, token sum. ARGV: id.
+/// Takes a reservation back from each window (minute, day): the provider did not count the
+/// attempt. KEYS: per window: reservations, tokens, token sum. ARGV: id.
 const RELEASE: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local used = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('DECRBY', KEYS[3], used)
+for w = 1, #KEYS, 3 do
+  if redis.call('ZREM', KEYS[w], ARGV[1]) == 1 then
+    local used = tonumber(redis.call('HGET', KEYS[w + 1], ARGV[1]) or '0')
+    redis.call('HDEL', KEYS[w + 1], ARGV[1])
+    redis.call('DECRBY', KEYS[w + 2], used)
+  end
+end
 return 0
 ";
 
@@ -175,6 +145,10 @@ pub struct Slot {
     requests: Option<u64>,
     /// Tokens per minute, when known.
     tokens: Option<u64>,
+    /// Requests per day, when known.
+    requests_per_day: Option<u64>,
+    /// Tokens per day, when known.
+    tokens_per_day: Option<u64>,
 }
 
 impl Slot {
@@ -184,6 +158,8 @@ impl Slot {
             prefix: format!("spillway:{{{fleet}|{alias}|{model}}}"),
             requests: limits.get(Kind::RequestsPerMinute),
             tokens: limits.get(Kind::TokensPerMinute),
+            requests_per_day: limits.get(Kind::RequestsPerDay),
+            tokens_per_day: limits.get(Kind::TokensPerDay),
         }
     }
 
@@ -205,8 +181,18 @@ pub enum Verdict {
     /// Go; `Some` when the fleet holds a reservation for it (`None`: degraded, or the key
     /// has no per-minute limit to share).
     Go(Option<Held>),
-    /// The fleet's window for this key is full: try again after this long (wall-clock time).
+    /// The fleet's window for this key is full, or a 429 met by a member blocks it: try again
+    /// after this long (wall-clock time).
     Wait(Duration),
+    /// The provider refused the key on a member: set aside this long (wall-clock time).
+    KeyRefused {
+        /// How long.
+        wait: Duration,
+        /// What the provider said (status and code).
+        why: String,
+    },
+    /// The target's circuit is open on a member for this long (wall-clock time).
+    CircuitOpen(Duration),
 }
 
 /// This gateway's membership of a fleet.
@@ -239,6 +225,8 @@ pub struct Fleet {
     settle: Script,
     release: Script,
     block: Script,
+    /// The limits learned from the provider, as this gateway last saw them in Redis.
+    learned: Learned,
     /// Whether answers are shared (`[fleet] shared_cache`).
     shared_cache: bool,
     /// The largest answer frame written to the shared tier.
@@ -298,6 +286,7 @@ impl Fleet {
             settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
             block: Script::new(BLOCK),
+            learned: Learned::new(),
             shared_cache: config.shared_cache,
             shared_max_entry_size: config.shared_max_entry_size,
             followers: Arc::default(),
@@ -484,35 +473,31 @@ impl Fleet {
         }
     }
 
-    /// Reserves a send of `tokens` on `slot`'s fleet-wide window of `window` (wall-clock time:
-    /// a minute of the gateway's clock).
-    pub async fn reserve(&self, slot: &Arc<Slot>, tokens: u64, window: Duration) -> Verdict {
+    /// Reserves a send of `tokens` on `slot`'s fleet-wide windows (wall-clock lengths: a
+    /// minute and a day of the gateway's clock); with the verdict, the limits learned from
+    /// the provider that Redis holds for the slot and this gateway had not seen there.
+    pub async fn reserve(
+        &self,
+        slot: &Arc<Slot>,
+        tokens: u64,
+        windows: Windows,
+    ) -> (Verdict, Vec<(Kind, u64)>) {
         let id = format!(
             "{}:{}",
             self.instance,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let args = [
-            id.clone(),
-            window.as_millis().max(1).to_string(),
-            slot.requests.unwrap_or(0).to_string(),
-            slot.tokens.unwrap_or(0).to_string(),
-            tokens.to_string(),
-        ];
+        let window = windows.minute;
         if !self.rejoin().await {
-            return self.own_share(slot, tokens, window, id);
+            return (self.own_share(slot, tokens, window, id), Vec::new());
         }
-        match self.run(&self.reserve, &slot.keys(), &args).await {
-            Some(0) => {
-                self.note_sent(slot, tokens, window, id.clone());
-                Verdict::Go(Some(Held {
-                    slot: slot.clone(),
-                    id,
-                }))
+        match self.reserve_shared(slot, &id, tokens, windows).await {
+            Some((Verdict::Go(Some(held)), learned)) => {
+                self.note_sent(slot, tokens, window, id);
+                (Verdict::Go(Some(held)), learned)
             }
-            Some(ms) if ms > 0 => Verdict::Wait(Duration::from_millis(ms.unsigned_abs())),
-            Some(_) => Verdict::Go(None),
-            None => self.own_share(slot, tokens, window, id),
+            Some(reply) => reply,
+            None => (self.own_share(slot, tokens, window, id), Vec::new()),
         }
     }
 
@@ -587,15 +572,15 @@ impl Fleet {
     /// Moves a held reservation to the answer's time and sets its tokens to what the answer
     /// used (`None`: the estimate stays).
     pub async fn settle(&self, held: Held, tokens: Option<u64>) {
-        let keys = held.slot.keys();
+        let keys = held.slot.window_keys();
         let tokens = tokens.map(|t| t.to_string()).unwrap_or_default();
-        self.run(&self.settle, &keys[..3], &[held.id, tokens]).await;
+        self.run(&self.settle, &keys, &[held.id, tokens]).await;
     }
 
     /// Takes a held reservation back: the provider did not count the attempt.
     pub async fn release(&self, held: Held) {
-        let keys = held.slot.keys();
-        self.run(&self.release, &keys[..3], &[held.id]).await;
+        let keys = held.slot.window_keys();
+        self.run(&self.release, &keys, &[held.id]).await;
     }
 
     /// Blocks `slot` for every member for `wait` (wall-clock time), after a 429.

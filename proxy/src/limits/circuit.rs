@@ -94,6 +94,14 @@ impl Circuit {
         self.probing = false;
     }
 
+    /// Another gateway of the fleet found the target failing and opened its circuit until
+    /// `until`: open here too, at least that long (a probe in flight stays the probe).
+    pub fn opened_elsewhere(&mut self, until: Instant, policy: CircuitPolicy) {
+        self.threshold = policy.failures_to_open.max(1);
+        self.failures = self.failures.max(self.threshold);
+        self.open_until = self.open_until.max(until);
+    }
+
     /// An outage at `now`: once `policy.failures_to_open` have come in a row, open for the
     /// cooldown, doubled per further outage, at most the longest.
     pub fn on_outage(&mut self, now: Instant, policy: CircuitPolicy) {

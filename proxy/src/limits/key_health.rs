@@ -59,6 +59,25 @@ impl KeyHealth {
         });
     }
 
+    /// The provider refused the key on another gateway of the fleet, which sets it aside until
+    /// `until`: set aside here at least as long (a request trying it stays the one).
+    pub fn refused_elsewhere(&mut self, now: Instant, why: String, until: Instant) {
+        match &mut self.0 {
+            Some(r) => {
+                r.retry_at = r.retry_at.max(until);
+                r.why = why;
+            }
+            None => {
+                self.0 = Some(Refused {
+                    why,
+                    retry_at: until,
+                    backoff: until.saturating_duration_since(now),
+                    probing: false,
+                });
+            }
+        }
+    }
+
     /// The provider answered without refusing the key: it is usable again. Returns what it
     /// was refused for, if it was.
     pub fn accepted(&mut self) -> Option<Refused> {

@@ -156,10 +156,35 @@ pub struct Failure {
 pub struct Aftermath {
     /// The target's consecutive outages.
     pub circuit_failures: u32,
+    /// Until when the target's circuit is open, when this failure left it open (clock time).
+    pub circuit_open_until: Option<Instant>,
     /// How long a refused key is now set aside.
     pub key_set_aside_for: Option<Duration>,
     /// A key taken back: what it had been refused for.
     pub key_accepted: Option<String>,
+}
+
+/// What the other gateways of a fleet found that keeps a grant's send back (ARCHITECTURE.md,
+/// invariant 12): applied to this ledger as if this gateway had found it itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldBack {
+    /// The key waits until then: its shared window is full, or a 429 blocks it (clock time).
+    Key {
+        /// When it may be tried again.
+        until: Instant,
+    },
+    /// The provider refused the key on another gateway: set aside until then.
+    KeyRefused {
+        /// What the provider said (status and code).
+        why: String,
+        /// When one request may try it again.
+        until: Instant,
+    },
+    /// The target's circuit is open on another gateway until then.
+    CircuitOpen {
+        /// When a probe may go.
+        until: Instant,
+    },
 }
 
 /// One known limit of one key at one target.
@@ -288,6 +313,14 @@ pub trait Ledger: Send + Sync + fmt::Debug {
     /// Takes back a grant that was never sent (the fleet's window for its key was full):
     /// nothing of it is counted.
     fn released(&self, grant: Grant, now: Instant);
+
+    /// Takes back a grant that was never sent because the fleet holds its key or target back,
+    /// and learns why, so the next decision passes over them.
+    fn held_back(&self, grant: Grant, why: &HeldBack, now: Instant);
+
+    /// Limits of `key` at `target` that another gateway of the fleet learned from the
+    /// provider.
+    fn learn(&self, target: TargetId, key: usize, learned: &[(Kind, u64)]);
 
     /// A stream of `target` stalled: the target counts as failing. Returns its consecutive
     /// outages.

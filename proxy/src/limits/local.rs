@@ -12,7 +12,8 @@ use crate::limits::headers::RateLimitSnapshot;
 use crate::limits::key_health::KeyHealth;
 use crate::limits::kind::{Cost, Kind};
 use crate::limits::ledger::{
-    Admission, Aftermath, Ask, Carried, CarriedTarget, CarryMap, Failure, Grant, Ledger, Passed,
+    Admission, Aftermath, Ask, Carried, CarriedTarget, CarryMap, Failure, Grant, HeldBack, Ledger,
+    Passed,
     Pool, PoolReading, ProviderSpec, Reading, RefusedKey, TargetId, TargetSnapshot, TargetSpec,
     Verdict,
 };
@@ -203,6 +204,7 @@ impl Ledger for LocalLedger {
             Verdict::Outage { .. } => {
                 t.circuit.on_outage(now, self.providers[provider].circuit);
                 after.circuit_failures = t.circuit.failures();
+                after.circuit_open_until = t.circuit.open_until();
             }
             _ => t.circuit.on_answer(),
         }
@@ -257,18 +259,36 @@ impl Ledger for LocalLedger {
     }
 
     fn released(&self, grant: Grant, now: Instant) {
+        release(&mut self.lock(), grant, now);
+        self.changed.notify_waiters();
+    }
+
+    fn held_back(&self, grant: Grant, why: &HeldBack, now: Instant) {
+        let (target, key) = (grant.target, grant.key);
         let mut st = self.lock();
-        let t = &mut st.targets[grant.target];
-        t.keys[grant.key].settle(grant.reservation, None, now);
-        if grant.probe {
-            t.circuit.on_abandoned_probe();
-        }
-        if grant.key_probe {
-            let provider = t.provider;
-            st.keys[provider][grant.key].undecided();
+        release(&mut st, grant, now);
+        let provider = st.targets[target].provider;
+        match why {
+            HeldBack::Key { until } => st.targets[target].keys[key].hold(*until),
+            HeldBack::KeyRefused { why, until } => {
+                st.keys[provider][key].refused_elsewhere(now, why.clone(), *until);
+            }
+            HeldBack::CircuitOpen { until } => {
+                let policy = self.providers[provider].circuit;
+                st.targets[target].circuit.opened_elsewhere(*until, policy);
+            }
         }
         drop(st);
         self.changed.notify_waiters();
+    }
+
+    fn learn(&self, target: TargetId, key: usize, learned: &[(Kind, u64)]) {
+        let mut st = self.lock();
+        if let Some(limits) = st.targets.get_mut(target).and_then(|t| t.keys.get_mut(key)) {
+            for &(kind, limit) in learned {
+                limits.learn(kind, limit);
+            }
+        }
     }
 
     fn stalled(&self, target: TargetId, now: Instant) -> u32 {
@@ -434,6 +454,20 @@ impl Ledger for LocalLedger {
                 }
             }
         }
+    }
+}
+
+/// Takes back a grant that was never sent: nothing of it is counted, and a probe it was lets
+/// another request probe.
+fn release(st: &mut State, grant: Grant, now: Instant) {
+    let t = &mut st.targets[grant.target];
+    t.keys[grant.key].settle(grant.reservation, None, now);
+    if grant.probe {
+        t.circuit.on_abandoned_probe();
+    }
+    if grant.key_probe {
+        let provider = t.provider;
+        st.keys[provider][grant.key].undecided();
     }
 }
 

@@ -436,6 +436,16 @@ impl KeyModelLimits {
         }
     }
 
+    /// Holds the key back until `until` for a reason found elsewhere (the fleet's window for
+    /// it is full, or another gateway met a 429): unlike [`Self::block`], what it may have in
+    /// flight is left as it is.
+    pub fn hold(&mut self, until: Instant) {
+        if until > self.blocked_until {
+            self.blocked_until = until;
+            self.blocked_by = None;
+        }
+    }
+
     /// Learns a limit (from a header or a 429 message).
     pub fn learn(&mut self, kind: Kind, limit: u64) {
         if limit == 0 {

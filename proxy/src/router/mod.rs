@@ -7,6 +7,7 @@
 
 pub mod body;
 mod carry;
+mod fleet_share;
 pub mod job;
 pub mod queue;
 pub mod ticket;
@@ -20,13 +21,13 @@ use spillway_clock::{Clock, Instant};
 
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::fleet::{Fleet, Held, Slot, Verdict as FleetVerdict};
+use crate::fleet::{Fleet, Held, Slot, Verdict as FleetVerdict, Windows};
 use crate::limits::concurrency::ConcurrencyPolicy;
 use crate::limits::headers::{self, RateLimitSnapshot};
-use crate::limits::kind::Kind;
+use crate::limits::kind::{Kind, Window};
 use crate::limits::ledger::{
-    Admission, Aftermath, Ask, Failure, Grant, Ledger, Pool, ProviderSpec, Refusal, TargetId,
-    TargetSnapshot, TargetSpec, Verdict,
+    Admission, Aftermath, Ask, Failure, Grant, HeldBack, Ledger, Pool, ProviderSpec, Refusal,
+    TargetId, TargetSnapshot, TargetSpec, Verdict,
 };
 use crate::limits::local::LocalLedger;
 use crate::metrics::{Headroom, Metrics};
@@ -291,7 +292,6 @@ impl Router {
 
     /// The chain walk of one request, keeping what it did in `run`.
     async fn walk(self: &Arc<Self>, job: &Job, run: &mut Attempts) -> Result<Served, ProxyError> {
-        let route = &self.config.routes[job.route];
         let chain = &self.plan.chains[job.route];
         let started = run.started;
         let mut queued = None;
@@ -334,21 +334,13 @@ impl Router {
                     queued = None;
                     let held = match self.fleet_reserve(&grant).await {
                         Ok(held) => held,
-                        Err(wall) => {
-                            // The fleet's window for this key is full: nothing was sent.
-                            self.ledger.released(grant, self.clock.instant());
-                            let wake = self.clock.instant() + self.clock.from_wall(wall);
-                            if wake > run.deadline {
-                                self.note_wait(run);
-                                return Err(ProxyError::Exhausted {
-                                    route: route.model.clone(),
-                                    retry_after: wall,
-                                    kind: None,
-                                });
-                            }
-                            queued.get_or_insert_with(|| self.queue.enter(job.route, started));
-                            run.held_back = true;
-                            self.clock.sleep_until(wake.since_origin()).await;
+                        Err(why) => {
+                            // The fleet holds the key or target back (its window is full, or
+                            // a member found it blocked, refused or failing): nothing was
+                            // sent; the ledger learns why and decides again, so another key
+                            // or target goes, or the request waits or is refused as for a
+                            // limit of its own.
+                            self.ledger.held_back(grant, &why, self.clock.instant());
                             continue;
                         }
                     };
@@ -398,20 +390,33 @@ impl Router {
         self.fleet.as_ref().map(|f| f.members())
     }
 
-    /// Reserves a grant's send on its key's fleet-wide window: `Ok` to go (with the fleet's
-    /// reservation, if it holds one), `Err` with how long until it fits (wall-clock time).
-    async fn fleet_reserve(&self, grant: &Grant) -> Result<Option<Held>, Duration> {
+    /// Reserves a grant's send on its key's fleet-wide windows: `Ok` to go (with the fleet's
+    /// reservation, if it holds one), `Err` with what holds the key or target back. Limits
+    /// another member learned from the provider are learned here too.
+    async fn fleet_reserve(&self, grant: &Grant) -> Result<Option<Held>, HeldBack> {
         let Some(fleet) = &self.fleet else {
             return Ok(None);
         };
         let slot = &self.slots[grant.target][grant.key];
-        let window = self.clock.to_wall(Duration::from_secs(60));
-        match fleet
-            .reserve(slot, grant.reservation.cost.tokens(), window)
-            .await
-        {
+        let windows = Windows {
+            minute: self.clock.to_wall(Window::Minute.length()),
+            day: self.clock.to_wall(Window::Day.length()),
+        };
+        let (verdict, learned) = fleet
+            .reserve(slot, grant.reservation.cost.tokens(), windows)
+            .await;
+        if !learned.is_empty() {
+            self.ledger.learn(grant.target, grant.key, &learned);
+        }
+        let until = |wall| self.clock.instant() + self.clock.from_wall(wall);
+        match verdict {
             FleetVerdict::Go(held) => Ok(held),
-            FleetVerdict::Wait(wall) => Err(wall),
+            FleetVerdict::Wait(wall) => Err(HeldBack::Key { until: until(wall) }),
+            FleetVerdict::KeyRefused { wait, why } => Err(HeldBack::KeyRefused {
+                why,
+                until: until(wait),
+            }),
+            FleetVerdict::CircuitOpen(wall) => Err(HeldBack::CircuitOpen { until: until(wall) }),
         }
     }
 

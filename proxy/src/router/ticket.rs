@@ -34,13 +34,15 @@ impl Ticket {
     pub(super) fn answered(&mut self, snapshot: &RateLimitSnapshot) -> Option<String> {
         let now = self.router.clock.instant();
         let grant = self.grant.as_mut()?;
+        self.router.share_learned(grant.target, grant.key, snapshot);
         self.router.ledger.answered(grant, snapshot, now)
     }
 
     /// Settles a failed attempt. In a fleet, a 429 blocks the key for every member until its
-    /// reset before the request goes on (so no member sends to the key after this one's client
-    /// heard of the 429; at most the fleet's timeout), and an attempt the provider did not count
-    /// is taken back.
+    /// reset, and a refused key, an opened circuit and the limits the answer named are shared,
+    /// before the request goes on (so no member sends to the key after this one's client heard
+    /// of it; at most the fleet's timeout each), and an attempt the provider did not count is
+    /// taken back.
     pub(super) async fn fail(mut self, failure: &Failure) -> Aftermath {
         let now = self.router.clock.instant();
         let Some(grant) = self.grant.take() else {
@@ -63,6 +65,9 @@ impl Ticket {
                     .to_wall(until.saturating_duration_since(now));
                 fleet.block(&slot, wait).await;
             }
+            self.router
+                .share_failure(&fleet, (target, key), failure, &after, now)
+                .await;
         }
         after
     }

@@ -1,0 +1,89 @@
+//! What an attempt found that the other gateways of a fleet must know at once (ARCHITECTURE.md,
+//! invariant 12): limits learned from the provider's headers or 429 message, a key the provider
+//! refused, a target whose circuit opened. The fleet writes them where every member's next
+//! reservation reads them.
+
+use std::sync::Arc;
+
+use spillway_clock::Instant;
+
+use crate::fleet::{Fleet, Slot};
+use crate::limits::headers::RateLimitSnapshot;
+use crate::limits::kind::Kind;
+use crate::limits::ledger::{Aftermath, Failure, TargetId, Verdict};
+use crate::router::Router;
+
+/// The limits a response's headers (and a 429's message) name.
+fn limits_named(snapshot: &RateLimitSnapshot, verdict: Option<&Verdict>) -> Vec<(Kind, u64)> {
+    let mut out: Vec<(Kind, u64)> = snapshot
+        .readings
+        .iter()
+        .filter_map(|r| Some((r.kind, r.limit?)))
+        .collect();
+    if let Some(Verdict::RateLimited {
+        learned: Some(pair),
+        ..
+    }) = verdict
+    {
+        out.retain(|(k, _)| *k != pair.0);
+        out.push(*pair);
+    }
+    out
+}
+
+impl Router {
+    /// The fleet's slot of `key` at every target of `target`'s provider (a key is refused for
+    /// all its models).
+    fn slots_of_key(&self, target: TargetId, key: usize) -> Vec<Arc<Slot>> {
+        let provider = self.plan.targets[target].provider;
+        self.plan
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.provider == provider)
+            .filter_map(|(id, _)| self.slots[id].get(key).cloned())
+            .collect()
+    }
+
+    /// Shares the limits an answer's headers named for `key` at `target`, without holding
+    /// the answer back.
+    pub(super) fn share_learned(&self, target: TargetId, key: usize, snapshot: &RateLimitSnapshot) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let learned = limits_named(snapshot, None);
+        if learned.is_empty() {
+            return;
+        }
+        let slot = self.slots[target][key].clone();
+        tokio::spawn(async move { fleet.learned(&slot, &learned).await });
+    }
+
+    /// Shares what a failed attempt of `key` at `target` found at `now`, before its request
+    /// goes on: the limits it named, the key's refusal, the circuit it opened.
+    pub(super) async fn share_failure(
+        &self,
+        fleet: &Fleet,
+        (target, key): (TargetId, usize),
+        failure: &Failure,
+        after: &Aftermath,
+        now: Instant,
+    ) {
+        let learned = limits_named(&failure.snapshot, Some(&failure.verdict));
+        if !learned.is_empty() {
+            fleet.learned(&self.slots[target][key], &learned).await;
+        }
+        if let (Verdict::KeyRefused { why }, Some(aside)) =
+            (&failure.verdict, after.key_set_aside_for)
+        {
+            let slots = self.slots_of_key(target, key);
+            fleet
+                .refuse_key(&slots, why, self.clock.to_wall(aside))
+                .await;
+        }
+        if let Some(until) = after.circuit_open_until {
+            let open = self.clock.to_wall(until.saturating_duration_since(now));
+            fleet.open_circuit(&self.slots[target], open).await;
+        }
+    }
+}
