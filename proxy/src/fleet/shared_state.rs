@@ -30,7 +30,9 @@ use crate::limits::kind::Kind;
 /// windows), 1 waits `ms` (a window is full, or a 429 blocks the key), 2 the key is refused
 /// for `ms` (`why`: what the provider said), 3 the target's circuit is open for `ms`;
 /// `learned` is the key's learned-limits hash, flat. A window's limit is the smaller of the
-/// configured one (ARGV, 0: none) and the learned one; a window with neither is not kept.
+/// configured one (ARGV, 0: none) and the learned one. The minute window keeps every send,
+/// limited or not, so that a limit learned later counts what the fleet sent before; the day
+/// window is kept only while a daily limit is known.
 /// KEYS: block, refused, open, learned, then per window (minute, day): reservations, tokens,
 /// token sum. ARGV: id, tokens, then per window: length ms, requests, tokens.
 pub(super) const RESERVE: &str = r"
@@ -58,7 +60,7 @@ for w = 1, 2 do
   local window = tonumber(ARGV[3 * w])
   local rl = limit(tonumber(ARGV[3 * w + 1]), names[w][1])
   local tl = limit(tonumber(ARGV[3 * w + 2]), names[w][2])
-  if rl > 0 or tl > 0 then
+  if w == 1 or rl > 0 or tl > 0 then
     local gone = redis.call('ZRANGEBYSCORE', r, '-inf', '(' .. (now - window))
     for _, id in ipairs(gone) do
       local used = tonumber(redis.call('HGET', tk, id) or '0')
