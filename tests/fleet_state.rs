@@ -303,3 +303,67 @@ max_wait = "1s"
     let retry: u64 = header(&late, "retry-after").parse().expect("retry-after");
     assert!(retry > 3600, "a day's wait, not a minute's: {retry}");
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn a_429_met_on_a_steers_b_to_the_fallback_at_once() {
+    let redis = RedisServer::start().await;
+    // One request a minute at the first target, which neither gateway knows.
+    let limited = MockProvider::builder()
+        .key("a1")
+        .limits(MODEL, Limits::rpm(1))
+        .start()
+        .await;
+    let fallback = MockProvider::builder()
+        .key("b1")
+        .model(OTHER_MODEL)
+        .start()
+        .await;
+    let config = format!(
+        r#"
+[[providers]]
+name = "a"
+base_url = "{}"
+keys = ["env:A1"]
+unknown_limits_in_flight = 0
+
+[[providers]]
+name = "b"
+base_url = "{}"
+keys = ["env:B1"]
+
+[[routes]]
+model = "chat"
+targets = [
+  {{ provider = "a", model = "{MODEL}" }},
+  {{ provider = "b", model = "{OTHER_MODEL}" }},
+]
+max_wait = "2s"
+
+{}
+"#,
+        limited.url(),
+        fallback.url(),
+        fleet_table("steer")
+    );
+    let env = [("A1", "a1"), ("B1", "b1")];
+    let g = gateways(2, &config, &env, &redis.url()).await;
+    for (i, provider) in ["a", "b"].iter().enumerate() {
+        let resp = chat(&g[0].url(), &chat_body("chat", &format!("a {i}"), 5)).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-spillway-provider"), *provider);
+    }
+    assert_eq!(limited.stats().responses(429), 1, "a met the limit once");
+    let resp = chat(&g[1].url(), &chat_body("chat", "b", 5)).await;
+    assert_eq!(resp.status(), 200, "b does not wait out the key's block");
+    assert_eq!(header(&resp, "x-spillway-provider"), "b");
+    assert_eq!(
+        header(&resp, "x-spillway-attempts"),
+        "1",
+        "b went to the fallback without trying the blocked key"
+    );
+    assert_eq!(limited.stats().requests, 2);
+}

@@ -181,8 +181,8 @@ pub enum Verdict {
     /// Go; `Some` when the fleet holds a reservation for it (`None`: degraded, or the key
     /// has no per-minute limit to share).
     Go(Option<Held>),
-    /// The fleet's window for this key is full, or a 429 met by a member blocks it: try again
-    /// after this long (wall-clock time).
+    /// The fleet's window for this key has all the requests it allows, or a 429 met by a
+    /// member blocks it: no request goes through it for this long (wall-clock time).
     Wait(Duration),
     /// The provider refused the key on a member: set aside this long (wall-clock time).
     KeyRefused {
@@ -193,6 +193,9 @@ pub enum Verdict {
     },
     /// The target's circuit is open on a member for this long (wall-clock time).
     CircuitOpen(Duration),
+    /// The fleet's window for this key has no room for this request's tokens for this long
+    /// (wall-clock time); a smaller request may fit sooner.
+    NoRoomFor(Duration),
 }
 
 /// This gateway's membership of a fleet.

@@ -27,8 +27,10 @@ use crate::limits::kind::Kind;
 
 /// Reserves one request on a key's minute and day windows, or says why it may not go now.
 /// Answers `{verdict, ms or windows, why, learned}`: verdict 0 goes (held in that many
-/// windows), 1 waits `ms` (a window is full, or a 429 blocks the key), 2 the key is refused
-/// for `ms` (`why`: what the provider said), 3 the target's circuit is open for `ms`;
+/// windows), 1 waits `ms` (a window's requests are all taken, or a 429 blocks the key: any
+/// request waits), 4 waits `ms` (a window has no room for this request's tokens), 2 the key
+/// is refused for `ms` (`why`: what the provider said), 3 the target's circuit is open for
+/// `ms`;
 /// `learned` is the key's learned-limits hash, flat. A window's limit is the smaller of the
 /// configured one (ARGV, 0: none) and the learned one. The minute window keeps every send,
 /// limited or not, so that a limit learned later counts what the fleet sent before; the day
@@ -54,7 +56,7 @@ local function limit(given, name)
 end
 local tokens = tonumber(ARGV[2])
 local names = {{'rpm', 'tpm'}, {'rpd', 'tpd'}}
-local kept, wait = {}, 0
+local kept, wait, wait_tokens = {}, 0, 0
 for w = 1, 2 do
   local r, tk, s = KEYS[3 * w + 2], KEYS[3 * w + 3], KEYS[3 * w + 4]
   local window = tonumber(ARGV[3 * w])
@@ -83,12 +85,13 @@ for w = 1, 2 do
           break
         end
       end
-      wait = math.max(wait, at)
+      wait_tokens = math.max(wait_tokens, at)
     end
     kept[#kept + 1] = w
   end
 end
 if wait > 0 then return {1, wait, '', learned} end
+if wait_tokens > 0 then return {4, wait_tokens, '', learned} end
 for _, w in ipairs(kept) do
   local r, tk, s = KEYS[3 * w + 2], KEYS[3 * w + 3], KEYS[3 * w + 4]
   redis.call('ZADD', r, now, ARGV[1])
@@ -124,10 +127,10 @@ pub struct Windows {
 
 /// The limits learned from the provider as Redis last gave them, per slot prefix: what a
 /// gateway tells its own ledger when they change, and writes when its own differ.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Learned {
     seen: std::sync::Mutex<HashMap<String, Vec<(Kind, u64)>>>,
-    learn: Option<Script>,
+    learn: Script,
 }
 
 impl Learned {
@@ -135,7 +138,7 @@ impl Learned {
     pub(super) fn new() -> Self {
         Learned {
             seen: std::sync::Mutex::default(),
-            learn: Some(Script::new(LEARN)),
+            learn: Script::new(LEARN),
         }
     }
 
@@ -243,36 +246,41 @@ impl Fleet {
             0 => Verdict::Go(None),
             2 => Verdict::KeyRefused { wait, why },
             3 => Verdict::CircuitOpen(wait),
+            4 => Verdict::NoRoomFor(wait),
             _ => Verdict::Wait(wait),
         };
         Some((verdict, news))
     }
 
-    /// Shares limits this gateway learned from the provider for `slot`'s key and model, when
-    /// they are not what Redis last said.
-    pub async fn learned(&self, slot: &Slot, learned: &[(Kind, u64)]) {
-        let fresh: Vec<(Kind, u64)> = {
-            let mut seen = self.learned.seen();
-            let known = seen.entry(slot.prefix.clone()).or_default();
-            let fresh: Vec<_> = learned
-                .iter()
-                .filter(|&&(kind, limit)| limit > 0 && !known.contains(&(kind, limit)))
-                .copied()
-                .collect();
-            for &(kind, limit) in &fresh {
-                known.retain(|(k, _)| *k != kind);
-                known.push((kind, limit));
-            }
-            fresh
-        };
-        let Some(script) = self.learned.learn.as_ref().filter(|_| !fresh.is_empty()) else {
+    /// Of the limits this gateway learned from the provider for `slot`'s key and model, those
+    /// Redis did not hold when it last said (and this gateway has not written since): what
+    /// [`Self::share_learned`] is to write. Answers without asking Redis.
+    pub fn fresh_learned(&self, slot: &Slot, learned: &[(Kind, u64)]) -> Vec<(Kind, u64)> {
+        let mut seen = self.learned.seen();
+        let known = seen.entry(slot.prefix.clone()).or_default();
+        let fresh: Vec<_> = learned
+            .iter()
+            .filter(|&&(kind, limit)| limit > 0 && !known.contains(&(kind, limit)))
+            .copied()
+            .collect();
+        for &(kind, limit) in &fresh {
+            known.retain(|(k, _)| *k != kind);
+            known.push((kind, limit));
+        }
+        fresh
+    }
+
+    /// Writes limits learned from the provider for `slot`'s key and model (from
+    /// [`Self::fresh_learned`]) where every member's next reservation reads them.
+    pub async fn share_learned(&self, slot: &Slot, fresh: &[(Kind, u64)]) {
+        if fresh.is_empty() {
             return;
-        };
+        }
         let mut args = vec![ms(LEARNED_LASTS)];
         for (kind, limit) in fresh {
             args.extend([kind.short().to_string(), limit.to_string()]);
         }
-        self.run(script, &[slot.mark("l")], &args).await;
+        self.run(&self.learned.learn, &[slot.mark("l")], &args).await;
     }
 
     /// Marks a key the provider refused in each of `slots` (its models) for `wait`, with what

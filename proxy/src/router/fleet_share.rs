@@ -52,11 +52,11 @@ impl Router {
             return;
         };
         let learned = limits_named(snapshot, None);
-        if learned.is_empty() {
-            return;
-        }
         let slot = self.slots[target][key].clone();
-        tokio::spawn(async move { fleet.learned(&slot, &learned).await });
+        let fresh = fleet.fresh_learned(&slot, &learned);
+        if !fresh.is_empty() {
+            tokio::spawn(async move { fleet.share_learned(&slot, &fresh).await });
+        }
     }
 
     /// Shares what a failed attempt of `key` at `target` found at `now`, before its request
@@ -69,10 +69,11 @@ impl Router {
         after: &Aftermath,
         now: Instant,
     ) {
+        let slot = &self.slots[target][key];
         let learned = limits_named(&failure.snapshot, Some(&failure.verdict));
-        if !learned.is_empty() {
-            fleet.learned(&self.slots[target][key], &learned).await;
-        }
+        fleet
+            .share_learned(slot, &fleet.fresh_learned(slot, &learned))
+            .await;
         if let (Verdict::KeyRefused { why }, Some(aside)) =
             (&failure.verdict, after.key_set_aside_for)
         {

@@ -163,6 +163,15 @@ pub struct RouteStatus {
     pub targets: Vec<TargetStatus>,
 }
 
+/// What keeps a send the ledger granted from going, in a fleet.
+enum FleetHold {
+    /// The key or target, for every request: the ledger learns it.
+    Ledger(HeldBack),
+    /// This request, whose tokens do not fit the key's fleet-wide window for this long
+    /// (wall-clock time).
+    Request(Duration),
+}
+
 /// One request's way through the chain so far.
 struct Attempts {
     deadline: Instant,
@@ -334,13 +343,31 @@ impl Router {
                     queued = None;
                     let held = match self.fleet_reserve(&grant).await {
                         Ok(held) => held,
-                        Err(why) => {
-                            // The fleet holds the key or target back (its window is full, or
-                            // a member found it blocked, refused or failing): nothing was
-                            // sent; the ledger learns why and decides again, so another key
-                            // or target goes, or the request waits or is refused as for a
-                            // limit of its own.
+                        Err(FleetHold::Ledger(why)) => {
+                            // The fleet holds the key or target back (its window has all the
+                            // requests it allows, or a member found it blocked, refused or
+                            // failing): nothing was sent; the ledger learns why and decides
+                            // again, so another key or target goes, or the request waits or
+                            // is refused as for a limit of its own.
                             self.ledger.held_back(grant, &why, self.clock.instant());
+                            continue;
+                        }
+                        Err(FleetHold::Request(wall)) => {
+                            // The fleet's window for this key has no room for this request's
+                            // tokens yet (a smaller one may fit): nothing was sent.
+                            self.ledger.released(grant, self.clock.instant());
+                            let wake = self.clock.instant() + self.clock.from_wall(wall);
+                            if wake > run.deadline {
+                                self.note_wait(run);
+                                return Err(ProxyError::Exhausted {
+                                    route: self.config.routes[job.route].model.clone(),
+                                    retry_after: wall,
+                                    kind: None,
+                                });
+                            }
+                            queued.get_or_insert_with(|| self.queue.enter(job.route, started));
+                            run.held_back = true;
+                            self.clock.sleep_until(wake.since_origin()).await;
                             continue;
                         }
                     };
@@ -391,9 +418,9 @@ impl Router {
     }
 
     /// Reserves a grant's send on its key's fleet-wide windows: `Ok` to go (with the fleet's
-    /// reservation, if it holds one), `Err` with what holds the key or target back. Limits
-    /// another member learned from the provider are learned here too.
-    async fn fleet_reserve(&self, grant: &Grant) -> Result<Option<Held>, HeldBack> {
+    /// reservation, if it holds one), `Err` with what holds it back. Limits another member
+    /// learned from the provider are learned here too.
+    async fn fleet_reserve(&self, grant: &Grant) -> Result<Option<Held>, FleetHold> {
         let Some(fleet) = &self.fleet else {
             return Ok(None);
         };
@@ -409,15 +436,17 @@ impl Router {
             self.ledger.learn(grant.target, grant.key, &learned);
         }
         let until = |wall| self.clock.instant() + self.clock.from_wall(wall);
-        match verdict {
-            FleetVerdict::Go(held) => Ok(held),
-            FleetVerdict::Wait(wall) => Err(HeldBack::Key { until: until(wall) }),
-            FleetVerdict::KeyRefused { wait, why } => Err(HeldBack::KeyRefused {
+        let why = match verdict {
+            FleetVerdict::Go(held) => return Ok(held),
+            FleetVerdict::NoRoomFor(wall) => return Err(FleetHold::Request(wall)),
+            FleetVerdict::Wait(wall) => HeldBack::Key { until: until(wall) },
+            FleetVerdict::KeyRefused { wait, why } => HeldBack::KeyRefused {
                 why,
                 until: until(wait),
-            }),
-            FleetVerdict::CircuitOpen(wall) => Err(HeldBack::CircuitOpen { until: until(wall) }),
-        }
+            },
+            FleetVerdict::CircuitOpen(wall) => HeldBack::CircuitOpen { until: until(wall) },
+        };
+        Err(FleetHold::Ledger(why))
     }
 
     /// Records the time a request waited for headroom, once: zero unless it was held back
