@@ -280,7 +280,8 @@ impl Fleet {
         for (kind, limit) in fresh {
             args.extend([kind.short().to_string(), limit.to_string()]);
         }
-        self.run(&self.learned.learn, &[slot.mark("l")], &args).await;
+        self.run(&self.learned.learn, &[slot.mark("l")], &args)
+            .await;
     }
 
     /// Marks a key the provider refused in each of `slots` (its models) for `wait`, with what

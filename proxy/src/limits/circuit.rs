@@ -156,4 +156,21 @@ mod tests {
         assert_eq!(c.open_until(), None);
         assert!(!c.on_dispatch());
     }
+
+    #[test]
+    fn a_circuit_opened_elsewhere_is_open_here_and_its_next_outage_doubles_the_cooldown() {
+        let policy = CircuitPolicy {
+            failures_to_open: 3,
+            cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(60),
+        };
+        let mut c = Circuit::default();
+        c.opened_elsewhere(s(20), policy);
+        assert_eq!(c.open_until(), Some(s(20)));
+        c.opened_elsewhere(s(15), policy);
+        assert_eq!(c.open_until(), Some(s(20)), "never shortened");
+        assert!(c.on_dispatch(), "after it, one probe");
+        c.on_outage(s(20), policy);
+        assert_eq!(c.open_until(), Some(s(22)));
+    }
 }

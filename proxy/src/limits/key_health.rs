@@ -127,4 +127,23 @@ mod tests {
         assert_eq!(k.accepted().map(|r| r.why), Some("401".into()));
         assert!(k.usable(s(0)) && k.refusal().is_none());
     }
+
+    #[test]
+    fn a_key_refused_elsewhere_is_set_aside_here_until_then() {
+        let (first, max) = (Duration::from_secs(60), Duration::from_secs(600));
+        let mut k = KeyHealth::default();
+        k.refused_elsewhere(s(10), "401".into(), s(70));
+        assert!(!k.usable(s(69)));
+        assert!(k.usable(s(70)));
+        assert_eq!(k.refusal().unwrap().backoff, first);
+        k.refused_elsewhere(s(20), "403".into(), s(50));
+        assert_eq!(k.refusal().unwrap().retry_at, s(70), "never shortened");
+        assert!(k.on_dispatch());
+        k.refused(s(71), "401".into(), first, max);
+        assert_eq!(
+            k.refusal().unwrap().retry_at,
+            s(191),
+            "its own refusal doubles"
+        );
+    }
 }

@@ -13,9 +13,8 @@ use crate::limits::key_health::KeyHealth;
 use crate::limits::kind::{Cost, Kind};
 use crate::limits::ledger::{
     Admission, Aftermath, Ask, Carried, CarriedTarget, CarryMap, Failure, Grant, HeldBack, Ledger,
-    Passed,
-    Pool, PoolReading, ProviderSpec, Reading, RefusedKey, TargetId, TargetSnapshot, TargetSpec,
-    Verdict,
+    Passed, Pool, PoolReading, ProviderSpec, Reading, RefusedKey, TargetId, TargetSnapshot,
+    TargetSpec, Verdict,
 };
 use crate::limits::pacer::{self, Decision, KeyView, TargetView};
 use crate::limits::window::KeyModelLimits;

@@ -673,6 +673,27 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_found_elsewhere_keeps_the_key_back_without_halving_its_allowance() {
+        let mut k = KeyModelLimits::new(Limits::default(), ConcurrencyPolicy::Adaptive);
+        for _ in 0..4 {
+            k.concurrency.on_success();
+        }
+        let before = k.concurrency.limit();
+        let one = Cost::request(10, 10);
+        k.hold(t(5 * S));
+        assert_eq!(k.readiness(t(S), &one, false), Readiness::At(t(5 * S)));
+        k.hold(t(2 * S));
+        assert_eq!(
+            k.blocked(),
+            (t(5 * S), None),
+            "a shorter hold does not shorten it"
+        );
+        assert_eq!(k.concurrency.limit(), before);
+        k.block(t(6 * S), Some(Kind::RequestsPerMinute));
+        assert_ne!(k.concurrency.limit(), before, "a 429 of its own halves it");
+    }
+
+    #[test]
     fn a_full_window_says_when_the_oldest_send_leaves() {
         let mut k = new(rpm(2));
         let one = Cost::request(10, 10);
