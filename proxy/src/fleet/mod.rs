@@ -1,19 +1,21 @@
-//! The fleet: gateways with the same `[fleet] name` share their keys' per-minute windows
-//! through Redis, so that together they send a key no more than its limit. Each send is
-//! reserved on the server in one atomic step (a Lua script reads Redis's own clock, drops
-//! what left the window, and either adds the request or says how long to wait); the answer's
+//! The fleet: gateways with the same `[fleet] name` share their keys' per-minute and daily
+//! windows through Redis, so that together they send a key no more than its limits. Each send
+//! is reserved on the server in one atomic step (a Lua script reads Redis's own clock, drops
+//! what left the windows, and either adds the request or says how long to wait); the answer's
 //! usage settles it; an attempt the provider did not count releases it; a 429 blocks the key
-//! for every member at once (ARCHITECTURE.md, invariant 12).
+//! for every member at once, and a refused key, an open circuit and the limits learned from
+//! the provider are shared in the same way ([`shared_state`]; ARCHITECTURE.md, invariant 12).
 //!
 //! Redis is never in the way of an answer: a call that fails or takes longer than `timeout`
 //! lets the request go on the gateway's share of each limit (the limit divided by the members
 //! it last saw through their heartbeats, counted against what it sent itself in the window):
 //! degraded, said once in the log and in `/metrics`; the next call that succeeds rejoins.
 //!
-//! Keys: `spillway:{NAME|ALIAS|MODEL}:r` (a sorted set of the reservations in the window, by
-//! time), `:t` (each reservation's tokens), `:s` (their sum), `:b` (set while the key is
-//! blocked after a 429). The braces make them one hash slot on Redis Cluster. Provider keys
-//! are named by their aliases only; no key value is written to Redis.
+//! Keys: `spillway:{NAME|ALIAS|MODEL}:r` (a sorted set of the reservations in the minute
+//! window, by time), `:t` (each reservation's tokens), `:s` (their sum), `:b` (set while the
+//! key is blocked after a 429); the daily window, learned limits, refused keys and open
+//! circuits beside them ([`shared_state`]). The braces make them one hash slot on Redis
+//! Cluster. Provider keys are named by their aliases only; no key value is written to Redis.
 //!
 //! [`answers`]: the answers the fleet shares (a second cache tier, fleet-wide single-flight).
 
