@@ -69,6 +69,37 @@ async fn learned_in_redis(redis: &RedisServer, slot: &str, field: &str) -> Optio
     None
 }
 
+/// Every key in Redis with its content, as text.
+async fn redis_dump(redis: &RedisServer) -> String {
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        let command = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).clone(),
+            "hash" => redis::cmd("HGETALL").arg(&key).clone(),
+            "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
+            _ => continue,
+        };
+        let content: redis::Value = command.query_async(&mut conn).await.expect("read");
+        out.push_str(&format!("{key} = {content:?}\n"));
+    }
+    out
+}
+
 #[tokio::test]
 #[cfg_attr(
     not(redis_server),
@@ -137,7 +168,7 @@ max_wait = "1s"
 async fn a_key_refused_401_on_a_is_not_tried_by_b_for_any_model() {
     let redis = RedisServer::start().await;
     let mock = MockProvider::builder()
-        .keys(["good"])
+        .keys(["sk-good-5678"])
         .model(MODEL)
         .model(OTHER_MODEL)
         .start()
@@ -163,7 +194,7 @@ targets = [{{ provider = "p", model = "{OTHER_MODEL}" }}]
         mock.url(),
         fleet_table("refused")
     );
-    let env = [("REVOKED", "revoked-key"), ("GOOD", "good")];
+    let env = [("REVOKED", "sk-revoked-1234"), ("GOOD", "sk-good-5678")];
     let g = gateways(2, &config, &env, &redis.url()).await;
     let first = chat(&g[0].url(), &chat_body("chat", "first", 5)).await;
     assert_eq!(first.status(), 200);
@@ -181,6 +212,14 @@ targets = [{{ provider = "p", model = "{OTHER_MODEL}" }}]
     assert_eq!(on_b.len(), 1, "b lists it as refused: {on_b:?}");
     assert_eq!(on_b[0].1, "p#1");
     assert!(on_b[0].2.starts_with("401"), "{on_b:?}");
+    let dump = redis_dump(&redis).await;
+    assert!(
+        dump.contains(&format!("spillway:{{refused|p#1|{OTHER_MODEL}}}:x")),
+        "the refusal is marked for each of the key's models: {dump}"
+    );
+    for secret in ["sk-revoked-1234", "sk-good-5678"] {
+        assert!(!dump.contains(secret), "no key value in Redis: {dump}");
+    }
 }
 
 #[tokio::test]
