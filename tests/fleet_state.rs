@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use spillway_clock::Clock;
-use spillway_mock::{Dialect, Faults, Limits, MockProvider};
+use spillway_mock::{Dialect, Fault, FaultRule, Faults, Limits, MockProvider, Trigger};
 use spillway_tests::*;
 
 const MODEL: &str = GROQ_MODEL;
@@ -405,4 +405,75 @@ max_wait = "2s"
         "b went to the fallback without trying the blocked key"
     );
     assert_eq!(limited.stats().requests, 2);
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn a_stream_that_stalled_on_a_steers_b_to_the_fallback() {
+    let redis = RedisServer::start().await;
+    let stalling = MockProvider::builder()
+        .key("a1")
+        .faults(Faults::none().with_rule(FaultRule {
+            fault: Fault::StallStream { after_chunks: 2 },
+            trigger: Trigger::Probability(1.0),
+            model: None,
+        }))
+        .start()
+        .await;
+    let healthy = MockProvider::builder().key("b1").start().await;
+    let config = format!(
+        r#"
+[[providers]]
+name = "a"
+base_url = "{}"
+keys = ["env:A1"]
+stream_idle_timeout = "300ms"
+failures_to_open = 1
+cooldown = "60s"
+
+[[providers]]
+name = "b"
+base_url = "{}"
+keys = ["env:B1"]
+
+[[routes]]
+model = "chat"
+targets = [{{ provider = "a", model = "{MODEL}" }}, {{ provider = "b", model = "{MODEL}" }}]
+
+{}
+"#,
+        stalling.url(),
+        healthy.url(),
+        fleet_table("stall")
+    );
+    let env = [("A1", "a1"), ("B1", "b1")];
+    let g = gateways(2, &config, &env, &redis.url()).await;
+    let streamed = |text: &str| {
+        let mut body = chat_body("chat", text, 20);
+        body["stream"] = serde_json::Value::Bool(true);
+        body
+    };
+    let first = chat(&g[0].url(), &streamed("a long story")).await;
+    assert_eq!(header(&first, "x-spillway-provider"), "a");
+    let _ = tokio::time::timeout(Duration::from_secs(10), first.text()).await;
+    let mut marked = false;
+    for _ in 0..50 {
+        if redis_dump(&redis).await.contains(":c = ") {
+            marked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(marked, "the stall's circuit is shared");
+    let next = chat(&g[1].url(), &streamed("another story")).await;
+    assert_eq!(next.status(), 200);
+    assert_eq!(header(&next, "x-spillway-provider"), "b");
+    assert_eq!(
+        stalling.stats().requests,
+        1,
+        "b did not try the stalling target"
+    );
 }

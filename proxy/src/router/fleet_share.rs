@@ -1,7 +1,7 @@
 //! What an attempt found that the other gateways of a fleet must know at once (ARCHITECTURE.md,
 //! invariant 12): limits learned from the provider's headers or 429 message, a key the provider
-//! refused, a target whose circuit opened. The fleet writes them where every member's next
-//! reservation reads them.
+//! refused, a target whose circuit opened (by failed attempts or a stream that stalled). The
+//! fleet writes them where every member's next reservation reads them.
 
 use std::sync::Arc;
 
@@ -57,6 +57,26 @@ impl Router {
         if !fresh.is_empty() {
             tokio::spawn(async move { fleet.share_learned(&slot, &fresh).await });
         }
+    }
+
+    /// Shares the circuit a stream of `target` that stalled at `now` opened, if it did,
+    /// without holding the stream's end back.
+    pub(super) fn share_stall(&self, target: TargetId, now: Instant) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let Some(until) = self
+            .ledger
+            .snapshot(now)
+            .get(target)
+            .and_then(|t| t.circuit.open_until)
+            .filter(|&until| until < Instant::NEVER)
+        else {
+            return;
+        };
+        let open = self.clock.to_wall(until.saturating_duration_since(now));
+        let slots = self.slots[target].clone();
+        tokio::spawn(async move { fleet.open_circuit(&slots, open).await });
     }
 
     /// Shares what a failed attempt of `key` at `target` found at `now`, before its request

@@ -663,7 +663,9 @@ impl Router {
 
     /// A stream of `target` stalled: the target counts as failing (its circuit opens).
     fn stream_stalled(&self, target: TargetId) {
-        let failures = self.ledger.stalled(target, self.clock.instant());
+        let now = self.clock.instant();
+        let failures = self.ledger.stalled(target, now);
+        self.share_stall(target, now);
         let t = &self.plan.targets[target];
         let provider = &self.config.providers[t.provider];
         tracing::warn!(provider = %provider.name, model = %t.model, failures, "a stream stalled; the target counts as failing");
