@@ -82,6 +82,19 @@ async fn the_admin_key_guards_the_status_and_is_no_client_key() {
         assert!(error_message(resp).await.contains("not an admin key"));
     }
     assert_eq!(get(&status_url, Some(ADMIN)).await.status(), 200);
+    // A gateway built in code has no file to reload: the reload endpoint says so, to admins.
+    let reload_url = format!("{}/spillway/reload", proxy.base());
+    let reload = |token| {
+        let mut request = reqwest::Client::new().post(&reload_url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(reload(Some(OLD)).await.expect("answers").status(), 403);
+    let resp = reload(Some(ADMIN)).await.expect("answers");
+    assert_eq!(resp.status(), 409);
+    assert!(error_message(resp).await.contains("nothing to reload"));
     let metrics_url = format!("{}/metrics", proxy.base());
     assert_eq!(get(&metrics_url, None).await.status(), 401);
     assert_eq!(get(&metrics_url, Some(OLD)).await.status(), 403);

@@ -251,22 +251,46 @@ fn same_fleet(a: &FleetConfig, b: &FleetConfig) -> bool {
     a.name == b.name && a.timeout == b.timeout && a.redis_url.expose() == b.redis_url.expose()
 }
 
+/// Where a reload reads its config from: the binary's config file and flags (`None` when the
+/// state was built in code and has no file behind it).
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
 /// The state in force. Each request takes the state current when it arrives and keeps it to
 /// its end, so a reload drops nothing: requests in flight finish on the old state, the next
 /// ones start on the new.
-#[derive(Debug)]
 pub struct Live {
     current: ArcSwap<AppState>,
     /// One reload at a time (each continues the state the last one left).
     reloading: std::sync::Mutex<()>,
+    /// What SIGHUP and `POST /spillway/reload` read again.
+    source: Option<ConfigSource>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("current", &self.current)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
 }
 
 impl Live {
-    /// `state` in force.
+    /// `state` in force, with no config file to reload from.
     pub fn new(state: Arc<AppState>) -> Arc<Self> {
+        Self::build(state, None)
+    }
+
+    /// `state` in force, reloaded from `source` on request ([`Self::reload_from_source`]).
+    pub fn with_source(state: Arc<AppState>, source: ConfigSource) -> Arc<Self> {
+        Self::build(state, Some(source))
+    }
+
+    fn build(state: Arc<AppState>, source: Option<ConfigSource>) -> Arc<Self> {
         Arc::new(Live {
             current: ArcSwap::new(state),
             reloading: std::sync::Mutex::new(()),
+            source,
         })
     }
 
@@ -283,6 +307,44 @@ impl Live {
         self.current.store(next.clone());
         Ok(next)
     }
+
+    /// Reads the config source again and puts it in force, logging the result either way
+    /// (SIGHUP and `POST /spillway/reload` both come here). Blocks on file reads and on
+    /// opening what the new config names: call it off the async workers.
+    pub fn reload_from_source(&self, trigger: &str) -> Result<Arc<AppState>, ReloadError> {
+        let Some(source) = &self.source else {
+            return Err(ReloadError::NoSource);
+        };
+        let reloaded = source().and_then(|config| self.reload(config));
+        match reloaded {
+            Ok(state) => {
+                tracing::info!(
+                    trigger,
+                    routes = state.config.routes.len(),
+                    providers = state.config.providers.len(),
+                    "config reloaded"
+                );
+                Ok(state)
+            }
+            Err(error) => {
+                tracing::error!(
+                    trigger,
+                    error = %error,
+                    "config reload refused: the config in force stays"
+                );
+                Err(ReloadError::Refused(error))
+            }
+        }
+    }
+}
+
+/// Why a reload put nothing in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The state was built in code: there is no config file to read again.
+    NoSource,
+    /// The config read is invalid (or could not be read, or not put in force): why.
+    Refused(String),
 }
 
 /// A key's blake3 digest, which is what authentication compares.

@@ -19,7 +19,7 @@ use crate::router::Job;
 use crate::server::auth::{Caller, authorize, authorize_admin};
 use crate::server::request::{read_body, request};
 use crate::server::{observe, render};
-use crate::state::{AppState, ClientState};
+use crate::state::{AppState, ClientState, Live, ReloadError};
 
 /// How a completion endpoint reads its job from the body.
 pub type ParseJob = fn(&AppState, bytes::Bytes) -> Result<Job, ProxyError>;
@@ -241,6 +241,30 @@ pub fn status(state: &AppState, headers: &HeaderMap) -> Response {
         return e.into_response();
     }
     axum::Json(super::status::document(state)).into_response()
+}
+
+/// `POST /spillway/reload` (admin key required): reads the config file again and puts it in
+/// force, as SIGHUP does. 200 with what is now in force; 422 with the error when the file is
+/// refused (the config in force stays); 409 when the gateway has no file to reload from.
+pub async fn reload(live: &Arc<Live>, state: &AppState, headers: &HeaderMap) -> Response {
+    if let Err(e) = authorize_admin(state, headers) {
+        return e.into_response();
+    }
+    let live = live.clone();
+    let reloaded =
+        tokio::task::spawn_blocking(move || live.reload_from_source("POST /spillway/reload"))
+            .await
+            .unwrap_or_else(|e| Err(ReloadError::Refused(format!("the reload stopped: {e}"))));
+    match reloaded {
+        Ok(now) => axum::Json(json!({
+            "status": "reloaded",
+            "routes": now.config.routes.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
+            "providers": now.config.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(ReloadError::Refused(why)) => ProxyError::ReloadRefused { why }.into_response(),
+        Err(ReloadError::NoSource) => ProxyError::ReloadUnavailable.into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text (with `[server] metrics_admin_only`, admin key required).

@@ -16,10 +16,11 @@ use crate::server::api;
 use crate::server::request::{chat_job, embeddings_job};
 use crate::server::routes::{Endpoint, route};
 use crate::server::self_wake::PollAgainOnSelfWake;
-use crate::state::{AppState, Live};
+use crate::state::Live;
 
 /// Answers one request at the endpoint its method and path name.
-async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response {
+async fn dispatch(live: Arc<Live>, request: Request<Incoming>) -> Response {
+    let state = live.current();
     let (parts, body) = request.into_parts();
     let endpoint = match route(&parts.method, parts.uri.path()) {
         Ok(endpoint) => endpoint,
@@ -37,6 +38,7 @@ async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response 
         Endpoint::Readyz => api::readyz(&state),
         Endpoint::Metrics => api::metrics(&state, headers),
         Endpoint::Status => api::status(&state, headers),
+        Endpoint::Reload => api::reload(&live, &state, headers).await,
     }
 }
 
@@ -55,7 +57,7 @@ pub async fn serve(
     accept::serve(listener, options, shutdown, |stream, http| {
         let live = live.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = dispatch(live.current(), request);
+            let response = dispatch(live.clone(), request);
             async move { Ok::<_, Infallible>(response.await) }
         });
         tokio::spawn(PollAgainOnSelfWake::new(
