@@ -545,18 +545,27 @@ async fn a_refusal_and_the_log_line_name_what_was_left_and_the_client() {
     let refused = post(&proxy, EVAL, &chat_body("chat", "two", 5)).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "x-spillway-fallback"), "groq#1:429");
+    // The next one is refused without an attempt: the header still says why the key was left.
+    let cooling = post(&proxy, EVAL, &chat_body("chat", "three", 5)).await;
+    assert_eq!(cooling.status(), 429);
+    assert_eq!(header(&cooling, "x-spillway-fallback"), "groq#1:cooling");
     proxy.shutdown().await;
     let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("UTF-8");
     let served: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains(" served ") && l.contains("client=\"log-team\""))
         .collect();
-    assert_eq!(served.len(), 2, "{logs}");
+    assert_eq!(served.len(), 3, "{logs}");
     assert!(served[1].contains("status=429"), "{}", served[1]);
     assert!(
         served[1].contains("fallback=\"groq#1:429\""),
         "{}",
         served[1]
+    );
+    assert!(
+        served[2].contains("fallback=\"groq#1:cooling\""),
+        "{}",
+        served[2]
     );
     assert!(!logs.contains(EVAL), "a client key in the logs");
 }

@@ -25,8 +25,8 @@ use crate::limits::concurrency::ConcurrencyPolicy;
 use crate::limits::headers::{self, RateLimitSnapshot};
 use crate::limits::kind::Kind;
 use crate::limits::ledger::{
-    Admission, Aftermath, Ask, Failure, Grant, Ledger, Pool, ProviderSpec, Refusal, TargetId,
-    TargetSnapshot, TargetSpec, Verdict,
+    Admission, Aftermath, Ask, Failure, Grant, Ledger, Passed, Pool, ProviderSpec, Refusal,
+    TargetId, TargetSnapshot, TargetSpec, Verdict,
 };
 use crate::limits::local::LocalLedger;
 use crate::metrics::{Headroom, Metrics};
@@ -315,8 +315,9 @@ impl Router {
                 }
                 // Every other target has had its turn: the ones that failed this request may
                 // be tried again (their circuits permitting).
-                Admission::Refused(_) if run.failed.contains(&true) => run.retry_failed(),
-                Admission::Refused(refusal) => {
+                Admission::Refused(..) if run.failed.contains(&true) => run.retry_failed(),
+                Admission::Refused(refusal, passed) => {
+                    self.note_passed(job.route, &passed, run);
                     self.note_wait(run);
                     return Err(self.refusal(job, refusal, std::mem::take(&mut run.failures)));
                 }
@@ -330,7 +331,7 @@ impl Router {
                     }
                 }
                 Admission::Go(grant) => {
-                    self.note_passed(job.route, &grant, run);
+                    self.note_passed(job.route, &grant.passed, run);
                     queued = None;
                     let held = match self.fleet_reserve(&grant).await {
                         Ok(held) => held,
@@ -383,8 +384,8 @@ impl Router {
 
     /// Adds to the trail what a decision passed over, each key once (one tried already, or
     /// passed over before, is not named again).
-    fn note_passed(&self, route: usize, grant: &Grant, run: &mut Attempts) {
-        for passed in &grant.passed {
+    fn note_passed(&self, route: usize, passed: &[Passed], run: &mut Attempts) {
+        for passed in passed {
             let label = self.label(route, passed.position, passed.key);
             let prefix = format!("{label}:");
             if !run.trail.iter().any(|t| t.starts_with(&prefix)) {
