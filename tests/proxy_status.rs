@@ -489,9 +489,14 @@ async fn a_client_over_its_own_limit_is_refused_before_any_provider_is_asked() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect();
-    // Requests refused at the door are not recorded (nothing reached the pipeline).
-    let named = lines.iter().filter(|l| l["client"] == "eval-team").count();
-    assert_eq!(named, 3, "{recorded}");
+    // Requests refused at the door are recorded too, with the client's name and the status it
+    // got: three answered, one over its own limit, one outside its routes.
+    let statuses: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["client"] == "eval-team")
+        .map(|l| l["outcome"]["status"].as_u64().expect("a status"))
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 403], "{recorded}");
     assert!(!recorded.contains("wait_ms"), "nothing queued: {recorded}");
     assert!(
         lines.iter().any(|l| l["client"].is_null()),

@@ -35,32 +35,34 @@ pub async fn completion(
     let started = state.clock.now();
     let mut caller = None;
     let mut named = None;
+    let mut recorded = None;
     let prepared = async {
         caller = authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
         let job = crate::heavy::for_body(bytes.len(), || parse(state, bytes))?;
         named = Some(job.route);
         let request = request(state, job, headers)?;
+        // Drafted before the client's own checks, so a request they refuse is recorded too.
+        recorded = state.recorder.as_ref().map(|recorder| {
+            crate::heavy::for_body(request.job.raw.len(), || {
+                observe::draft(state, &request.job, recorder.bodies)
+            })
+        });
         let held = admit_client(state, caller, &request.job)?;
         Ok((request, held))
     }
     .await;
     // A refusal before the pipeline (a client's own limit, its routes) is counted under the
     // route it named, but carries no provider pool headers: no provider limit was asked.
-    let (route, recorded, outcome) = match prepared {
-        Err(e) => (None, None, Outcome::refused(e)),
+    let (route, outcome) = match prepared {
+        Err(e) => (None, Outcome::refused(e)),
         Ok((request, held)) => {
             let route = request.job.route;
-            let recorded = state.recorder.as_ref().map(|recorder| {
-                crate::heavy::for_body(request.job.raw.len(), || {
-                    observe::draft(state, &request.job, recorder.bodies)
-                })
-            });
             let outcome = state.pipeline.handle(request).await;
             if let Some((client, reservation)) = held {
                 settle_client(state, client, reservation, &outcome);
             }
-            (Some(route), recorded, outcome)
+            (Some(route), outcome)
         }
     };
     let elapsed = state.clock.now().saturating_sub(started);
