@@ -10,10 +10,11 @@ mod carry;
 pub mod job;
 pub mod queue;
 pub mod ticket;
+pub mod trail;
 pub mod verdict;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use spillway_clock::{Clock, Instant};
@@ -33,6 +34,7 @@ use crate::metrics::{Headroom, Metrics};
 use crate::upstream::{Answer, Call, Disposition, Transport, UpstreamError};
 pub use job::{Job, Served};
 pub use ticket::Ticket;
+pub use trail::{CallSpan, Step};
 
 /// A target: one provider's model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +178,7 @@ struct Attempts {
     failures: Vec<String>,
     count: u32,
     /// Each key or target tried or passed over, and why it was left (`groq#1:429`).
-    trail: Vec<String>,
+    trail: Vec<Step>,
     /// It waited for headroom at some point.
     held_back: bool,
 }
@@ -269,7 +271,7 @@ impl Router {
     pub async fn execute_traced(
         self: &Arc<Self>,
         job: &Job,
-    ) -> (Result<Served, ProxyError>, Vec<String>) {
+    ) -> (Result<Served, ProxyError>, Vec<Step>) {
         let route = &self.config.routes[job.route];
         let chain = &self.plan.chains[job.route];
         let started = self.clock.instant();
@@ -387,9 +389,8 @@ impl Router {
     fn note_passed(&self, route: usize, passed: &[Passed], run: &mut Attempts) {
         for passed in passed {
             let label = self.label(route, passed.position, passed.key);
-            let prefix = format!("{label}:");
-            if !run.trail.iter().any(|t| t.starts_with(&prefix)) {
-                run.trail.push(format!("{prefix}{}", passed.why.name()));
+            if !run.trail.iter().any(|t| t.label == label) {
+                run.trail.push(Step::passed(label, passed.why.name()));
             }
         }
     }
@@ -479,14 +480,29 @@ impl Router {
             body,
             stream: job.stream,
         };
-        match self.transport.send(call).await {
+        let began = SystemTime::now();
+        let sent = self.transport.send(call).await;
+        let call = Some(CallSpan {
+            provider: self.config.providers[target.provider].name.clone(),
+            model: target.model.clone(),
+            began,
+            ended: SystemTime::now(),
+        });
+        match sent {
             Ok(answer) => {
-                run.trail.push(format!("{label}:200"));
+                run.trail.push(Step {
+                    label,
+                    why: "200".into(),
+                    call,
+                });
                 Some(Ok(self.served(target, key, ticket, answer, run)))
             }
             Err(err) => {
-                run.trail
-                    .push(format!("{label}:{}", verdict::outcome_label(&err)));
+                run.trail.push(Step {
+                    label,
+                    why: verdict::outcome_label(&err).to_string(),
+                    call,
+                });
                 self.failed(job, target, (key, position), ticket, err, run)
                     .await
             }
