@@ -35,6 +35,8 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod status;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 pub mod upstream;
 
 use std::future::Future;
@@ -81,6 +83,8 @@ pub async fn run_live(
     let recorder = state.recorder.clone();
     let grace = state.config.server.shutdown_grace;
     let stop_streams = state.stop_streams.clone();
+    #[cfg(feature = "otel")]
+    let tracer = state.tracer.clone();
     let metronome = tokio::spawn(metronome());
     let (began, begun) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -113,6 +117,11 @@ pub async fn run_live(
     cache.flush_async().await;
     if let Some(recorder) = recorder {
         recorder.close().await;
+    }
+    // The last spans go out, within the export's own timeout.
+    #[cfg(feature = "otel")]
+    if let Some(tracer) = tracer {
+        tracer.flush().await;
     }
     served
 }

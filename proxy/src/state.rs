@@ -63,15 +63,21 @@ pub struct AppState {
     pub fleet: Option<Arc<Fleet>>,
     /// Cancelled when the shutdown grace has passed: every stream in progress ends.
     pub stop_streams: tokio_util::sync::CancellationToken,
+    /// Where spans go, with `[telemetry]`.
+    #[cfg(feature = "otel")]
+    pub tracer: Option<Arc<crate::telemetry::Tracer>>,
 }
 
-/// What outlives a reload: the process's clock, metrics, cache, recording and shutdown.
+/// What outlives a reload: the process's clock, metrics, cache, recording, traces and
+/// shutdown.
 struct Lasting {
     clock: Clock,
     metrics: Arc<Metrics>,
     cache: Arc<Cache>,
     recorder: Option<Arc<Recorder>>,
     stop_streams: tokio_util::sync::CancellationToken,
+    #[cfg(feature = "otel")]
+    tracer: Option<Arc<crate::telemetry::Tracer>>,
 }
 
 impl AppState {
@@ -93,13 +99,19 @@ impl AppState {
             cache,
             recorder,
             stop_streams: tokio_util::sync::CancellationToken::new(),
+            #[cfg(feature = "otel")]
+            tracer: config
+                .telemetry
+                .as_ref()
+                .map(crate::telemetry::Tracer::start)
+                .transpose()?,
         };
         let fleet = join_fleet(&config, &lasting)?;
         Self::assemble(config, lasting, fleet, None)
     }
 
     /// The state for `config` replacing this one: the same cache, metrics, recording and clock
-    /// (so `[cache]`, `[log]` and the server's `listen`, `client_timeout`, `record`, `record_bodies` and
+    /// (so `[cache]`, `[log]`, `[telemetry]` and the server's `listen`, `client_timeout`, `record`, `record_bodies` and
     /// `time_scale` stay as they were at start, and are taken from the running config), the
     /// same fleet membership when `[fleet]` is unchanged, and the limit state of every key
     /// still configured (same provider, model and alias).
@@ -111,12 +123,15 @@ impl AppState {
         config.server.record = self.config.server.record.clone();
         config.server.record_bodies = self.config.server.record_bodies;
         config.server.time_scale = self.config.server.time_scale;
+        config.telemetry = self.config.telemetry.clone();
         let lasting = Lasting {
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
             cache: self.pipeline.cache.clone(),
             recorder: self.recorder.clone(),
             stop_streams: self.stop_streams.clone(),
+            #[cfg(feature = "otel")]
+            tracer: self.tracer.clone(),
         };
         let fleet = match (&self.fleet, &self.config.fleet, &config.fleet) {
             (Some(fleet), Some(old), Some(new)) if same_fleet(old, new) => Some(fleet.clone()),
@@ -139,6 +154,8 @@ impl AppState {
             cache,
             recorder,
             stop_streams,
+            #[cfg(feature = "otel")]
+            tracer,
         } = lasting;
         let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
         let router = Router::new(
@@ -205,6 +222,8 @@ impl AppState {
             recorder,
             fleet,
             stop_streams,
+            #[cfg(feature = "otel")]
+            tracer,
         }))
     }
 

@@ -480,13 +480,13 @@ impl Router {
             body,
             stream: job.stream,
         };
-        let began = SystemTime::now();
+        let began = SystemTime::UNIX_EPOCH + self.clock.wall_unix_now();
         let sent = self.transport.send(call).await;
         let call = Some(CallSpan {
             provider: self.config.providers[target.provider].name.clone(),
             model: target.model.clone(),
             began,
-            ended: SystemTime::now(),
+            ended: SystemTime::UNIX_EPOCH + self.clock.wall_unix_now(),
         });
         match sent {
             Ok(answer) => {

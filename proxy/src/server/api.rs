@@ -24,22 +24,33 @@ use crate::state::{AppState, ClientState, Live, ReloadError};
 /// How a completion endpoint reads its job from the body.
 pub type ParseJob = fn(&AppState, bytes::Bytes) -> Result<Job, ProxyError>;
 
+/// A completion endpoint: what it is called (`chat`, `embeddings`) and how it reads its job.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    /// The operation's name, as traces give it.
+    pub operation: &'static str,
+    /// How the body becomes a job.
+    pub parse: ParseJob,
+}
+
 /// `POST /v1/chat/completions` and `POST /v1/embeddings`: authorised, read, parsed with
 /// `parse`, checked against the client's routes and own limits, answered, logged and recorded.
 pub async fn completion(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
-    parse: ParseJob,
+    endpoint: Completion,
 ) -> Response {
     let started = state.clock.now();
+    #[cfg(feature = "otel")]
+    let trace = super::trace::begin(state, headers);
     let mut caller = None;
     let mut named = None;
     let mut recorded = None;
     let prepared = async {
         caller = authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
-        let job = crate::heavy::for_body(bytes.len(), || parse(state, bytes))?;
+        let job = crate::heavy::for_body(bytes.len(), || (endpoint.parse)(state, bytes))?;
         named = Some(job.route);
         let request = request(state, job, headers)?;
         // Drafted before the client's own checks, so a request they refuse is recorded too.
@@ -68,6 +79,17 @@ pub async fn completion(
     let elapsed = state.clock.now().saturating_sub(started);
     let client = state.client_name(caller);
     observe::served(state, route.or(named), client, recorded, &outcome, elapsed);
+    #[cfg(feature = "otel")]
+    if let Some(trace) = trace {
+        let served = super::trace::Served {
+            operation: endpoint.operation,
+            route: route
+                .or(named)
+                .map(|r| state.config.routes[r].model.as_str()),
+            client,
+        };
+        super::trace::end(state, trace, served, &outcome);
+    }
     let pool = route.map(|r| state.pipeline.router.pool(r));
     render::response(outcome, pool.as_ref())
 }
@@ -292,6 +314,17 @@ pub fn metrics(state: &AppState, headers: &HeaderMap) -> Response {
         state.pipeline.cache.dropped_writes(),
         state.pipeline.cache.not_stored_too_large()
     ));
+    #[cfg(feature = "otel")]
+    if let Some(tracer) = &state.tracer {
+        text.push_str(&format!(
+            "# HELP spillway_trace_spans_total Spans sent to the OTLP collector, and dropped (a full queue, a failed export).\n\
+             # TYPE spillway_trace_spans_total counter\n\
+             spillway_trace_spans_total{{outcome=\"exported\"}} {}\n\
+             spillway_trace_spans_total{{outcome=\"dropped\"}} {}\n",
+            tracer.exported(),
+            tracer.dropped()
+        ));
+    }
     text.push_str(
         "# HELP spillway_key_refused Keys their provider refused (401, 403, out of credit), set aside until a retry succeeds.\n\
          # TYPE spillway_key_refused gauge\n",

@@ -12,11 +12,23 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use spillway_plumbing::accept::{self, Options};
 
-use crate::server::api;
+use crate::server::api::{self, Completion};
 use crate::server::request::{chat_job, embeddings_job};
 use crate::server::routes::{Endpoint, route};
 use crate::server::self_wake::PollAgainOnSelfWake;
 use crate::state::Live;
+
+/// `POST /v1/chat/completions`.
+const CHAT: Completion = Completion {
+    operation: "chat",
+    parse: chat_job,
+};
+
+/// `POST /v1/embeddings`.
+const EMBEDDINGS: Completion = Completion {
+    operation: "embeddings",
+    parse: embeddings_job,
+};
 
 /// Answers one request at the endpoint its method and path name.
 async fn dispatch(live: Arc<Live>, request: Request<Incoming>) -> Response {
@@ -28,10 +40,8 @@ async fn dispatch(live: Arc<Live>, request: Request<Incoming>) -> Response {
     };
     let headers = &parts.headers;
     match endpoint {
-        Endpoint::Chat => api::completion(&state, headers, Body::new(body), chat_job).await,
-        Endpoint::Embeddings => {
-            api::completion(&state, headers, Body::new(body), embeddings_job).await
-        }
+        Endpoint::Chat => api::completion(&state, headers, Body::new(body), CHAT).await,
+        Endpoint::Embeddings => api::completion(&state, headers, Body::new(body), EMBEDDINGS).await,
         Endpoint::ListModels => api::list_models(&state, headers),
         Endpoint::GetModel(id) => api::get_model(&state, headers, id),
         Endpoint::Healthz => api::healthz(),
