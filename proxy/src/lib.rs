@@ -17,6 +17,8 @@
 //! - [`config`]: `spillway.toml`: raw → validated, secrets from the environment;
 //! - [`error`]: every refusal the proxy answers with, as data;
 //! - [`limits`]: header dialects, windows, circuits, the pure pacer, estimates, the ledger;
+//! - `telemetry` (the `otel` feature): OpenTelemetry spans and their exporter; [`trail`]: the
+//!   keys and targets a request tried or passed over;
 //! - [`record`]: traffic recording (JSONL); [`metrics`]: Prometheus text; [`log_sink`]: the
 //!   buffered stderr the binary logs to; [`heavy`]: very large requests' work kept off the
 //!   async workers' queue.
@@ -37,6 +39,7 @@ pub mod state;
 pub mod status;
 #[cfg(feature = "otel")]
 pub mod telemetry;
+pub mod trail;
 pub mod upstream;
 
 use std::future::Future;

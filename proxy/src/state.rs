@@ -103,7 +103,18 @@ impl AppState {
             tracer: config
                 .telemetry
                 .as_ref()
-                .map(crate::telemetry::Tracer::start)
+                .map(|t| {
+                    crate::telemetry::Tracer::start(&crate::telemetry::Destination {
+                        traces_url: t.traces_url.expose().to_string(),
+                        service_name: t.service_name.clone(),
+                        headers: t
+                            .headers
+                            .iter()
+                            .map(|(name, value)| (name.clone(), value.expose().to_string()))
+                            .collect(),
+                        timeout: t.timeout,
+                    })
+                })
                 .transpose()?,
         };
         let fleet = join_fleet(&config, &lasting)?;

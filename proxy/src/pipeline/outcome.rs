@@ -11,7 +11,7 @@ use http::HeaderValue;
 
 use crate::cache::key::CacheKey;
 use crate::error::ProxyError;
-use crate::router::trail::{self, Step};
+use crate::trail::{self, Step};
 
 /// What the cache did for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

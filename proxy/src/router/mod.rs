@@ -10,7 +10,6 @@ mod carry;
 pub mod job;
 pub mod queue;
 pub mod ticket;
-pub mod trail;
 pub mod verdict;
 
 use std::sync::Arc;
@@ -31,10 +30,10 @@ use crate::limits::ledger::{
 };
 use crate::limits::local::LocalLedger;
 use crate::metrics::{Headroom, Metrics};
+use crate::trail::{CallSpan, Step};
 use crate::upstream::{Answer, Call, Disposition, Transport, UpstreamError};
 pub use job::{Job, Served};
 pub use ticket::Ticket;
-pub use trail::{CallSpan, Step};
 
 /// A target: one provider's model.
 #[derive(Debug, Clone, PartialEq, Eq)]

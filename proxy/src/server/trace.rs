@@ -9,9 +9,9 @@ use std::time::SystemTime;
 use axum::http::HeaderMap;
 
 use crate::pipeline::{CacheStatus, Outcome};
-use crate::router::Step;
 use crate::state::AppState;
 use crate::telemetry::{AttrValue, SpanData, SpanKind, new_span_id, new_trace_id, traceparent};
+use crate::trail::Step;
 
 /// A request's span while it is served.
 #[derive(Debug)]

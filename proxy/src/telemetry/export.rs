@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::otlp;
 use super::span::SpanData;
-use crate::config::telemetry::TelemetryConfig;
 
 /// Spans one export carries at most.
 pub const MAX_BATCH: usize = 512;
@@ -32,6 +31,29 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 enum Command {
     Span(Box<SpanData>),
     Flush(oneshot::Sender<()>),
+}
+
+/// Where and how spans are sent.
+#[derive(Clone)]
+pub struct Destination {
+    /// The URL spans are posted to (`.../v1/traces`).
+    pub traces_url: String,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Headers each export sends.
+    pub headers: Vec<(String, String)>,
+    /// The longest one export may take.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL and the header values may carry credentials.
+        f.debug_struct("Destination")
+            .field("service_name", &self.service_name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Hands spans to the exporter task; counts what was sent and what was dropped.
@@ -59,18 +81,17 @@ struct Counts {
 }
 
 impl Tracer {
-    /// Starts the exporter for `config` (on the current Tokio runtime).
-    pub fn start(config: &TelemetryConfig) -> Result<Arc<Self>, String> {
+    /// Starts the exporter to `config` (on the current Tokio runtime).
+    pub fn start(config: &Destination) -> Result<Arc<Self>, String> {
         let uri: http::Uri = config
             .traces_url
-            .expose()
             .parse()
             .map_err(|_| "telemetry.otlp_endpoint: not a URL".to_string())?;
         let mut headers = http::HeaderMap::new();
         for (name, value) in &config.headers {
             let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("telemetry.headers: {name:?} is no header name"))?;
-            let mut value = http::HeaderValue::from_str(value.expose())
+            let mut value = http::HeaderValue::from_str(value)
                 .map_err(|_| format!("telemetry.headers.{name}: no header can carry it"))?;
             value.set_sensitive(true);
             headers.insert(name, value);

@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use export::Tracer;
+pub use export::{Destination, Tracer};
 pub use span::{AttrValue, SpanData, SpanKind};
 
 /// A new trace id: 16 bytes, never all zero.
