@@ -169,19 +169,19 @@ impl AppState {
             tracer,
         } = lasting;
         let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
-        let router = Router::new(
+        let router = Arc::new(Router::new(
             config.clone(),
             clock.clone(),
             metrics.clone(),
             Arc::new(upstream),
             fleet.clone(),
-        );
+        ));
         if let Some(previous) = previous {
-            router.carry_from(previous);
+            router.take_over(previous);
         }
         let pipeline = Arc::new(Pipeline {
             config: config.clone(),
-            router: Arc::new(router),
+            router,
             cache,
             metrics: metrics.clone(),
             fleet: fleet.clone().filter(|f| f.shares_answers()),

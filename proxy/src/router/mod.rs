@@ -139,6 +139,8 @@ pub struct Router {
     slots: Vec<Vec<Arc<Slot>>>,
     /// The requests waiting for headroom.
     queue: queue::Queue,
+    /// Its hand-over to the router of a reload.
+    handover: carry::Handover,
 }
 
 /// One target of a route's chain as it stands, for the status view.
@@ -165,6 +167,8 @@ pub struct RouteStatus {
 
 /// One request's way through the chain so far.
 struct Attempts {
+    /// The request stays in this router even after a reload (its route is gone there).
+    stays: bool,
     deadline: Instant,
     started: Instant,
     waited: Option<Duration>,
@@ -231,6 +235,7 @@ impl Router {
             fleet,
             slots,
             queue: queue::Queue::new(config_routes),
+            handover: carry::Handover::default(),
         }
     }
 
@@ -275,6 +280,7 @@ impl Router {
         let chain = &self.plan.chains[job.route];
         let started = self.clock.instant();
         let mut run = Attempts {
+            stays: false,
             deadline: started + route.max_wait,
             started,
             waited: None,
@@ -297,6 +303,14 @@ impl Router {
         let started = run.started;
         let mut queued = None;
         loop {
+            if self.retiring() && !run.stays {
+                let next = self.successor().await;
+                let name = &self.config.routes[job.route].model;
+                match next.adopt(job, run, name) {
+                    Some(moved) => return Box::pin(next.walk(&moved, run)).await,
+                    None => run.stays = true,
+                }
+            }
             let notified = self.ledger.changed().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -330,6 +344,11 @@ impl Router {
                         () = self.clock.sleep_until(wake.since_origin()) => {}
                         () = &mut notified => {}
                     }
+                }
+                // A reload retired this router while it decided: the grant goes back, and the
+                // request moves to the new router at the top of the loop.
+                Admission::Go(grant) if self.retiring() && !run.stays => {
+                    self.ledger.released(grant, self.clock.instant());
                 }
                 Admission::Go(grant) => {
                     self.note_passed(job.route, &grant.passed, run);
