@@ -483,6 +483,10 @@ async fn a_client_over_its_own_limit_is_refused_before_any_provider_is_asked() {
         ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("spillway_recording_lines_lost_total{reason=\"write_failed\"} 0"),
+        "{metrics}"
+    );
     proxy.shutdown().await;
     let recorded = std::fs::read_to_string(&record).expect("the recording");
     let lines: Vec<Value> = recorded

@@ -314,6 +314,16 @@ pub fn metrics(state: &AppState, headers: &HeaderMap) -> Response {
         state.pipeline.cache.dropped_writes(),
         state.pipeline.cache.not_stored_too_large()
     ));
+    if let Some(recorder) = &state.recorder {
+        text.push_str(&format!(
+            "# HELP spillway_recording_lines_lost_total Recorded lines not written, by reason.\n\
+             # TYPE spillway_recording_lines_lost_total counter\n\
+             spillway_recording_lines_lost_total{{reason=\"writer_behind\"}} {}\n\
+             spillway_recording_lines_lost_total{{reason=\"write_failed\"}} {}\n",
+            recorder.dropped(),
+            recorder.lost()
+        ));
+    }
     #[cfg(feature = "otel")]
     if let Some(tracer) = &state.tracer {
         text.push_str(&format!(
