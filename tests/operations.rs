@@ -278,3 +278,75 @@ async fn reloads_under_load_fail_no_request() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_room_at_a_reload_waits_on_in_the_new_state() {
+    // One request a minute, on a clock at 60x (a minute is a second of real time).
+    let clock = Clock::scaled(60.0).expect("a scale");
+    let mock = MockProvider::builder()
+        .key("k1")
+        .limits(GROQ_MODEL, spillway_mock::Limits::rpm(1))
+        .clock(clock.clone())
+        .start()
+        .await;
+    let text = format!(
+        r#"
+[[providers]]
+name = "groq"
+base_url = "{}"
+keys = ["env:K1"]
+[providers.limits."{GROQ_MODEL}"]
+requests_per_minute = 1
+
+[[routes]]
+model = "chat"
+targets = [{{ provider = "groq", model = "{GROQ_MODEL}" }}]
+max_wait = "600s"
+"#,
+        mock.url()
+    );
+    let env = [("K1", "k1")];
+    let proxy = Proxy::start(&text, &env, clock.clone()).await;
+    let url = proxy.url();
+    assert_eq!(
+        chat(&url, &chat_body("chat", "first", 5)).await.status(),
+        200
+    );
+    // The second waits for the next minute in the state in force; then a reload lands, and a
+    // third arrives in the new state. Each must wait its own minute: the key's one request a
+    // minute holds across the reload, so the provider refuses none.
+    let second = tokio::spawn({
+        let url = url.clone();
+        async move {
+            chat(&url, &chat_body("chat", "second", 5))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.live.reload(parse(&text, &env)).expect("reloaded");
+    let third = tokio::spawn({
+        let url = url.clone();
+        async move {
+            chat(&url, &chat_body("chat", "third", 5))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let (second, third) = tokio::time::timeout(Duration::from_secs(30), async {
+        (second.await.expect("joined"), third.await.expect("joined"))
+    })
+    .await
+    .expect("both answered within 30 s");
+    assert_eq!((second, third), (200, 200));
+    let stats = mock.stats();
+    assert_eq!(
+        stats.responses(429),
+        0,
+        "the provider refused a send: {stats:?}"
+    );
+    assert_eq!(stats.responses(200), 3);
+    proxy.shutdown().await;
+}

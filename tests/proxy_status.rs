@@ -82,6 +82,19 @@ async fn the_admin_key_guards_the_status_and_is_no_client_key() {
         assert!(error_message(resp).await.contains("not an admin key"));
     }
     assert_eq!(get(&status_url, Some(ADMIN)).await.status(), 200);
+    // A gateway built in code has no file to reload: the reload endpoint says so, to admins.
+    let reload_url = format!("{}/spillway/reload", proxy.base());
+    let reload = |token| {
+        let mut request = reqwest::Client::new().post(&reload_url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(reload(Some(OLD)).await.expect("answers").status(), 403);
+    let resp = reload(Some(ADMIN)).await.expect("answers");
+    assert_eq!(resp.status(), 409);
+    assert!(error_message(resp).await.contains("nothing to reload"));
     let metrics_url = format!("{}/metrics", proxy.base());
     assert_eq!(get(&metrics_url, None).await.status(), 401);
     assert_eq!(get(&metrics_url, Some(OLD)).await.status(), 403);
@@ -470,15 +483,24 @@ async fn a_client_over_its_own_limit_is_refused_before_any_provider_is_asked() {
         ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("spillway_recording_lines_lost_total{reason=\"write_failed\"} 0"),
+        "{metrics}"
+    );
     proxy.shutdown().await;
     let recorded = std::fs::read_to_string(&record).expect("the recording");
     let lines: Vec<Value> = recorded
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect();
-    // Requests refused at the door are not recorded (nothing reached the pipeline).
-    let named = lines.iter().filter(|l| l["client"] == "eval-team").count();
-    assert_eq!(named, 3, "{recorded}");
+    // Requests refused at the door are recorded too, with the client's name and the status it
+    // got: three answered, one over its own limit, one outside its routes.
+    let statuses: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["client"] == "eval-team")
+        .map(|l| l["outcome"]["status"].as_u64().expect("a status"))
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 403], "{recorded}");
     assert!(!recorded.contains("wait_ms"), "nothing queued: {recorded}");
     assert!(
         lines.iter().any(|l| l["client"].is_null()),
@@ -532,18 +554,27 @@ async fn a_refusal_and_the_log_line_name_what_was_left_and_the_client() {
     let refused = post(&proxy, EVAL, &chat_body("chat", "two", 5)).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "x-spillway-fallback"), "groq#1:429");
+    // The next one is refused without an attempt: the header still says why the key was left.
+    let cooling = post(&proxy, EVAL, &chat_body("chat", "three", 5)).await;
+    assert_eq!(cooling.status(), 429);
+    assert_eq!(header(&cooling, "x-spillway-fallback"), "groq#1:cooling");
     proxy.shutdown().await;
     let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("UTF-8");
     let served: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains(" served ") && l.contains("client=\"log-team\""))
         .collect();
-    assert_eq!(served.len(), 2, "{logs}");
+    assert_eq!(served.len(), 3, "{logs}");
     assert!(served[1].contains("status=429"), "{}", served[1]);
     assert!(
         served[1].contains("fallback=\"groq#1:429\""),
         "{}",
         served[1]
+    );
+    assert!(
+        served[2].contains("fallback=\"groq#1:cooling\""),
+        "{}",
+        served[2]
     );
     assert!(!logs.contains(EVAL), "a client key in the logs");
 }

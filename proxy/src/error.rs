@@ -37,6 +37,15 @@ pub enum ProxyError {
         /// What is not allowed, and why.
         message: String,
     },
+    /// `POST /spillway/reload` read a config that cannot be put in force; the old one stays.
+    #[error("The config was not reloaded (the config in force stays): {why}")]
+    ReloadRefused {
+        /// What is wrong with the file, or why it could not be read.
+        why: String,
+    },
+    /// `POST /spillway/reload` on a gateway that was not started from a config file.
+    #[error("This gateway was not started from a config file: there is nothing to reload")]
+    ReloadUnavailable,
     /// A client is over its own limit (`[[clients]]`), not a provider's.
     #[error("Client `{client}` is over its own limit of {limit} {} on this gateway (not a provider's limit); it frees in {:.1}s", .kind.describe(), .retry_after.as_secs_f64())]
     ClientLimited {
@@ -239,6 +248,8 @@ impl ProxyError {
         match self {
             ProxyError::Unauthorized | ProxyError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::ReloadRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::ReloadUnavailable => StatusCode::CONFLICT,
             ProxyError::ClientLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ClientTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } | ProxyError::TooLarge { .. } => {
@@ -267,6 +278,8 @@ impl ProxyError {
                 ("invalid_request_error", Some("invalid_api_key"))
             }
             ProxyError::Forbidden { .. } => ("invalid_request_error", Some("permission_denied")),
+            ProxyError::ReloadRefused { .. } => ("invalid_request_error", Some("invalid_config")),
+            ProxyError::ReloadUnavailable => ("invalid_request_error", Some("no_config_file")),
             ProxyError::ClientLimited { kind, .. } | ProxyError::ClientTooLarge { kind, .. } => (
                 if kind.counts_requests() {
                     "requests"

@@ -17,6 +17,8 @@
 //! - [`config`]: `spillway.toml`: raw → validated, secrets from the environment;
 //! - [`error`]: every refusal the proxy answers with, as data;
 //! - [`limits`]: header dialects, windows, circuits, the pure pacer, estimates, the ledger;
+//! - `telemetry` (the `otel` feature): OpenTelemetry spans and their exporter; [`trail`]: the
+//!   keys and targets a request tried or passed over;
 //! - [`record`]: traffic recording (JSONL); [`metrics`]: Prometheus text; [`log_sink`]: the
 //!   buffered stderr the binary logs to; [`heavy`]: very large requests' work kept off the
 //!   async workers' queue.
@@ -35,6 +37,9 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod status;
+#[cfg(feature = "otel")]
+pub mod telemetry;
+pub mod trail;
 pub mod upstream;
 
 use std::future::Future;
@@ -81,6 +86,8 @@ pub async fn run_live(
     let recorder = state.recorder.clone();
     let grace = state.config.server.shutdown_grace;
     let stop_streams = state.stop_streams.clone();
+    #[cfg(feature = "otel")]
+    let tracer = state.tracer.clone();
     let metronome = tokio::spawn(metronome());
     let (began, begun) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -113,6 +120,11 @@ pub async fn run_live(
     cache.flush_async().await;
     if let Some(recorder) = recorder {
         recorder.close().await;
+    }
+    // The last spans go out, within the export's own timeout.
+    #[cfg(feature = "otel")]
+    if let Some(tracer) = tracer {
+        tracer.flush().await;
     }
     served
 }

@@ -633,14 +633,21 @@ async fn serve(path: PathBuf, flags: ServeFlags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let live = Live::new(AppState::new(config, clock).map_err(anyhow::Error::msg)?);
+    let state = AppState::new(config, clock).map_err(anyhow::Error::msg)?;
+    let live = Live::with_source(
+        state,
+        Box::new(move || flags.load(&path).map_err(|e| format!("{e:#}"))),
+    );
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     let reloads = {
         let live = live.clone();
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                reload(&live, &path, &flags);
+                let live = live.clone();
+                // The result is logged where it is made; a refused file keeps the old config.
+                let _ =
+                    tokio::task::spawn_blocking(move || live.reload_from_source("SIGHUP")).await;
             }
         })
     };
@@ -650,27 +657,6 @@ async fn serve(path: PathBuf, flags: ServeFlags) -> anyhow::Result<()> {
     let served = spillway::run_live(listener, live, shutdown_signal()).await;
     reloads.abort();
     Ok(served?)
-}
-
-/// SIGHUP: reads the config file again and puts it in force, or says why not and keeps the
-/// config in force.
-fn reload(live: &Live, path: &std::path::Path, flags: &ServeFlags) {
-    let loaded = flags
-        .load(path)
-        .and_then(|config| live.reload(config).map_err(anyhow::Error::msg));
-    match loaded {
-        Ok(state) => tracing::info!(
-            config = %path.display(),
-            routes = state.config.routes.len(),
-            providers = state.config.providers.len(),
-            "config reloaded"
-        ),
-        Err(e) => tracing::error!(
-            config = %path.display(),
-            error = %format!("{e:#}"),
-            "config reload refused: the config in force stays"
-        ),
-    }
 }
 
 /// Runs one command.

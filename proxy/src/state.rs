@@ -63,15 +63,21 @@ pub struct AppState {
     pub fleet: Option<Arc<Fleet>>,
     /// Cancelled when the shutdown grace has passed: every stream in progress ends.
     pub stop_streams: tokio_util::sync::CancellationToken,
+    /// Where spans go, with `[telemetry]`.
+    #[cfg(feature = "otel")]
+    pub tracer: Option<Arc<crate::telemetry::Tracer>>,
 }
 
-/// What outlives a reload: the process's clock, metrics, cache, recording and shutdown.
+/// What outlives a reload: the process's clock, metrics, cache, recording, traces and
+/// shutdown.
 struct Lasting {
     clock: Clock,
     metrics: Arc<Metrics>,
     cache: Arc<Cache>,
     recorder: Option<Arc<Recorder>>,
     stop_streams: tokio_util::sync::CancellationToken,
+    #[cfg(feature = "otel")]
+    tracer: Option<Arc<crate::telemetry::Tracer>>,
 }
 
 impl AppState {
@@ -93,13 +99,30 @@ impl AppState {
             cache,
             recorder,
             stop_streams: tokio_util::sync::CancellationToken::new(),
+            #[cfg(feature = "otel")]
+            tracer: config
+                .telemetry
+                .as_ref()
+                .map(|t| {
+                    crate::telemetry::Tracer::start(&crate::telemetry::Destination {
+                        traces_url: t.traces_url.expose().to_string(),
+                        service_name: t.service_name.clone(),
+                        headers: t
+                            .headers
+                            .iter()
+                            .map(|(name, value)| (name.clone(), value.expose().to_string()))
+                            .collect(),
+                        timeout: t.timeout,
+                    })
+                })
+                .transpose()?,
         };
         let fleet = join_fleet(&config, &lasting)?;
         Self::assemble(config, lasting, fleet, None)
     }
 
     /// The state for `config` replacing this one: the same cache, metrics, recording and clock
-    /// (so `[cache]`, `[log]` and the server's `listen`, `client_timeout`, `record`, `record_bodies` and
+    /// (so `[cache]`, `[log]`, `[telemetry]` and the server's `listen`, `client_timeout`, `record`, `record_bodies` and
     /// `time_scale` stay as they were at start, and are taken from the running config), the
     /// same fleet membership when `[fleet]` is unchanged, and the limit state of every key
     /// still configured (same provider, model and alias).
@@ -111,12 +134,15 @@ impl AppState {
         config.server.record = self.config.server.record.clone();
         config.server.record_bodies = self.config.server.record_bodies;
         config.server.time_scale = self.config.server.time_scale;
+        config.telemetry = self.config.telemetry.clone();
         let lasting = Lasting {
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
             cache: self.pipeline.cache.clone(),
             recorder: self.recorder.clone(),
             stop_streams: self.stop_streams.clone(),
+            #[cfg(feature = "otel")]
+            tracer: self.tracer.clone(),
         };
         let fleet = match (&self.fleet, &self.config.fleet, &config.fleet) {
             (Some(fleet), Some(old), Some(new)) if same_fleet(old, new) => Some(fleet.clone()),
@@ -139,21 +165,23 @@ impl AppState {
             cache,
             recorder,
             stop_streams,
+            #[cfg(feature = "otel")]
+            tracer,
         } = lasting;
         let upstream = Upstream::new(&config.providers, clock.clone(), stop_streams.clone())?;
-        let router = Router::new(
+        let router = Arc::new(Router::new(
             config.clone(),
             clock.clone(),
             metrics.clone(),
             Arc::new(upstream),
             fleet.clone(),
-        );
+        ));
         if let Some(previous) = previous {
-            router.carry_from(previous);
+            router.take_over(previous);
         }
         let pipeline = Arc::new(Pipeline {
             config: config.clone(),
-            router: Arc::new(router),
+            router,
             cache,
             metrics: metrics.clone(),
             fleet: fleet.clone().filter(|f| f.shares_answers()),
@@ -205,6 +233,8 @@ impl AppState {
             recorder,
             fleet,
             stop_streams,
+            #[cfg(feature = "otel")]
+            tracer,
         }))
     }
 
@@ -251,22 +281,46 @@ fn same_fleet(a: &FleetConfig, b: &FleetConfig) -> bool {
     a.name == b.name && a.timeout == b.timeout && a.redis_url.expose() == b.redis_url.expose()
 }
 
+/// Where a reload reads its config from: the binary's config file and flags (`None` when the
+/// state was built in code and has no file behind it).
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
 /// The state in force. Each request takes the state current when it arrives and keeps it to
 /// its end, so a reload drops nothing: requests in flight finish on the old state, the next
 /// ones start on the new.
-#[derive(Debug)]
 pub struct Live {
     current: ArcSwap<AppState>,
     /// One reload at a time (each continues the state the last one left).
     reloading: std::sync::Mutex<()>,
+    /// What SIGHUP and `POST /spillway/reload` read again.
+    source: Option<ConfigSource>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("current", &self.current)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
 }
 
 impl Live {
-    /// `state` in force.
+    /// `state` in force, with no config file to reload from.
     pub fn new(state: Arc<AppState>) -> Arc<Self> {
+        Self::build(state, None)
+    }
+
+    /// `state` in force, reloaded from `source` on request ([`Self::reload_from_source`]).
+    pub fn with_source(state: Arc<AppState>, source: ConfigSource) -> Arc<Self> {
+        Self::build(state, Some(source))
+    }
+
+    fn build(state: Arc<AppState>, source: Option<ConfigSource>) -> Arc<Self> {
         Arc::new(Live {
             current: ArcSwap::new(state),
             reloading: std::sync::Mutex::new(()),
+            source,
         })
     }
 
@@ -283,6 +337,44 @@ impl Live {
         self.current.store(next.clone());
         Ok(next)
     }
+
+    /// Reads the config source again and puts it in force, logging the result either way
+    /// (SIGHUP and `POST /spillway/reload` both come here). Blocks on file reads and on
+    /// opening what the new config names: call it off the async workers.
+    pub fn reload_from_source(&self, trigger: &str) -> Result<Arc<AppState>, ReloadError> {
+        let Some(source) = &self.source else {
+            return Err(ReloadError::NoSource);
+        };
+        let reloaded = source().and_then(|config| self.reload(config));
+        match reloaded {
+            Ok(state) => {
+                tracing::info!(
+                    trigger,
+                    routes = state.config.routes.len(),
+                    providers = state.config.providers.len(),
+                    "config reloaded"
+                );
+                Ok(state)
+            }
+            Err(error) => {
+                tracing::error!(
+                    trigger,
+                    error = %error,
+                    "config reload refused: the config in force stays"
+                );
+                Err(ReloadError::Refused(error))
+            }
+        }
+    }
+}
+
+/// Why a reload put nothing in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The state was built in code: there is no config file to read again.
+    NoSource,
+    /// The config read is invalid (or could not be read, or not put in force): why.
+    Refused(String),
 }
 
 /// A key's blake3 digest, which is what authentication compares.

@@ -31,7 +31,7 @@ pub struct Head {
     pub waited: Duration,
     /// Each key or target the router tried or passed over, and why it was left
     /// (`groq#1:429`), the one that answered last (`cerebras#1:200`).
-    pub trail: Vec<String>,
+    pub trail: Vec<crate::trail::Step>,
     /// Streamed (events) or plain (one body).
     pub stream: bool,
     /// The provider's response headers.
@@ -75,7 +75,7 @@ pub struct FlightState {
     pub end: Option<End>,
     /// When it failed: each key or target the router tried or passed over, and why it was
     /// left (an answer carries its own in its [`Head`]).
-    pub trail: Vec<String>,
+    pub trail: Vec<crate::trail::Step>,
 }
 
 /// Moves a flight's call to a task of its own (see [`Flight::set_hand_over`]).

@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod log;
 pub mod raw;
 pub mod secret;
+pub mod telemetry;
 pub mod tiers;
 pub mod validate;
 
@@ -218,6 +219,84 @@ max_wait = "30s"
                 .expect("valid")
                 .fleet
                 .is_none()
+        );
+    }
+
+    #[cfg(not(feature = "otel"))]
+    #[test]
+    fn a_build_without_otel_refuses_a_telemetry_section() {
+        let text = format!("{ISSUE_EXAMPLE}\n[telemetry]\notlp_endpoint = \"http://c:4318\"");
+        let err = parse(&text, "spillway.toml", &env()).expect_err("no otel feature");
+        assert_eq!(err.field, "telemetry");
+        assert!(err.message.contains("--features otel"), "{err}");
+    }
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn telemetry_takes_a_collector_url_and_header_values_by_variable() {
+        let with = |telemetry: &str| {
+            let mut env = env();
+            env.insert("OTLP_URL".into(), "https://user:pw@collector:4318".into());
+            env.insert("VENDOR_KEY".into(), "vendor-5ecret".into());
+            parse(
+                &format!("{ISSUE_EXAMPLE}\n[telemetry]\n{telemetry}"),
+                "spillway.toml",
+                &env,
+            )
+        };
+        let t = with("otlp_endpoint = \"http://127.0.0.1:4318\"")
+            .expect("valid")
+            .telemetry
+            .expect("telemetry");
+        assert_eq!(t.traces_url.expose(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(t.service_name, "spillway");
+        assert_eq!(t.timeout, std::time::Duration::from_secs(5));
+        let t = with(
+            "otlp_endpoint = \"env:OTLP_URL\"\nservice_name = \"gw\"\ntimeout = \"2s\"\n\
+             headers = { \"x-api-key\" = \"env:VENDOR_KEY\" }",
+        )
+        .expect("valid")
+        .telemetry
+        .expect("telemetry");
+        assert_eq!(t.service_name, "gw");
+        assert_eq!(t.headers[0].0, "x-api-key");
+        assert_eq!(t.headers[0].1.expose(), "vendor-5ecret");
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("pw@") && !shown.contains("vendor-5ecret"),
+            "{shown}"
+        );
+        for (bad, field) in [
+            ("service_name = \"x\"", "telemetry.otlp_endpoint"),
+            (
+                "otlp_endpoint = \"collector:4318\"",
+                "telemetry.otlp_endpoint",
+            ),
+            ("otlp_endpoint = \"env:NOPE\"", "telemetry.otlp_endpoint"),
+            (
+                "otlp_endpoint = \"http://c\"\nheaders = { \"x-api-key\" = \"inline\" }",
+                "telemetry.headers.x-api-key",
+            ),
+            (
+                "otlp_endpoint = \"http://c\"\nheaders = { \"bad header\" = \"env:VENDOR_KEY\" }",
+                "telemetry.headers.bad header",
+            ),
+            (
+                "otlp_endpoint = \"http://c\"\ntimeout = \"0s\"",
+                "telemetry.timeout",
+            ),
+            (
+                "otlp_endpoint = \"http://c\"\nservice_name = \" \"",
+                "telemetry.service_name",
+            ),
+        ] {
+            let err = with(bad).expect_err(bad);
+            assert_eq!(err.field, field, "{bad}: {err}");
+            assert!(!err.to_string().contains("vendor-5ecret"), "{err}");
+        }
+        assert!(
+            with("otlp_endpoint = \"http://c\"\nsampling = 1").is_err(),
+            "unknown field"
         );
     }
 

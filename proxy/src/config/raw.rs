@@ -30,6 +30,24 @@ pub struct RawConfig {
     /// `[[clients]]`: named client keys, each with its own routes and limits.
     #[serde(default)]
     pub clients: Vec<RawClient>,
+    /// `[telemetry]`; absent: no traces.
+    pub telemetry: Option<RawTelemetry>,
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The OTLP/HTTP collector: a URL, or `env:NAME` for one held in a variable.
+    pub otlp_endpoint: Option<String>,
+    /// The resource's `service.name`.
+    pub service_name: Option<String>,
+    /// Headers each export sends, each value as `env:NAME`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The longest one export may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[log]`.

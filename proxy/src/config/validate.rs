@@ -11,8 +11,12 @@ use crate::config::fleet::{DEFAULT_FLEET_TIMEOUT, DEFAULT_SHARED_MAX_ENTRY_SIZE,
 use crate::config::log::{LogConfig, LogFormat};
 use crate::config::raw::{
     RawCache, RawClient, RawConfig, RawFleet, RawLimits, RawLog, RawProvider, RawRoute, RawServer,
+    RawTelemetry,
 };
 use crate::config::secret::{ApiKey, Env};
+use crate::config::telemetry::{
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_SERVICE_NAME, TelemetryConfig, traces_url,
+};
 use crate::config::tiers::{self, Tier};
 use crate::limits::headers::Dialect;
 use crate::limits::kind::{Kind, Limits};
@@ -49,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[clients]]`, in file order.
     pub clients: Vec<Client>,
+    /// `[telemetry]`: `None` when no traces are sent.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Config {
@@ -782,8 +788,14 @@ pub fn validate_with_cache_mode(
         .map(|(i, client)| client_section(&c, i, client, &routes))
         .collect::<Result<Vec<_>, _>>()?;
     distinct_keys(&c, &server, &clients)?;
+    let telemetry = raw
+        .telemetry
+        .as_ref()
+        .map(|t| telemetry_section(&c, t))
+        .transpose()?;
     Ok(Config {
         source: file.to_string(),
+        telemetry,
         cache,
         fleet,
         log,
@@ -805,6 +817,69 @@ pub fn log_section(file: &str, raw: &RawLog) -> Result<LogConfig, ConfigError> {
         })?,
     };
     Ok(LogConfig { format })
+}
+
+/// Validates `[telemetry]`: an http(s) collector URL (inline or by variable), header values by
+/// variable only; refused in a build without the `otel` feature.
+fn telemetry_section(c: &Checker<'_>, raw: &RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    if !cfg!(feature = "otel") {
+        return Err(c.err(
+            "telemetry",
+            "this spillway was built without the `otel` feature (cargo build --features otel)",
+        ));
+    }
+    let endpoint = raw.otlp_endpoint.as_deref().ok_or_else(|| {
+        c.err(
+            "telemetry.otlp_endpoint",
+            "expected the OTLP/HTTP collector's URL, such as \"http://127.0.0.1:4318\"",
+        )
+    })?;
+    let (shown, url) = if endpoint.starts_with("env:") {
+        let (name, value) = c.secret("telemetry.otlp_endpoint", endpoint)?;
+        (format!("${name}"), value.expose().to_string())
+    } else {
+        (format!("{endpoint:?}"), endpoint.to_string())
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(c.err(
+            "telemetry.otlp_endpoint",
+            format!("expected an http:// or https:// URL (got {shown})"),
+        ));
+    }
+    let service_name = raw
+        .service_name
+        .as_deref()
+        .unwrap_or(DEFAULT_SERVICE_NAME)
+        .trim()
+        .to_string();
+    if service_name.is_empty() {
+        return Err(c.err("telemetry.service_name", "expected a name"));
+    }
+    let headers = raw
+        .headers
+        .iter()
+        .map(|(name, reference)| {
+            let field = format!("telemetry.headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(c.err(&field, "expected a header name"));
+            }
+            let (_, value) = c.secret(&field, reference)?;
+            if http::HeaderValue::from_str(value.expose()).is_err() {
+                return Err(c.err(&field, "the variable holds a value no header can carry"));
+            }
+            Ok((name.clone(), value))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout = raw.timeout.unwrap_or(DEFAULT_EXPORT_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(c.err("telemetry.timeout", "expected a duration greater than 0"));
+    }
+    Ok(TelemetryConfig {
+        traces_url: ApiKey::new(traces_url(&url)),
+        service_name,
+        headers,
+        timeout,
+    })
 }
 
 /// Validates `[fleet]`: the Redis URL by variable name only, a name that is a plain word.

@@ -84,8 +84,9 @@ pub enum Admission {
     /// Nothing has room now; ask again at this time, or when [`Ledger::changed`] fires.
     /// `None`: only a settlement can help.
     Wait(Option<Instant>),
-    /// No target can take it before the deadline.
-    Refused(Refusal),
+    /// No target can take it before the deadline; what the decision passed over, and why
+    /// (every key of every target not skipped).
+    Refused(Refusal, Vec<Passed>),
 }
 
 /// A reservation on one key of one target, to be settled exactly once ([`Ledger::settle`],

@@ -115,6 +115,10 @@ fn decide(st: &State, ask: &Ask<'_>, now: Instant) -> (Decision, Vec<Passed>) {
     let decision = pacer::decide(now, &views, ask.deadline);
     let passed = match decision {
         Decision::Go { target, key } => pacer::passed(now, &views, target, key),
+        // No key is chosen: every key of every target is one passed over.
+        Decision::Refused(_) if !views.is_empty() => {
+            pacer::passed(now, &views, views.len() - 1, usize::MAX)
+        }
         _ => Vec::new(),
     };
     (decision, passed)
@@ -152,7 +156,7 @@ impl Ledger for LocalLedger {
                 })
             }
             Decision::Wait(until) => Admission::Wait(until),
-            Decision::Refused(refusal) => Admission::Refused(refusal),
+            Decision::Refused(refusal) => Admission::Refused(refusal, passed),
         }
     }
 

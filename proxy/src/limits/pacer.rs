@@ -222,7 +222,8 @@ pub struct Passed {
 
 /// What a request passed over on its way to `Go { target, key }`: every key of the targets
 /// before it that was not ready, and the keys of its own target that were not (the ready keys
-/// it did not choose merely had less headroom). Skipped targets were left before.
+/// it did not choose merely had less headroom). Skipped targets were left before. With `chosen`
+/// the last position and `key` none of its keys, every key that was not ready (a refusal's).
 pub fn passed(now: Instant, targets: &[TargetView<'_>], chosen: usize, key: usize) -> Vec<Passed> {
     let mut out = Vec::new();
     for (position, target) in targets.iter().enumerate().take(chosen + 1) {

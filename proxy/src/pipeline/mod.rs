@@ -29,6 +29,7 @@ use crate::error::ProxyError;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::router::{Job, Router};
+use crate::trail::Step;
 use drive::{Driven, Driver};
 use fly::Save;
 pub use outcome::{CacheStatus, Origin, Outcome, Reply, ReplyBody, SkipReason};
@@ -102,7 +103,7 @@ impl Pipeline {
     }
 
     /// A request the cache leaves out: a flight of its own, driven by this request alone.
-    async fn private(self: &Arc<Self>, job: Job) -> (Result<Reply, ProxyError>, Vec<String>) {
+    async fn private(self: &Arc<Self>, job: Job) -> (Result<Reply, ProxyError>, Vec<Step>) {
         let flight = Arc::new(Flight::default());
         let (want_stream, include_usage) = (job.stream, wants_usage(&job.body));
         let call = Driver::private(fly::fly(self.clone(), job, flight.clone()));
@@ -207,7 +208,7 @@ impl Pipeline {
         key: CacheKey,
         save: Option<Save>,
         refresh: bool,
-    ) -> (CacheStatus, Result<Reply, ProxyError>, Vec<String>) {
+    ) -> (CacheStatus, Result<Reply, ProxyError>, Vec<Step>) {
         let (want_stream, include_usage) = (job.stream, wants_usage(&job.body));
         let (flight, leader) = self.cache.flights.join(key);
         let mut beside = None;
@@ -257,7 +258,7 @@ impl Pipeline {
 }
 
 /// What the router tried for a flight that failed (nothing for an answer: it carries its own).
-fn failed_trail(flight: &Flight, reply: &Result<Reply, ProxyError>) -> Vec<String> {
+fn failed_trail(flight: &Flight, reply: &Result<Reply, ProxyError>) -> Vec<Step> {
     match reply {
         Ok(_) => Vec::new(),
         Err(_) => flight.state().trail.clone(),

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::cache::key::CacheKey;
 use crate::error::ProxyError;
+use crate::trail::{self, Step};
 
 /// What the cache did for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,14 +98,14 @@ pub struct Origin {
     /// The provider's request id.
     pub request_id: Option<HeaderValue>,
     /// Each key or target tried or passed over, and why it was left, the answering one last.
-    pub trail: Vec<String>,
+    pub trail: Vec<Step>,
 }
 
 impl Origin {
     /// The trail as one line (`groq#1:429, cerebras#1:200`), when more than one key or target
     /// was tried or passed over.
     pub fn fallback(&self) -> Option<String> {
-        (self.trail.len() > 1).then(|| self.trail.join(", "))
+        (self.trail.len() > 1).then(|| trail::line(&self.trail))
     }
 }
 
@@ -158,7 +159,7 @@ pub struct Outcome {
     pub reply: Result<Reply, ProxyError>,
     /// For an error the router gave: each key or target it tried or passed over, and why it
     /// was left (an answer's is in its [`Origin`]).
-    pub trail: Vec<String>,
+    pub trail: Vec<Step>,
 }
 
 impl Outcome {
@@ -167,7 +168,7 @@ impl Outcome {
     pub fn fallback(&self) -> Option<String> {
         match &self.reply {
             Ok(reply) => reply.origin.fallback(),
-            Err(_) => (!self.trail.is_empty()).then(|| self.trail.join(", ")),
+            Err(_) => (!self.trail.is_empty()).then(|| trail::line(&self.trail)),
         }
     }
 

@@ -73,7 +73,7 @@ pub struct Served {
     /// Wall-clock time the request waited for headroom before its first attempt.
     pub waited: Duration,
     /// Each key or target tried or passed over, and why it was left, this one last.
-    pub trail: Vec<String>,
+    pub trail: Vec<crate::trail::Step>,
     /// For streams: settles the key's limit state when the stream ends.
     pub ticket: Option<Ticket>,
 }

@@ -14,7 +14,7 @@ pub mod ticket;
 pub mod verdict;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use spillway_clock::{Clock, Instant};
@@ -26,11 +26,12 @@ use crate::limits::concurrency::ConcurrencyPolicy;
 use crate::limits::headers::{self, RateLimitSnapshot};
 use crate::limits::kind::{Kind, Window};
 use crate::limits::ledger::{
-    Admission, Aftermath, Ask, Failure, Grant, HeldBack, Ledger, Pool, ProviderSpec, Refusal,
-    TargetId, TargetSnapshot, TargetSpec, Verdict,
+    Admission, Aftermath, Ask, Failure, Grant, HeldBack, Ledger, Passed, Pool, ProviderSpec,
+    Refusal, TargetId, TargetSnapshot, TargetSpec, Verdict,
 };
 use crate::limits::local::LocalLedger;
 use crate::metrics::{Headroom, Metrics};
+use crate::trail::{CallSpan, Step};
 use crate::upstream::{Answer, Call, Disposition, Transport, UpstreamError};
 pub use job::{Job, Served};
 pub use ticket::Ticket;
@@ -139,6 +140,8 @@ pub struct Router {
     slots: Vec<Vec<Arc<Slot>>>,
     /// The requests waiting for headroom.
     queue: queue::Queue,
+    /// Its hand-over to the router of a reload.
+    handover: carry::Handover,
 }
 
 /// One target of a route's chain as it stands, for the status view.
@@ -174,6 +177,8 @@ enum FleetHold {
 
 /// One request's way through the chain so far.
 struct Attempts {
+    /// The request stays in this router even after a reload (its route is gone there).
+    stays: bool,
     deadline: Instant,
     started: Instant,
     waited: Option<Duration>,
@@ -186,7 +191,7 @@ struct Attempts {
     failures: Vec<String>,
     count: u32,
     /// Each key or target tried or passed over, and why it was left (`groq#1:429`).
-    trail: Vec<String>,
+    trail: Vec<Step>,
     /// It waited for headroom at some point.
     held_back: bool,
 }
@@ -240,6 +245,7 @@ impl Router {
             fleet,
             slots,
             queue: queue::Queue::new(config_routes),
+            handover: carry::Handover::default(),
         }
     }
 
@@ -279,11 +285,12 @@ impl Router {
     pub async fn execute_traced(
         self: &Arc<Self>,
         job: &Job,
-    ) -> (Result<Served, ProxyError>, Vec<String>) {
+    ) -> (Result<Served, ProxyError>, Vec<Step>) {
         let route = &self.config.routes[job.route];
         let chain = &self.plan.chains[job.route];
         let started = self.clock.instant();
         let mut run = Attempts {
+            stays: false,
             deadline: started + route.max_wait,
             started,
             waited: None,
@@ -305,6 +312,14 @@ impl Router {
         let started = run.started;
         let mut queued = None;
         loop {
+            if self.retiring() && !run.stays {
+                let next = self.successor().await;
+                let name = &self.config.routes[job.route].model;
+                match next.adopt(job, run, name) {
+                    Some(moved) => return Box::pin(next.walk(&moved, run)).await,
+                    None => run.stays = true,
+                }
+            }
             let notified = self.ledger.changed().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -324,8 +339,9 @@ impl Router {
                 }
                 // Every other target has had its turn: the ones that failed this request may
                 // be tried again (their circuits permitting).
-                Admission::Refused(_) if run.failed.contains(&true) => run.retry_failed(),
-                Admission::Refused(refusal) => {
+                Admission::Refused(..) if run.failed.contains(&true) => run.retry_failed(),
+                Admission::Refused(refusal, passed) => {
+                    self.note_passed(job.route, &passed, run);
                     self.note_wait(run);
                     return Err(self.refusal(job, refusal, std::mem::take(&mut run.failures)));
                 }
@@ -338,8 +354,13 @@ impl Router {
                         () = &mut notified => {}
                     }
                 }
+                // A reload retired this router while it decided: the grant goes back, and the
+                // request moves to the new router at the top of the loop.
+                Admission::Go(grant) if self.retiring() && !run.stays => {
+                    self.ledger.released(grant, self.clock.instant());
+                }
                 Admission::Go(grant) => {
-                    self.note_passed(job.route, &grant, run);
+                    self.note_passed(job.route, &grant.passed, run);
                     queued = None;
                     let held = match self.fleet_reserve(&grant).await {
                         Ok(held) => held,
@@ -402,12 +423,11 @@ impl Router {
 
     /// Adds to the trail what a decision passed over, each key once (one tried already, or
     /// passed over before, is not named again).
-    fn note_passed(&self, route: usize, grant: &Grant, run: &mut Attempts) {
-        for passed in &grant.passed {
+    fn note_passed(&self, route: usize, passed: &[Passed], run: &mut Attempts) {
+        for passed in passed {
             let label = self.label(route, passed.position, passed.key);
-            let prefix = format!("{label}:");
-            if !run.trail.iter().any(|t| t.starts_with(&prefix)) {
-                run.trail.push(format!("{prefix}{}", passed.why.name()));
+            if !run.trail.iter().any(|t| t.label == label) {
+                run.trail.push(Step::passed(label, passed.why.name()));
             }
         }
     }
@@ -512,14 +532,29 @@ impl Router {
             body,
             stream: job.stream,
         };
-        match self.transport.send(call).await {
+        let began = SystemTime::UNIX_EPOCH + self.clock.wall_unix_now();
+        let sent = self.transport.send(call).await;
+        let call = Some(CallSpan {
+            provider: self.config.providers[target.provider].name.clone(),
+            model: target.model.clone(),
+            began,
+            ended: SystemTime::UNIX_EPOCH + self.clock.wall_unix_now(),
+        });
+        match sent {
             Ok(answer) => {
-                run.trail.push(format!("{label}:200"));
+                run.trail.push(Step {
+                    label,
+                    why: "200".into(),
+                    call,
+                });
                 Some(Ok(self.served(target, key, ticket, answer, run)))
             }
             Err(err) => {
-                run.trail
-                    .push(format!("{label}:{}", verdict::outcome_label(&err)));
+                run.trail.push(Step {
+                    label,
+                    why: verdict::outcome_label(&err).to_string(),
+                    call,
+                });
                 self.failed(job, target, (key, position), ticket, err, run)
                     .await
             }

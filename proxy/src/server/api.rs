@@ -19,10 +19,19 @@ use crate::router::Job;
 use crate::server::auth::{Caller, authorize, authorize_admin};
 use crate::server::request::{read_body, request};
 use crate::server::{observe, render};
-use crate::state::{AppState, ClientState};
+use crate::state::{AppState, ClientState, Live, ReloadError};
 
 /// How a completion endpoint reads its job from the body.
 pub type ParseJob = fn(&AppState, bytes::Bytes) -> Result<Job, ProxyError>;
+
+/// A completion endpoint: what it is called (`chat`, `embeddings`) and how it reads its job.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    /// The operation's name, as traces give it.
+    pub operation: &'static str,
+    /// How the body becomes a job.
+    pub parse: ParseJob,
+}
 
 /// `POST /v1/chat/completions` and `POST /v1/embeddings`: authorised, read, parsed with
 /// `parse`, checked against the client's routes and own limits, answered, logged and recorded.
@@ -30,42 +39,57 @@ pub async fn completion(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
-    parse: ParseJob,
+    endpoint: Completion,
 ) -> Response {
     let started = state.clock.now();
+    #[cfg(feature = "otel")]
+    let trace = super::trace::begin(state, headers);
     let mut caller = None;
     let mut named = None;
+    let mut recorded = None;
     let prepared = async {
         caller = authorize(state, headers)?;
         let bytes = read_body(state, headers, body).await?;
-        let job = crate::heavy::for_body(bytes.len(), || parse(state, bytes))?;
+        let job = crate::heavy::for_body(bytes.len(), || (endpoint.parse)(state, bytes))?;
         named = Some(job.route);
         let request = request(state, job, headers)?;
+        // Drafted before the client's own checks, so a request they refuse is recorded too.
+        recorded = state.recorder.as_ref().map(|recorder| {
+            crate::heavy::for_body(request.job.raw.len(), || {
+                observe::draft(state, &request.job, recorder.bodies)
+            })
+        });
         let held = admit_client(state, caller, &request.job)?;
         Ok((request, held))
     }
     .await;
     // A refusal before the pipeline (a client's own limit, its routes) is counted under the
     // route it named, but carries no provider pool headers: no provider limit was asked.
-    let (route, recorded, outcome) = match prepared {
-        Err(e) => (None, None, Outcome::refused(e)),
+    let (route, outcome) = match prepared {
+        Err(e) => (None, Outcome::refused(e)),
         Ok((request, held)) => {
             let route = request.job.route;
-            let recorded = state.recorder.as_ref().map(|recorder| {
-                crate::heavy::for_body(request.job.raw.len(), || {
-                    observe::draft(state, &request.job, recorder.bodies)
-                })
-            });
             let outcome = state.pipeline.handle(request).await;
             if let Some((client, reservation)) = held {
                 settle_client(state, client, reservation, &outcome);
             }
-            (Some(route), recorded, outcome)
+            (Some(route), outcome)
         }
     };
     let elapsed = state.clock.now().saturating_sub(started);
     let client = state.client_name(caller);
     observe::served(state, route.or(named), client, recorded, &outcome, elapsed);
+    #[cfg(feature = "otel")]
+    if let Some(trace) = trace {
+        let served = super::trace::Served {
+            operation: endpoint.operation,
+            route: route
+                .or(named)
+                .map(|r| state.config.routes[r].model.as_str()),
+            client,
+        };
+        super::trace::end(state, trace, served, &outcome);
+    }
     let pool = route.map(|r| state.pipeline.router.pool(r));
     render::response(outcome, pool.as_ref())
 }
@@ -243,6 +267,30 @@ pub fn status(state: &AppState, headers: &HeaderMap) -> Response {
     axum::Json(super::status::document(state)).into_response()
 }
 
+/// `POST /spillway/reload` (admin key required): reads the config file again and puts it in
+/// force, as SIGHUP does. 200 with what is now in force; 422 with the error when the file is
+/// refused (the config in force stays); 409 when the gateway has no file to reload from.
+pub async fn reload(live: &Arc<Live>, state: &AppState, headers: &HeaderMap) -> Response {
+    if let Err(e) = authorize_admin(state, headers) {
+        return e.into_response();
+    }
+    let live = live.clone();
+    let reloaded =
+        tokio::task::spawn_blocking(move || live.reload_from_source("POST /spillway/reload"))
+            .await
+            .unwrap_or_else(|e| Err(ReloadError::Refused(format!("the reload stopped: {e}"))));
+    match reloaded {
+        Ok(now) => axum::Json(json!({
+            "status": "reloaded",
+            "routes": now.config.routes.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
+            "providers": now.config.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(ReloadError::Refused(why)) => ProxyError::ReloadRefused { why }.into_response(),
+        Err(ReloadError::NoSource) => ProxyError::ReloadUnavailable.into_response(),
+    }
+}
+
 /// `GET /metrics`: Prometheus text (with `[server] metrics_admin_only`, admin key required).
 pub fn metrics(state: &AppState, headers: &HeaderMap) -> Response {
     if state.config.server.metrics_admin_only
@@ -266,6 +314,27 @@ pub fn metrics(state: &AppState, headers: &HeaderMap) -> Response {
         state.pipeline.cache.dropped_writes(),
         state.pipeline.cache.not_stored_too_large()
     ));
+    if let Some(recorder) = &state.recorder {
+        text.push_str(&format!(
+            "# HELP spillway_recording_lines_lost_total Recorded lines not written, by reason.\n\
+             # TYPE spillway_recording_lines_lost_total counter\n\
+             spillway_recording_lines_lost_total{{reason=\"writer_behind\"}} {}\n\
+             spillway_recording_lines_lost_total{{reason=\"write_failed\"}} {}\n",
+            recorder.dropped(),
+            recorder.lost()
+        ));
+    }
+    #[cfg(feature = "otel")]
+    if let Some(tracer) = &state.tracer {
+        text.push_str(&format!(
+            "# HELP spillway_trace_spans_total Spans sent to the OTLP collector, and dropped (a full queue, a failed export).\n\
+             # TYPE spillway_trace_spans_total counter\n\
+             spillway_trace_spans_total{{outcome=\"exported\"}} {}\n\
+             spillway_trace_spans_total{{outcome=\"dropped\"}} {}\n",
+            tracer.exported(),
+            tracer.dropped()
+        ));
+    }
     text.push_str(
         "# HELP spillway_key_refused Keys their provider refused (401, 403, out of credit), set aside until a retry succeeds.\n\
          # TYPE spillway_key_refused gauge\n",

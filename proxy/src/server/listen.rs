@@ -12,14 +12,27 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use spillway_plumbing::accept::{self, Options};
 
-use crate::server::api;
+use crate::server::api::{self, Completion};
 use crate::server::request::{chat_job, embeddings_job};
 use crate::server::routes::{Endpoint, route};
 use crate::server::self_wake::PollAgainOnSelfWake;
-use crate::state::{AppState, Live};
+use crate::state::Live;
+
+/// `POST /v1/chat/completions`.
+const CHAT: Completion = Completion {
+    operation: "chat",
+    parse: chat_job,
+};
+
+/// `POST /v1/embeddings`.
+const EMBEDDINGS: Completion = Completion {
+    operation: "embeddings",
+    parse: embeddings_job,
+};
 
 /// Answers one request at the endpoint its method and path name.
-async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response {
+async fn dispatch(live: Arc<Live>, request: Request<Incoming>) -> Response {
+    let state = live.current();
     let (parts, body) = request.into_parts();
     let endpoint = match route(&parts.method, parts.uri.path()) {
         Ok(endpoint) => endpoint,
@@ -27,16 +40,15 @@ async fn dispatch(state: Arc<AppState>, request: Request<Incoming>) -> Response 
     };
     let headers = &parts.headers;
     match endpoint {
-        Endpoint::Chat => api::completion(&state, headers, Body::new(body), chat_job).await,
-        Endpoint::Embeddings => {
-            api::completion(&state, headers, Body::new(body), embeddings_job).await
-        }
+        Endpoint::Chat => api::completion(&state, headers, Body::new(body), CHAT).await,
+        Endpoint::Embeddings => api::completion(&state, headers, Body::new(body), EMBEDDINGS).await,
         Endpoint::ListModels => api::list_models(&state, headers),
         Endpoint::GetModel(id) => api::get_model(&state, headers, id),
         Endpoint::Healthz => api::healthz(),
         Endpoint::Readyz => api::readyz(&state),
         Endpoint::Metrics => api::metrics(&state, headers),
         Endpoint::Status => api::status(&state, headers),
+        Endpoint::Reload => api::reload(&live, &state, headers).await,
     }
 }
 
@@ -55,7 +67,7 @@ pub async fn serve(
     accept::serve(listener, options, shutdown, |stream, http| {
         let live = live.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = dispatch(live.current(), request);
+            let response = dispatch(live.clone(), request);
             async move { Ok::<_, Infallible>(response.await) }
         });
         tokio::spawn(PollAgainOnSelfWake::new(

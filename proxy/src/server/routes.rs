@@ -26,13 +26,15 @@ pub enum Endpoint<'a> {
     Metrics,
     /// `GET /spillway/status`.
     Status,
+    /// `POST /spillway/reload`.
+    Reload,
 }
 
 impl Endpoint<'_> {
     /// The method the endpoint answers (a `GET` endpoint answers `HEAD` too).
     pub const fn method(&self) -> Method {
         match self {
-            Endpoint::Chat | Endpoint::Embeddings => Method::POST,
+            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Reload => Method::POST,
             _ => Method::GET,
         }
     }
@@ -45,6 +47,7 @@ fn endpoint_at(path: &str) -> Option<Endpoint<'_>> {
         "/readyz" => return Some(Endpoint::Readyz),
         "/metrics" => return Some(Endpoint::Metrics),
         "/spillway/status" => return Some(Endpoint::Status),
+        "/spillway/reload" => return Some(Endpoint::Reload),
         _ => {}
     }
     let api = path
@@ -116,6 +119,8 @@ mod tests {
         assert_eq!(at(Method::GET, "/readyz"), Ok(Endpoint::Readyz));
         assert_eq!(at(Method::HEAD, "/metrics"), Ok(Endpoint::Metrics));
         assert_eq!(at(Method::GET, "/spillway/status"), Ok(Endpoint::Status));
+        assert_eq!(at(Method::POST, "/spillway/reload"), Ok(Endpoint::Reload));
+        assert!(at(Method::GET, "/spillway/reload").is_err());
         assert_eq!(at(Method::POST, "/spillway/status"), Err(405));
     }
 
