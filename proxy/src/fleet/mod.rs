@@ -180,8 +180,8 @@ pub struct Held {
 /// What the fleet says to a send the gateway's own ledger admitted.
 #[derive(Debug)]
 pub enum Verdict {
-    /// Go; `Some` when the fleet holds a reservation for it (`None`: degraded, or the key
-    /// has no per-minute limit to share).
+    /// Go; `Some` when the fleet holds a reservation for it (`None`: degraded, so the send
+    /// is counted in this gateway's own record only).
     Go(Option<Held>),
     /// The fleet's window for this key has all the requests it allows, or a 429 met by a
     /// member blocks it: no request goes through it for this long (wall-clock time).
@@ -195,9 +195,10 @@ pub enum Verdict {
     },
     /// The target's circuit is open on a member for this long (wall-clock time).
     CircuitOpen(Duration),
-    /// The fleet's window for this key has no room for this request's tokens for this long
-    /// (wall-clock time); a smaller request may fit sooner.
-    NoRoomFor(Duration),
+    /// This request waits this long (wall-clock time): the fleet's window for this key has no
+    /// room for its tokens yet, or, degraded, this gateway's share of the key has none; a
+    /// smaller request may fit sooner.
+    RequestWaits(Duration),
 }
 
 /// This gateway's membership of a fleet.
@@ -493,8 +494,13 @@ impl Fleet {
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
         let window = windows.minute;
+        // Degraded, what the gateway's own share says is this request's to wait for.
+        let alone = |verdict| match verdict {
+            Verdict::Wait(wait) => (Verdict::RequestWaits(wait), Vec::new()),
+            verdict => (verdict, Vec::new()),
+        };
         if !self.rejoin().await {
-            return (self.own_share(slot, tokens, window, id), Vec::new());
+            return alone(self.own_share(slot, tokens, window, id));
         }
         match self.reserve_shared(slot, &id, tokens, windows).await {
             Some((Verdict::Go(Some(held)), learned)) => {
@@ -502,7 +508,7 @@ impl Fleet {
                 (Verdict::Go(Some(held)), learned)
             }
             Some(reply) => reply,
-            None => (self.own_share(slot, tokens, window, id), Vec::new()),
+            None => alone(self.own_share(slot, tokens, window, id)),
         }
     }
 

@@ -246,7 +246,7 @@ impl Fleet {
             0 => Verdict::Go(None),
             2 => Verdict::KeyRefused { wait, why },
             3 => Verdict::CircuitOpen(wait),
-            4 => Verdict::NoRoomFor(wait),
+            4 => Verdict::RequestWaits(wait),
             _ => Verdict::Wait(wait),
         };
         Some((verdict, news))

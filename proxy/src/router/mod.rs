@@ -170,8 +170,8 @@ pub struct RouteStatus {
 enum FleetHold {
     /// The key or target, for every request: the ledger learns it.
     Ledger(HeldBack),
-    /// This request, whose tokens do not fit the key's fleet-wide window for this long
-    /// (wall-clock time).
+    /// This request, for this long (wall-clock time): its tokens do not fit the key's
+    /// fleet-wide window, or a degraded gateway's share.
     Request(Duration),
 }
 
@@ -375,7 +375,8 @@ impl Router {
                         }
                         Err(FleetHold::Request(wall)) => {
                             // The fleet's window for this key has no room for this request's
-                            // tokens yet (a smaller one may fit): nothing was sent.
+                            // tokens yet, or a degraded gateway's share has none (a smaller
+                            // one may fit): nothing was sent.
                             self.ledger.released(grant, self.clock.instant());
                             let wake = self.clock.instant() + self.clock.from_wall(wall);
                             if wake > run.deadline {
@@ -458,7 +459,7 @@ impl Router {
         let until = |wall| self.clock.instant() + self.clock.from_wall(wall);
         let why = match verdict {
             FleetVerdict::Go(held) => return Ok(held),
-            FleetVerdict::NoRoomFor(wall) => return Err(FleetHold::Request(wall)),
+            FleetVerdict::RequestWaits(wall) => return Err(FleetHold::Request(wall)),
             FleetVerdict::Wait(wall) => HeldBack::Key { until: until(wall) },
             FleetVerdict::KeyRefused { wait, why } => HeldBack::KeyRefused {
                 why,
