@@ -1,8 +1,9 @@
 //! What one gateway of a fleet finds steers the others at once, through a real `redis-server`
-//! started by each test on a free port: a limit it learned from the provider's headers, a key
-//! the provider refused, a target whose circuit opened; and a daily limit holds across the
-//! fleet as a per-minute one does. Without `redis-server` on `PATH` these tests show as
-//! ignored, with the reason.
+//! started by each test on a free port: a limit it learned from the provider's headers, a 429,
+//! a key the provider refused, a target whose circuit opened (by a 503 or a stream that
+//! stalled); a daily limit holds across the fleet as a per-minute one does; and with Redis
+//! gone, each finds on its own and no request fails. Without `redis-server` on `PATH` these
+//! tests show as ignored, with the reason.
 
 use std::time::Duration;
 
@@ -476,4 +477,51 @@ targets = [{{ provider = "a", model = "{MODEL}" }}, {{ provider = "b", model = "
         1,
         "b did not try the stalling target"
     );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn with_redis_gone_what_a_gateway_finds_stays_its_own_and_no_request_fails() {
+    let redis = RedisServer::start().await;
+    let mock = MockProvider::builder()
+        .keys(["good"])
+        .model(MODEL)
+        .start()
+        .await;
+    let config = format!(
+        r#"
+[[providers]]
+name = "p"
+base_url = "{}"
+keys = ["env:REVOKED", "env:GOOD"]
+unknown_limits_in_flight = 0
+
+[[routes]]
+model = "chat"
+targets = [{{ provider = "p", model = "{MODEL}" }}]
+
+{}
+"#,
+        mock.url(),
+        fleet_table("alone")
+    );
+    let env = [("REVOKED", "revoked-key"), ("GOOD", "good")];
+    let g = gateways(2, &config, &env, &redis.url()).await;
+    redis.kill();
+    let wall = Clock::real();
+    for (i, gateway) in g.iter().enumerate() {
+        let started = wall.now();
+        let resp = chat(&gateway.url(), &chat_body("chat", &format!("alone {i}"), 5)).await;
+        assert_eq!(resp.status(), 200, "no request fails for Redis");
+        assert_eq!(header(&resp, "x-spillway-key"), "p#2");
+        assert!(
+            wall.now() - started < Duration::from_secs(2),
+            "Redis is waited for no longer than the fleet's timeout per call"
+        );
+    }
+    let refused = mock.journal().iter().filter(|e| e.status == 401).count();
+    assert_eq!(refused, 2, "each gateway found the refused key on its own");
 }
