@@ -10,7 +10,7 @@ use spillway_clock::Instant;
 use crate::fleet::{Fleet, Slot};
 use crate::limits::headers::RateLimitSnapshot;
 use crate::limits::kind::Kind;
-use crate::limits::ledger::{Aftermath, Failure, TargetId, Verdict};
+use crate::limits::ledger::{Aftermath, Failure, Grant, HeldBack, TargetId, Verdict};
 use crate::router::Router;
 
 /// The limits a response's headers (and a 429's message) name.
@@ -43,6 +43,28 @@ impl Router {
             .filter(|(_, t)| t.provider == provider)
             .filter_map(|(id, _)| self.slots[id].get(key).cloned())
             .collect()
+    }
+
+    /// Says in the log what another member found, the first time this gateway hears of it
+    /// (then its ledger passes over the key or target by itself): a key refused, a circuit
+    /// open. A window that is full is no news.
+    pub(super) fn log_fleet_hold(&self, grant: &Grant, why: &HeldBack) {
+        let t = &self.plan.targets[grant.target];
+        let provider = &self.config.providers[t.provider];
+        let wait = |until: &Instant| {
+            self.clock
+                .to_wall(until.saturating_duration_since(self.clock.instant()))
+        };
+        match why {
+            HeldBack::KeyRefused { why, until } => {
+                let alias = &provider.keys[grant.key].alias;
+                tracing::warn!(provider = %provider.name, key = %alias, reason = %why, retry_in = ?wait(until), "key set aside: the provider refused it on another gateway of the fleet");
+            }
+            HeldBack::CircuitOpen { until } => {
+                tracing::warn!(provider = %provider.name, model = %t.model, cooldown = ?wait(until), "target passed over: its circuit is open on another gateway of the fleet");
+            }
+            HeldBack::Key { .. } => {}
+        }
     }
 
     /// Shares the limits an answer's headers named for `key` at `target`, without holding

@@ -370,6 +370,7 @@ impl Router {
                             // failing): nothing was sent; the ledger learns why and decides
                             // again, so another key or target goes, or the request waits or
                             // is refused as for a limit of its own.
+                            self.log_fleet_hold(&grant, &why);
                             self.ledger.held_back(grant, &why, self.clock.instant());
                             continue;
                         }
