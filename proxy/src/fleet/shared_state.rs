@@ -34,7 +34,10 @@ use crate::limits::kind::Kind;
 /// `learned` is the key's learned-limits hash, flat. A window's limit is the smaller of the
 /// configured one (ARGV, 0: none) and the learned one. The minute window keeps every send,
 /// limited or not, so that a limit learned later counts what the fleet sent before; the day
-/// window is kept only while a daily limit is known.
+/// window is kept only while a daily limit is known. How long until a request's tokens fit is
+/// looked for among the 2,000 oldest reservations at most, so that one call keeps Redis busy
+/// for a bounded time however full a day's window is: past them, the answer is when the
+/// 2,000th leaves, and the request asks again then.
 /// KEYS: block, refused, open, learned, then per window (minute, day): reservations, tokens,
 /// token sum. ARGV: id, tokens, then per window: length ms, requests, tokens.
 pub(super) const RESERVE: &str = r"
@@ -76,16 +79,21 @@ for w = 1, 2 do
     end
     local sum = tonumber(redis.call('GET', s) or '0')
     if tl > 0 and sum + tokens > tl then
-      local all = redis.call('ZRANGE', r, 0, -1, 'WITHSCORES')
-      local freed, at = 0, window
-      for i = 1, #all, 2 do
-        freed = freed + tonumber(redis.call('HGET', tk, all[i]) or '0')
-        if sum - freed + tokens <= tl then
-          at = math.max(1, tonumber(all[i + 1]) + window - now)
-          break
+      local freed, at, seen, last = 0, nil, 0, nil
+      while not at and seen < 2000 do
+        local batch = redis.call('ZRANGE', r, seen, seen + 99, 'WITHSCORES')
+        if #batch == 0 then break end
+        for i = 1, #batch, 2 do
+          freed = freed + tonumber(redis.call('HGET', tk, batch[i]) or '0')
+          if sum - freed + tokens <= tl then
+            at = math.max(1, tonumber(batch[i + 1]) + window - now)
+            break
+          end
         end
+        seen, last = seen + #batch / 2, tonumber(batch[#batch])
       end
-      wait_tokens = math.max(wait_tokens, at)
+      if not at and seen >= 2000 then at = math.max(1, last + window - now) end
+      wait_tokens = math.max(wait_tokens, at or window)
     end
     kept[#kept + 1] = w
   end
