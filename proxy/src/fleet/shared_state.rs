@@ -30,9 +30,8 @@ use crate::limits::kind::Kind;
 /// windows), 1 waits `ms` (a window's requests are all taken, or a 429 blocks the key: any
 /// request waits), 4 waits `ms` (a window has no room for this request's tokens), 2 the key
 /// is refused for `ms` (`why`: what the provider said), 3 the target's circuit is open for
-/// `ms`;
-/// `learned` is the key's learned-limits hash, flat. A window's limit is the smaller of the
-/// configured one (ARGV, 0: none) and the learned one. The minute window keeps every send,
+/// `ms`; `learned` is the key's learned-limits hash, flat. A window's limit is the smaller of
+/// the configured one (ARGV, 0: none) and the learned one. The minute window keeps every send,
 /// limited or not, so that a limit learned later counts what the fleet sent before; the day
 /// window is kept only while a daily limit is known. How long until a request's tokens fit is
 /// looked for among the 2,000 oldest reservations at most, so that one call keeps Redis busy
@@ -158,13 +157,16 @@ impl Learned {
     /// seen there before.
     fn replace(&self, prefix: &str, now: Vec<(Kind, u64)>) -> Vec<(Kind, u64)> {
         let mut seen = self.seen();
-        let before = seen.get(prefix).cloned().unwrap_or_default();
+        let Some(before) = seen.get_mut(prefix) else {
+            seen.insert(prefix.to_string(), now.clone());
+            return now;
+        };
         let news = now
             .iter()
             .filter(|pair| !before.contains(pair))
             .copied()
             .collect();
-        seen.insert(prefix.to_string(), now);
+        *before = now;
         news
     }
 }
