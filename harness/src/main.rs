@@ -851,6 +851,7 @@ fn write_files(out: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
 async fn load_command(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let spec = LoadSpec {
         url: args.url.clone(),
+        spread: Vec::new(),
         headers: json_headers(&args.key).context("the key is not a valid header value")?,
         bodies: if args.distinct == 0 {
             numbered_bodies(&args.model, 200, &args.prefix, args.stream)
