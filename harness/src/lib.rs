@@ -31,6 +31,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod subjects;
+pub mod svg;
 pub mod timeline;
 pub mod traffic;
 pub mod verdict;

@@ -23,6 +23,9 @@ use tokio::net::TcpStream;
 pub struct LoadSpec {
     /// Target URL (`http://host:port/path`).
     pub url: Uri,
+    /// More instances of the same service (the same path): the workers take `url` and these
+    /// in turn (worker `i` the `i mod n`th), so the load spreads evenly over all of them.
+    pub spread: Vec<Uri>,
     /// Extra request headers (authorization, content type...).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Request bodies.
@@ -182,12 +185,17 @@ async fn connect(addr: &str) -> std::io::Result<Sender> {
 
 /// Runs the load and reports what was measured after the warm-up.
 pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
-    let addr = authority(&spec.url)?;
+    let addrs = std::iter::once(&spec.url)
+        .chain(&spec.spread)
+        .map(authority)
+        .collect::<Result<Vec<_>, _>>()?;
     // Fail fast when nothing listens.
-    connect(&addr).await.map_err(|source| LoadError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
+    for addr in &addrs {
+        connect(addr).await.map_err(|source| LoadError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    }
     let clock = Clock::real();
     let from = clock.now() + spec.warmup;
     let window = Window {
@@ -197,14 +205,14 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     let workers = spec.concurrency.max(1);
     let run = Arc::new(Run {
         spec,
-        addr,
+        addrs,
         clock: clock.clone(),
         window,
         sent: AtomicU64::new(0),
         slots: AtomicU64::new(0),
     });
     let tasks: Vec<_> = (0..workers)
-        .map(|_| tokio::spawn(work(run.clone())))
+        .map(|w| tokio::spawn(work(run.clone(), w)))
         .collect();
     let mut total = Tally::new();
     for task in tasks {
@@ -227,7 +235,8 @@ struct Window {
 /// What every worker of a run shares: what to send, where, when, and the request counters.
 struct Run {
     spec: LoadSpec,
-    addr: String,
+    /// `host:port` of the URL and of each instance it is spread over.
+    addrs: Vec<String>,
     clock: Clock,
     window: Window,
     /// Requests sent so far, by every worker: the next one's number.
@@ -250,8 +259,9 @@ impl Run {
         }
     }
 
-    /// The next request: the next body (a GET when there are none), the extra headers.
-    fn next_request(&self) -> Request<Full<Bytes>> {
+    /// The next request to `addr`: the next body (a GET when there are none), the extra
+    /// headers.
+    fn next_request(&self, addr: &str) -> Request<Full<Bytes>> {
         let n = self.sent.fetch_add(1, Ordering::Relaxed) as usize;
         let (method, body) = match self.spec.bodies.nth(n) {
             Some(b) => (Method::POST, b),
@@ -266,7 +276,7 @@ impl Run {
                     .map(|p| p.as_str())
                     .unwrap_or("/"),
             )
-            .header(http::header::HOST, &self.addr);
+            .header(http::header::HOST, addr);
         for (name, value) in &self.spec.headers {
             req = req.header(name, value);
         }
@@ -274,10 +284,11 @@ impl Run {
     }
 }
 
-/// One worker: its own connection (made again after a failure), one request in flight, until
-/// the window ends or the slots run out.
-async fn work(run: Arc<Run>) -> Tally {
+/// Worker `w`: its own connection to its instance (made again after a failure), one request in
+/// flight, until the window ends or the slots run out.
+async fn work(run: Arc<Run>, w: usize) -> Tally {
     let (clock, window) = (&run.clock, run.window);
+    let addr = &run.addrs[w % run.addrs.len()];
     let mut tally = Tally::new();
     let mut sender: Option<Sender> = None;
     loop {
@@ -287,7 +298,7 @@ async fn work(run: Arc<Run>) -> Tally {
         }
         let s = match sender.as_mut() {
             Some(s) => s,
-            None => match connect(&run.addr).await {
+            None => match connect(addr).await {
                 Ok(s) => sender.insert(s),
                 Err(_) => {
                     tally.errors += u64::from(now >= window.from);
@@ -299,7 +310,7 @@ async fn work(run: Arc<Run>) -> Tally {
         if !run.take_slot() {
             break;
         }
-        let req = run.next_request();
+        let req = run.next_request(addr);
         let started = clock.now();
         let outcome = exchange(s, req, run.spec.check).await;
         let ended = clock.now();

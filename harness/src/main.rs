@@ -1,7 +1,7 @@
 //! `spillway-harness`: parse arguments and hand over to the library.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -391,10 +391,18 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&reports)?
+        )?;
     } else if !reports.is_empty() {
-        print!("{}", report::table(&reports));
-        println!("reports and timelines in {}", args.out.display());
+        write!(std::io::stdout(), "{}", report::table(&reports))?;
+        writeln!(
+            std::io::stdout(),
+            "reports and timelines in {}",
+            args.out.display()
+        )?;
     }
     Ok(if invalid > 0 {
         ExitCode::from(2)
@@ -612,8 +620,12 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     for line in report::failures(&r) {
         eprintln!("  {line}");
     }
-    print!("{}", report::table(std::slice::from_ref(&r)));
-    println!("{}", serde_json::to_string_pretty(&r)?);
+    write!(
+        std::io::stdout(),
+        "{}",
+        report::table(std::slice::from_ref(&r))
+    )?;
+    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&r)?)?;
     Ok(if r.pass {
         ExitCode::SUCCESS
     } else {
@@ -735,19 +747,28 @@ async fn plan_command(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let report = report.map_err(anyhow::Error::msg)?;
     let written = plan::write(&args.out, &spec, &report).map_err(anyhow::Error::msg)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     } else {
-        print!("{}", plan::report::table(&report));
+        write!(std::io::stdout(), "{}", plan::report::table(&report))?;
         for note in &report.notes {
-            println!("note: {note}");
+            writeln!(std::io::stdout(), "note: {note}")?;
         }
-        println!("{}", plan::report::recommendation_line(&report));
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            plan::report::recommendation_line(&report)
+        )?;
         let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-        println!(
+        writeln!(
+            std::io::stdout(),
             "written: {} ({:.1} s)",
             names.join(", "),
             report.wall_seconds
-        );
+        )?;
     }
     Ok(if report.recommendation.is_some() {
         ExitCode::SUCCESS
@@ -797,13 +818,18 @@ async fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     } else {
-        print!("{md}");
-        println!(
+        write!(std::io::stdout(), "{md}")?;
+        writeln!(
+            std::io::stdout(),
             "\nbench.json, bench.md and bench.svg in {}",
             args.out.display()
-        );
+        )?;
     }
     Ok(if report.all_correct() {
         ExitCode::SUCCESS
@@ -825,6 +851,7 @@ fn write_files(out: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
 async fn load_command(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let spec = LoadSpec {
         url: args.url.clone(),
+        spread: Vec::new(),
         headers: json_headers(&args.key).context("the key is not a valid header value")?,
         bodies: if args.distinct == 0 {
             numbered_bodies(&args.model, 200, &args.prefix, args.stream)
@@ -849,17 +876,22 @@ async fn load_command(args: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let report = run_load(spec).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     } else {
-        say_load(&args, &report);
+        say_load(&args, &report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `load`'s summary: throughput, percentiles, errors and statuses, malformed answers, the first
 /// error.
-fn say_load(args: &LoadArgs, report: &LoadReport) {
-    println!(
+fn say_load(args: &LoadArgs, report: &LoadReport) -> std::io::Result<()> {
+    writeln!(
+        std::io::stdout(),
         "{}  concurrency {}: {:.0} requests/s over {:.1} s, p50 {} µs, p99 {} µs, p99.9 {} µs, errors {}, statuses {:?}",
         args.url,
         args.concurrency,
@@ -870,16 +902,18 @@ fn say_load(args: &LoadArgs, report: &LoadReport) {
         report.p999_us,
         report.errors,
         report.by_status
-    );
+    )?;
     if report.invalid > 0 {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{} answers with status 200 were not well-formed",
             report.invalid
-        );
+        )?;
     }
     if let Some(e) = &report.first_error {
-        println!("first error: {e}");
+        writeln!(std::io::stdout(), "first error: {e}")?;
     }
+    Ok(())
 }
 
 async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
@@ -904,9 +938,13 @@ async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&report)?
+        )?;
     } else {
-        print!("{md}");
+        write!(std::io::stdout(), "{md}")?;
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS
@@ -956,9 +994,31 @@ fn served(outcome: Result<(), String>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// True when `e` (or one of its causes) is a write to a closed pipe (`... | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    match Args::parse().command {
+async fn main() -> ExitCode {
+    match command(Args::parse().command).await {
+        Ok(code) => code,
+        // The reader went away (`| head`): what it wanted it has; nothing failed.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command.
+async fn command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Run(args) => run_command(args).await,
         Command::Up { scenario } => up_command(scenario).await,
         Command::Replay(args) => replay_command(args).await,

@@ -65,6 +65,10 @@ pub struct Timeline {
 
 use std::fmt::Write;
 
+use crate::svg::{
+    self, AXES, GRID, LABEL, PALETTE, TITLE, X_TICK, Y_TICK, line, n, nice_step, rect, text,
+};
+
 const PLOT_LEFT: f64 = 56.0;
 const PLOT_RIGHT: f64 = 700.0;
 const LEGEND_X: f64 = 724.0;
@@ -76,37 +80,13 @@ const SAMPLES: usize = 300;
 const BUCKETS: usize = 60;
 const WINDOW: f64 = 60.0;
 const LEGEND_MAX_SERIES: usize = 10;
-const SVG_HEAD: &str = concat!(
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
-    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"560\" ",
-    "viewBox=\"0 0 960 560\" font-family=\"Helvetica, Arial, sans-serif\">\n",
-    "<rect width=\"960\" height=\"560\" fill=\"white\"/>\n",
-);
-const TITLE: &str = r##"font-size="18" text-anchor="middle" fill="#222""##;
 const HEADING: &str = r##"font-size="13" font-weight="bold" fill="#333""##;
-const LABEL: &str = r##"font-size="11" fill="#222""##;
-const Y_TICK: &str = r##"font-size="10" text-anchor="end" fill="#555""##;
-const X_TICK: &str = r##"font-size="10" text-anchor="middle" fill="#555""##;
 const NOTE: &str = r##"font-size="13" text-anchor="middle" fill="#888""##;
 const CROSS: &str = r##"font-size="13" text-anchor="middle" dominant-baseline="central""##;
 const REJECT: &str = r##"class="reject" fill="#d62728""##;
 const FAILURE: &str = r##"class="failure" fill="#333333" font-weight="bold""##;
-const GRID: &str = r##"stroke="#e4e4e4""##;
-const AXES: &str = r##"fill="none" stroke="#888""##;
 const HALO: &str = r#"stroke="white" stroke-width="3" paint-order="stroke""#;
 const ORANGE: &str = "#ff8c00";
-/// Key series colours, in the order series get them. Each has its own hue and its own
-/// lightness step (CIELAB L* 21, 75, 44, 54, 34, 65: at least 9 apart), so up to six keys
-/// stay apart on screen, for the colour-blind and in grey; none is paler than L* 75, so a
-/// line reads on white. A seventh series repeats the first colour.
-pub(crate) const PALETTE: [&str; 6] = [
-    "#08306b", // navy
-    "#e8b010", // gold
-    "#c51b7d", // magenta
-    "#009082", // teal
-    "#5e3c99", // purple
-    "#4cb23e", // green
-];
 /// Outcome legend names and colors, in stacking order (bottom first).
 const OUTCOMES: [(&str, &str); 5] = [
     ("upstream", "#4682b4"),
@@ -120,7 +100,7 @@ const OUTCOMES: [(&str, &str); 5] = [
 pub fn render_svg(timeline: &Timeline) -> String {
     let duration = x_extent(timeline);
     let colors = series_colors(&timeline.series);
-    let mut out = String::from(SVG_HEAD);
+    let mut out = svg::head(960, 560);
     text(&mut out, (480.0, 30.0), TITLE, &timeline.title);
     draw_rate_panel(&mut out, timeline, &colors, duration);
     draw_client_panel(&mut out, &timeline.clients, duration);
@@ -368,22 +348,6 @@ fn swatch_line(out: &mut String, y: f64, style: &str) {
     line(out, (LEGEND_X, y), (LEGEND_X + 20.0, y), style);
 }
 
-fn line(out: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), style: &str) {
-    let [x1, y1, x2, y2] = [x1, y1, x2, y2].map(n);
-    let _ = writeln!(
-        out,
-        r#"<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" {style}/>"#
-    );
-}
-
-fn rect(out: &mut String, xywh: [f64; 4], fill: &str) {
-    let [x, y, w, h] = xywh.map(n);
-    let _ = writeln!(
-        out,
-        r#"<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{fill}"/>"#
-    );
-}
-
 /// A small downward-pointing orange triangle whose tip is at (x, y).
 fn triangle(out: &mut String, x: f64, y: f64) {
     let [l, r, top, x, y] = [x - 4.0, x + 4.0, y - 6.0, x, y].map(n);
@@ -391,20 +355,6 @@ fn triangle(out: &mut String, x: f64, y: f64) {
         out,
         r#"<path d="M{l} {top}L{r} {top}L{x} {y}Z" fill="{ORANGE}"/>"#
     );
-}
-
-fn text(out: &mut String, (x, y): (f64, f64), style: &str, s: &str) {
-    let (x, y, s) = (n(x), n(y), escape(s));
-    let _ = writeln!(out, r#"<text x="{x}" y="{y}" {style}>{s}</text>"#);
-}
-
-/// A step of 1, 2, 3, 4, 5, 6 or 8 times a power of ten giving at most 6 gridlines up to `top`;
-/// at least 1, as the values are counts.
-pub(crate) fn nice_step(top: f64) -> f64 {
-    let mag = 10f64.powf((top / 6.0).log10().floor()).max(1.0);
-    let steps = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0].map(|m| m * mag);
-    let fits = |step: &f64| top / step <= 6.0;
-    steps.into_iter().find(fits).unwrap_or(10.0 * mag)
 }
 
 /// Round times (1 s … 1 day, then doublings) from 0 to `duration`, fewer than 11 of them.
@@ -450,34 +400,11 @@ fn fmt_time(t: f64) -> String {
     if out.is_empty() { "0s".to_owned() } else { out }
 }
 
-/// A coordinate with at most one decimal; never "NaN" or "inf".
-fn n(v: f64) -> String {
-    let s = format!("{:.1}", if v.is_finite() { v } else { 0.0 });
-    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
-}
-
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_owned();
     }
     s.chars().take(max - 1).chain(['…']).collect()
-}
-
-/// Text made safe for XML content and attributes; control characters are dropped.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -199,3 +199,51 @@ fn an_unknown_peer_is_refused() {
         "{stderr}"
     );
 }
+
+/// `--fleet`: spillway alone with its key's limits known, one member of a fleet, and the load
+/// spread over three members sharing one Redis: each answers every request correctly.
+#[test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+fn the_fleet_rows_measure_one_member_and_three_behind_the_load() {
+    let peers = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = bench(
+        &[
+            "--fleet",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--concurrency",
+            "3",
+            "--repeat",
+            "1",
+            "--soak",
+            "0",
+            "--json",
+        ],
+        peers.path(),
+        out_dir.path(),
+    );
+    let report = json_report(&out);
+    for p in report["probes"].as_array().unwrap() {
+        assert_eq!(p["ok"], true, "{p}");
+    }
+    let rows = report["rows"].as_array().unwrap();
+    for subject in [
+        "spillway miss (limits known)",
+        "spillway miss (fleet)",
+        "spillway miss (fleet of 3)",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["subject"] == subject)
+            .unwrap_or_else(|| panic!("no row for {subject}: {rows:?}"));
+        assert!(row["requests"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["failures"], 0, "{row}");
+        assert_eq!(row["invalid"], 0, "{row}");
+    }
+}

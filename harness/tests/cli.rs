@@ -360,3 +360,26 @@ fn replay_without_a_config_or_a_proxy_names_both() {
         "{help}"
     );
 }
+
+/// `spillway-harness replay ... | head -1`: the reader goes away before the report; the
+/// harness stops quietly with success, it does not panic on the closed pipe.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = harness()
+        .arg("replay")
+        .arg(scenarios().join("recordings/eval.jsonl"))
+        .arg("--proxy-config")
+        .arg(replay_config(dir.path()))
+        .args(["--speed", "20", "--time-scale", "60"])
+        .env("CI", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

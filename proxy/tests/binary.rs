@@ -2,11 +2,12 @@
 //! the variable (never its value), `serve` prints its address first, refuses to expose itself
 //! without client keys, and exits cleanly on SIGTERM. Nothing it writes contains a key.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod support;
+
+use std::process::Command;
 
 use spillway_mock::MockProvider;
+use support::Running;
 
 const KEY: &str = "gsk_binarytest_5ecret_value_0123456789";
 
@@ -112,58 +113,17 @@ async fn serve_prints_its_address_serves_and_exits_cleanly_on_sigterm() {
     let mock = MockProvider::builder().key(KEY).start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = write_config(&dir, &config(&mock.url()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("SPILLWAY_TEST_GROQ_KEY", KEY)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        }),
-    )
-    .await
-    .expect("prints within 20 s")
-    .expect("reader")
-    .expect("a line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line was {line:?}"))
-        .to_string();
+    let env = [("SPILLWAY_TEST_GROQ_KEY", KEY), ("RUST_LOG", "trace")];
+    let running = Running::start(&path, &[], &env).await;
     let resp = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{}/v1/chat/completions", running.url))
         .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .expect("answers");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-spillway-key"], "groq#1");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (status, logs) = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || {
-            let mut logs = String::new();
-            let _ = stderr.read_to_string(&mut logs);
-            (child.wait(), logs)
-        }),
-    )
-    .await
-    .expect("exits within 20 s of SIGTERM")
-    .expect("waited");
-    assert!(status.expect("exit status").success());
+    let logs = running.stop().await;
     assert!(logs.contains("served"), "{logs:.2000}");
     assert!(!logs.contains(KEY), "the key leaked into the logs");
 }
@@ -217,40 +177,10 @@ async fn serve_in_replay_mode_needs_no_provider_key_and_says_so() {
         &dir,
         &config_with_cache_in(&dir, "http://127.0.0.1:9/openai/v1"),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["serve", "--cache-mode", "replay", "--config"])
-        .arg(&path)
-        .env_remove("SPILLWAY_TEST_GROQ_KEY")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        }),
-    )
-    .await
-    .expect("prints within 20 s")
-    .expect("reader")
-    .expect("a line");
-    // Should it have refused to start, its error is what the assertion shows.
-    if !line.starts_with("listening on ") {
-        let mut stderr = String::new();
-        let _ = child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut stderr);
-        panic!("first line was {line:?}; stderr: {stderr}");
-    }
-    let url = line.trim().trim_start_matches("listening on ").to_string();
+    // SPILLWAY_TEST_GROQ_KEY is set in no test's own environment, only in its children's.
+    let running = Running::start(&path, &["--cache-mode", "replay"], &[("RUST_LOG", "info")]).await;
     let resp = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{}/v1/chat/completions", running.url))
         .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
@@ -258,24 +188,7 @@ async fn serve_in_replay_mode_needs_no_provider_key_and_says_so() {
     assert_eq!(resp.status(), 404, "a miss, offline");
     let body: serde_json::Value = resp.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "cache_miss", "{body}");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (status, logs) = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || {
-            let mut logs = String::new();
-            let _ = stderr.read_to_string(&mut logs);
-            (child.wait(), logs)
-        }),
-    )
-    .await
-    .expect("exits within 20 s of SIGTERM")
-    .expect("waited");
-    assert!(status.expect("exit status").success());
+    let logs = running.stop().await;
     assert!(
         logs.contains("replay mode: provider keys are not read"),
         "{logs:.2000}"
@@ -333,32 +246,12 @@ async fn status_shows_a_running_gateway_as_a_table_and_as_json() {
         "listen = \"127.0.0.1:0\"\nadmin_keys = [\"env:SPILLWAY_TEST_ADMIN_KEY\"]",
     );
     let path = write_config(&dir, &text);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("SPILLWAY_TEST_GROQ_KEY", KEY)
-        .env("SPILLWAY_TEST_ADMIN_KEY", ADMIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        }),
-    )
-    .await
-    .expect("prints within 20 s")
-    .expect("reader")
-    .expect("a line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line was {line:?}"))
-        .to_string();
+    let env = [
+        ("SPILLWAY_TEST_GROQ_KEY", KEY),
+        ("SPILLWAY_TEST_ADMIN_KEY", ADMIN),
+    ];
+    let running = Running::start(&path, &[], &env).await;
+    let url = running.url.clone();
     let resp = reqwest::Client::new()
         .post(format!("{url}/v1/chat/completions"))
         .json(&serde_json::json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}))
@@ -429,6 +322,5 @@ async fn status_shows_a_running_gateway_as_a_table_and_as_json() {
             "a key was printed"
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    running.stop().await;
 }

@@ -11,26 +11,8 @@ use support::Running;
 const KEY: &str = "gsk_logjsontest_5ecret_value_0123456789";
 
 fn config(base_url: &str, tables: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[cache]
-mode = "off"
-
-[[providers]]
-name = "groq"
-base_url = "{base_url}"
-keys = ["env:SPILLWAY_TEST_GROQ_KEY"]
-
-[[routes]]
-model = "llama-3.1-8b"
-targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
-max_wait = "5s"
-{tables}
-"#
-    )
+    let after = format!("max_wait = \"5s\"\n{tables}");
+    support::one_route_config(base_url, "SPILLWAY_TEST_GROQ_KEY", "", &after)
 }
 
 /// Sends one answered request, one for an unknown model and one that is not JSON.

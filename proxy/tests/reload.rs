@@ -15,26 +15,8 @@ const KEY: &str = "gsk_reloadtest_5ecret_value_0123456789";
 const ADMIN_KEY: &str = "spillway-admin-reload-test-key";
 
 fn config(base_url: &str, key_var: &str, extra_route: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_keys = ["env:SPILLWAY_TEST_ADMIN_KEY"]
-
-[cache]
-mode = "off"
-
-[[providers]]
-name = "groq"
-base_url = "{base_url}"
-keys = ["env:{key_var}"]
-
-[[routes]]
-model = "llama-3.1-8b"
-targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
-{extra_route}
-"#
-    )
+    let server = "admin_keys = [\"env:SPILLWAY_TEST_ADMIN_KEY\"]";
+    support::one_route_config(base_url, key_var, server, extra_route)
 }
 
 async fn models(url: &str) -> Vec<String> {

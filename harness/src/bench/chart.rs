@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::report::Row;
 use super::table::micros;
+use crate::svg::escape;
 
 const WIDTH: f64 = 900.0;
 const LABEL: f64 = 190.0;
@@ -21,12 +22,6 @@ fn color(row: &Row) -> &'static str {
         "spillway hit" => "#2ca02c",
         _ => "#ff7f0e",
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The chart, as a standalone SVG document.

@@ -62,15 +62,20 @@ const MOCK: usize = 0;
 const SPILLWAY: usize = 1;
 const FORWARDER: usize = 2;
 const SPILLWAY_ADAPTIVE: usize = 3;
-/// With `--fleet`: the Redis (at 4), spillway with its limits known, and the same in a fleet.
+/// With `--fleet`: the Redis (at 4), spillway with its limits known, and the same in a fleet
+/// (with two more members, at [`FLEET_MORE`]).
 const SPILLWAY_KNOWN: usize = 5;
 const SPILLWAY_FLEET: usize = 6;
+/// The fleet's second and third members (with `--fleet`), the first being [`SPILLWAY_FLEET`].
+const FLEET_MORE: [usize; 2] = [7, 8];
 
 /// One measured path: a subject, a URL, a request mix.
 struct Target {
     name: String,
     subject: usize,
     url: http::Uri,
+    /// More instances the load is spread over with `url` (a fleet's other members).
+    spread: Vec<http::Uri>,
     model: &'static str,
     key: String,
     stream: bool,
@@ -93,6 +98,7 @@ impl Target {
             name: name.into(),
             subject,
             url: uri(url.to_string())?,
+            spread: Vec::new(),
             model,
             key: BENCH_KEY.into(),
             stream,
@@ -202,7 +208,7 @@ pub async fn run_bench(spec: &BenchSpec) -> Result<BenchReport, String> {
     let cache_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let mut subjects = start_subjects(spec, cache_dir.path())?;
     let (peer_targets, skipped) = start_peers(spec, &mut subjects).await?;
-    let targets = targets(&subjects, peer_targets)?;
+    let targets = targets(&subjects, spec.fleet, peer_targets)?;
     let probes = probe_all(&targets, &subjects[MOCK]).await?;
     let mut rows = Vec::new();
     for &concurrency in &spec.concurrency {
@@ -289,7 +295,21 @@ fn start_subjects(spec: &BenchSpec, dir: &Path) -> Result<Vec<Subject>, String> 
             &dir.join("fleet"),
             &fleet,
         )?;
-        subjects.extend([redis, alone, member]);
+        let second = spawn_proxy(
+            "spillway (fleet #2)",
+            &spec.exe,
+            &base,
+            &dir.join("fleet-2"),
+            &fleet,
+        )?;
+        let third = spawn_proxy(
+            "spillway (fleet #3)",
+            &spec.exe,
+            &base,
+            &dir.join("fleet-3"),
+            &fleet,
+        )?;
+        subjects.extend([redis, alone, member, second, third]);
     }
     Ok(subjects)
 }
@@ -311,6 +331,7 @@ async fn start_peers(
                     name: peer.clone(),
                     subject: subjects.len(),
                     url: uri(format!("{}/v1/chat/completions", subject.base_url))?,
+                    spread: Vec::new(),
                     model: BENCH_ROUTE,
                     key,
                     stream: false,
@@ -360,7 +381,7 @@ async fn start_peer(
 
 /// Every measured path, in the order they take turns: plain requests through each subject
 /// (the peers after spillway's), then streams through the mock, the forwarder and spillway.
-fn targets(subjects: &[Subject], peers: Vec<Target>) -> Result<Vec<Target>, String> {
+fn targets(subjects: &[Subject], fleet: bool, peers: Vec<Target>) -> Result<Vec<Target>, String> {
     let direct_url = format!("{}/openai/v1/chat/completions", subjects[MOCK].base_url);
     let forwarder_url = format!(
         "{}/openai/v1/chat/completions",
@@ -399,7 +420,7 @@ fn targets(subjects: &[Subject], peers: Vec<Target>) -> Result<Vec<Target>, Stri
             0,
         )?,
     ];
-    if subjects.len() > SPILLWAY_FLEET {
+    if fleet {
         let known_url = format!("{}/v1/chat/completions", subjects[SPILLWAY_KNOWN].base_url);
         let fleet_url = format!("{}/v1/chat/completions", subjects[SPILLWAY_FLEET].base_url);
         targets.extend([
@@ -420,6 +441,22 @@ fn targets(subjects: &[Subject], peers: Vec<Target>) -> Result<Vec<Target>, Stri
                 0,
             )?,
         ]);
+        // The load spread over three gateways sharing the key's windows through one Redis.
+        let mut three = Target::new(
+            "spillway miss (fleet of 3)",
+            SPILLWAY_FLEET,
+            &fleet_url,
+            BENCH_ROUTE,
+            false,
+            0,
+        )?;
+        for i in FLEET_MORE {
+            three.spread.push(uri(format!(
+                "{}/v1/chat/completions",
+                subjects[i].base_url
+            ))?);
+        }
+        targets.push(three);
     }
     targets.extend(peers);
     targets.extend([
@@ -492,6 +529,7 @@ impl Runs {
         };
         let report = run_load(LoadSpec {
             url: t.url.clone(),
+            spread: t.spread.clone(),
             headers: t.headers()?,
             bodies: t.bodies(tag),
             concurrency,
@@ -605,6 +643,7 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
         name: "spillway miss".into(),
         subject: 0,
         url: url.clone(),
+        spread: Vec::new(),
         model: BENCH_ROUTE,
         key: BENCH_KEY.into(),
         stream: false,
@@ -622,6 +661,7 @@ async fn run_soak(spec: &BenchSpec, proxy: &Subject) -> Result<Soak, String> {
     for stage in 0..3 {
         let report = run_load(LoadSpec {
             url: url.clone(),
+            spread: Vec::new(),
             headers: target.headers()?,
             bodies: numbered_bodies(BENCH_ROUTE, 200, &format!("soak {stage} "), false),
             concurrency: spec.soak_concurrency,

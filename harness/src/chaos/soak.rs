@@ -92,6 +92,7 @@ pub async fn run_soak(
         for (part, (bodies, check)) in stage_parts(stage).into_iter().enumerate() {
             let load = run_load(LoadSpec {
                 url: url.clone(),
+                spread: Vec::new(),
                 headers: headers.clone(),
                 bodies,
                 concurrency: spec.concurrency,

@@ -7,18 +7,14 @@ use std::fmt::Write;
 
 use super::report::PlanReport;
 use crate::expect::{Check, Op};
-use crate::timeline::{PALETTE, escape, nice_step};
+use crate::svg::{self, AXES, GRID, PALETTE, TITLE, X_TICK, Y_TICK, escape, line, nice_step, text};
 
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 700.0;
 const TOP: f64 = 70.0;
 const BOTTOM: f64 = 460.0;
-const HEAD: &str = concat!(
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
-    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"520\" ",
-    "viewBox=\"0 0 960 520\" font-family=\"Helvetica, Arial, sans-serif\">\n",
-    "<rect width=\"960\" height=\"520\" fill=\"white\"/>\n",
-);
+/// An axis's caption.
+const CAPTION: &str = r##"font-size="11" text-anchor="middle" fill="#222""##;
 
 /// One line of the chart: a search's runs as (keys, value, met the goal, stopped early).
 struct Line {
@@ -30,7 +26,7 @@ struct Line {
 /// The chart as a standalone SVG document.
 pub fn render_svg(report: &PlanReport, title: &str) -> String {
     let Some(term) = report.goal_terms.first() else {
-        return format!("{HEAD}</svg>\n");
+        return svg::head(960, 520) + "</svg>\n";
     };
     let lines = lines(report, term.metric);
     let bound = upper_bound(&term.check);
@@ -45,22 +41,15 @@ pub fn render_svg(report: &PlanReport, title: &str) -> String {
     let max_keys = report.max_keys.max(2);
     let x = |k: usize| LEFT + (k - 1) as f64 / (max_keys - 1) as f64 * (RIGHT - LEFT);
     let y = |v: f64| BOTTOM - v / y_max * (BOTTOM - TOP);
-    let mut out = String::from(HEAD);
-    let _ = writeln!(
-        out,
-        r##"<text x="480" y="30" font-size="18" text-anchor="middle" fill="#222">{}</text>"##,
-        escape(title)
-    );
+    let mut out = svg::head(960, 520);
+    text(&mut out, (480.0, 30.0), TITLE, title);
     axes(&mut out, max_keys, y_max, step, &x, &y, term.metric.name());
     if let Some(b) = bound {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" y1="{0:.1}" x2="{RIGHT}" y2="{0:.1}" stroke="#888" stroke-dasharray="6 4"/><text x="{1}" y="{2:.1}" font-size="11" fill="#555">goal: {3}</text>"##,
-            y(b),
-            RIGHT - 150.0,
-            y(b) - 5.0,
-            escape(&term.text())
-        );
+        let dashed = r##"stroke="#888" stroke-dasharray="6 4""##;
+        line(&mut out, (LEFT, y(b)), (RIGHT, y(b)), dashed);
+        let note = r##"font-size="11" fill="#555""##;
+        let goal = format!("goal: {}", term.text());
+        text(&mut out, (RIGHT - 150.0, y(b) - 5.0), note, &goal);
     }
     for (i, line) in lines.iter().enumerate() {
         draw_line(&mut out, line, PALETTE[i % PALETTE.len()], &x, &y);
@@ -128,36 +117,22 @@ fn axes(
 ) {
     let mut v = 0.0;
     while v <= y_max + 1e-9 {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" y1="{0:.1}" x2="{RIGHT}" y2="{0:.1}" stroke="#e4e4e4"/><text x="{1}" y="{2:.1}" font-size="10" text-anchor="end" fill="#555">{3}</text>"##,
-            y(v),
-            LEFT - 6.0,
-            y(v) + 3.0,
-            crate::expect::trim_number(v)
-        );
+        line(out, (LEFT, y(v)), (RIGHT, y(v)), GRID);
+        let label = crate::expect::trim_number(v);
+        text(out, (LEFT - 6.0, y(v) + 3.0), Y_TICK, &label);
         v += step;
     }
     for k in 1..=max_keys {
-        let _ = writeln!(
-            out,
-            r##"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle" fill="#555">{k}</text>"##,
-            x(k),
-            BOTTOM + 16.0
-        );
+        text(out, (x(k), BOTTOM + 16.0), X_TICK, &k.to_string());
     }
+    let (w, h) = (RIGHT - LEFT, BOTTOM - TOP);
     let _ = writeln!(
         out,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="#888"/>"##,
-        RIGHT - LEFT,
-        BOTTOM - TOP
+        r#"<rect x="{LEFT}" y="{TOP}" width="{w}" height="{h}" {AXES}/>"#
     );
-    let _ = writeln!(
-        out,
-        r##"<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="#222">keys on the first provider of the route</text>"##,
-        (LEFT + RIGHT) / 2.0,
-        BOTTOM + 36.0
-    );
+    let mid = (LEFT + RIGHT) / 2.0;
+    let caption = "keys on the first provider of the route";
+    text(out, (mid, BOTTOM + 36.0), CAPTION, caption);
     let _ = writeln!(
         out,
         r##"<text x="18" y="{0}" font-size="11" text-anchor="middle" fill="#222" transform="rotate(-90 18 {0})">{1}</text>"##,

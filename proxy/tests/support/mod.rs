@@ -1,5 +1,9 @@
 //! The `spillway` binary run as a user runs it: started on a config file, talked to over HTTP,
-//! signalled, and stopped with its log collected.
+//! signalled, and stopped with its log collected; and the one-route config several of these
+//! tests start it on.
+
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -83,4 +87,30 @@ impl Running {
         assert!(status.expect("exit status").success(), "{logs:.3000}");
         logs
     }
+}
+
+/// A config on loopback port 0 with the cache off and one route, `llama-3.1-8b`, to Groq's
+/// `llama-3.1-8b-instant` at `base_url` with the key in `$key_var`; `server` adds lines to
+/// `[server]`, `after` follows the route's table (route fields first, then more tables).
+pub fn one_route_config(base_url: &str, key_var: &str, server: &str, after: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[cache]
+mode = "off"
+
+[[providers]]
+name = "groq"
+base_url = "{base_url}"
+keys = ["env:{key_var}"]
+
+[[routes]]
+model = "llama-3.1-8b"
+targets = [{{ provider = "groq", model = "llama-3.1-8b-instant" }}]
+{after}
+"#
+    )
 }
