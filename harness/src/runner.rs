@@ -66,6 +66,16 @@ impl Started {
             .collect()
     }
 
+    /// How long each proxy of a fleet went on its own share of the limits (simulated
+    /// seconds), the first first; empty without a fleet.
+    fn degraded(&self) -> Vec<f64> {
+        std::iter::once(&self.proxy)
+            .chain(&self.others)
+            .filter_map(|p| p.state.fleet.as_ref())
+            .map(|f| f.degraded_time().as_secs_f64())
+            .collect()
+    }
+
     /// Fallbacks over every proxy.
     fn fallbacks(&self) -> u64 {
         std::iter::once(&self.proxy)
@@ -612,6 +622,8 @@ pub async fn run_watched(
         lag,
     } = drive_watched(&shape, passes, progress, watch).await;
     let sim_seconds = (started.clock.now() - t0).as_secs_f64();
+    // Read before the outage's task ends: the Redis it holds goes with it.
+    let fleet_degraded = started.degraded();
     if let Some(outage) = outage {
         outage.abort();
     }
@@ -639,6 +651,7 @@ pub async fn run_watched(
         sim_seconds,
         wall_seconds: wall.now().as_secs_f64(),
         time_scale: scenario.time_scale,
+        fleet_degraded,
     };
     Ok((result, RunEnd { stopped, lag }))
 }
