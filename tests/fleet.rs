@@ -262,3 +262,75 @@ async fn with_redis_gone_each_gateway_keeps_to_its_share_of_the_limit() {
     let stats = mock.stats();
     assert_eq!((stats.requests, stats.responses(429)), (10, 0));
 }
+
+/// Waits (at most 4 s) until both gateways have seen each other through their heartbeats.
+async fn until_both_seen(a: &Proxy, b: &Proxy) {
+    let seen = |p: &Proxy| p.state.pipeline.router.fleet_members();
+    for _ in 0..40 {
+        if seen(a) == Some(2) && seen(b) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!((seen(a), seen(b)), (Some(2), Some(2)));
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn a_gateway_that_loses_redis_counts_what_the_fleet_had_spent_in_the_window() {
+    let redis = RedisServer::start().await;
+    let (mock, a, b) = ten_rpm_fleet(&redis, "seen").await;
+    until_both_seen(&a, &b).await;
+    // Unevenly spent: seven through a, then one through b, which sees the fleet's eight.
+    assert_eq!(count(&burst(&[&a], 7, "seen a").await, 200), 7);
+    assert_eq!(count(&burst(&[&b], 1, "seen b").await, 200), 1);
+    redis.kill();
+    // Half the limit each, counted against its own sends alone, would let b send four more.
+    let statuses = burst(&[&a, &b], 10, "seen after").await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 429)),
+        "{statuses:?}"
+    );
+    let stats = mock.stats();
+    assert!(
+        stats.requests <= 10,
+        "the fleet's eight, plus each gateway's part of the two left: {}",
+        stats.requests
+    );
+    assert_eq!(stats.responses(429), 0, "{statuses:?}");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn a_gateway_back_before_the_others_keeps_to_its_share_until_they_are_back() {
+    let redis = RedisServer::start().await;
+    let port = redis.port;
+    let (mock, a, b) = ten_rpm_fleet(&redis, "probation").await;
+    until_both_seen(&a, &b).await;
+    redis.kill();
+    let during = burst(&[&a, &b], 5, "during").await;
+    assert_eq!(count(&during, 200), 10, "five each: {during:?}");
+    // b has not come back (here: it never will); what it sent, Redis never learns.
+    drop(b);
+    let _back = RedisServer::on(port).await;
+    let fleet = a.state.fleet.clone().expect("a fleet");
+    for _ in 0..40 {
+        if !fleet.is_degraded() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!fleet.is_degraded(), "a rejoined within 4 s");
+    assert!(fleet.degraded_time() > std::time::Duration::ZERO);
+    // Redis holds only a's five: through it alone, a would send five more.
+    let after = burst(&[&a], 5, "after").await;
+    assert!(after.iter().all(|s| matches!(s, 200 | 429)), "{after:?}");
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.responses(429)), (10, 0), "{after:?}");
+}
