@@ -167,8 +167,10 @@ struct OwnSends {
 /// The fleet's use of a slot's window as a reservation through Redis saw it (wall-clock ms
 /// since the clock's origin). Degraded, it is what the other members may still have in the
 /// window (ARCHITECTURE.md, invariant 12).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Seen {
+    /// The reservation whose answer it was (counted in it, so not again as a later send).
+    by: String,
     /// When the call was made: this gateway's sends noted since then are not in it.
     asked: u64,
     /// When its answer came: all it counted was sent by then.
@@ -210,7 +212,7 @@ impl Share {
     fn wait(
         &self,
         sends: &VecDeque<Sent>,
-        seen: Option<Seen>,
+        seen: Option<&Seen>,
         tokens: u64,
         now: u64,
     ) -> Option<u64> {
@@ -219,9 +221,10 @@ impl Share {
         let seen = seen.filter(|s| now < s.answered + self.window_ms + self.window_ms / 60);
         let (since, seen_requests, seen_tokens) =
             seen.map_or((0, 0, 0), |s| (s.asked, s.requests, s.tokens));
+        let by = seen.map(|s| s.by.as_str());
         let mut fresh: Vec<(u64, u64)> = sends
             .iter()
-            .filter(|(at, _, _)| *at >= since)
+            .filter(|(at, _, id)| *at >= since && by != Some(id.as_str()))
             .map(|(at, t, _)| (*at, *t))
             .collect();
         fresh.sort_unstable();
@@ -688,6 +691,7 @@ impl Fleet {
             Some(&[0, requests, used, ..]) => {
                 if !probation {
                     let seen = Seen {
+                        by: held.id.clone(),
                         asked,
                         answered: self.now_ms(),
                         requests: requests.unsigned_abs(),
@@ -742,7 +746,7 @@ impl Fleet {
         let own = Self::own(&mut sent, slot, window);
         forget_before(&mut own.sends, now, window);
         own.sends.push_back((now, tokens, id));
-        if own.seen.is_none_or(|s| s.asked <= seen.asked) {
+        if own.seen.as_ref().is_none_or(|s| s.asked <= seen.asked) {
             own.seen = Some(seen);
         }
     }
@@ -771,7 +775,7 @@ impl Fleet {
             members,
             window_ms,
         };
-        match share.wait(&own.sends, own.seen, tokens, now) {
+        match share.wait(&own.sends, own.seen.as_ref(), tokens, now) {
             Some(wait) => Verdict::Wait(Duration::from_millis(wait)),
             None => {
                 own.sends.push_back((now, tokens, id.clone()));
@@ -814,5 +818,132 @@ impl Fleet {
     pub async fn block(&self, slot: &Slot, wait: Duration) {
         let ms = wait.as_millis().max(1).to_string();
         self.run(&self.block, &slot.keys()[3..], &[ms]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::secret::ApiKey;
+
+    const MINUTE: u64 = 60_000;
+
+    fn share(requests: u64, members: u64) -> Share {
+        Share {
+            requests: Some(requests),
+            tokens: None,
+            members,
+            window_ms: MINUTE,
+        }
+    }
+
+    fn sends(list: &[(u64, &str)]) -> VecDeque<Sent> {
+        list.iter()
+            .map(|(at, id)| (*at, 0, id.to_string()))
+            .collect()
+    }
+
+    fn seen(requests: u64) -> Seen {
+        Seen {
+            by: "me:1".into(),
+            asked: 1_000,
+            answered: 1_010,
+            requests,
+            tokens: 0,
+        }
+    }
+
+    #[test]
+    fn the_fleets_use_seen_counts_and_each_member_has_its_part_of_the_rest() {
+        // Eight of ten seen (this gateway's send that saw them among them): one each of the
+        // two left, for two members.
+        let own = sends(&[(1_005, "me:1")]);
+        assert_eq!(share(10, 2).wait(&own, Some(&seen(8)), 0, 2_000), None);
+        let own = sends(&[(1_005, "me:1"), (1_500, "me:2")]);
+        assert_eq!(
+            share(10, 2).wait(&own, Some(&seen(8)), 0, 2_000),
+            Some(1_500 + MINUTE - 2_000),
+            "its part spent: until its own send leaves the window"
+        );
+    }
+
+    #[test]
+    fn a_full_window_seen_holds_every_member_back_until_it_has_surely_passed() {
+        let expires = 1_010 + MINUTE + MINUTE / 60;
+        assert_eq!(
+            share(10, 3).wait(&VecDeque::new(), Some(&seen(10)), 0, 2_000),
+            Some(expires - 2_000)
+        );
+        // Then the limit divided by the members, against this gateway's sends in the window
+        // (the caller has dropped those that left it).
+        let own = sends(&[(30_000, "me:2"), (40_000, "me:3")]);
+        assert_eq!(share(10, 3).wait(&own, Some(&seen(10)), 0, expires), None);
+        let own = sends(&[(30_000, "me:2"), (40_000, "me:3"), (50_000, "me:4")]);
+        assert_eq!(
+            share(10, 3).wait(&own, Some(&seen(10)), 0, expires),
+            Some(30_000 + MINUTE - expires)
+        );
+    }
+
+    #[test]
+    fn with_nothing_seen_the_share_is_the_limit_divided_among_the_members() {
+        let own = sends(&[(0, "me:1"), (10, "me:2"), (20, "me:3"), (30, "me:4")]);
+        assert_eq!(share(10, 2).wait(&own, None, 0, 100), None);
+        let own = sends(&[(0, "a"), (10, "b"), (20, "c"), (30, "d"), (40, "e")]);
+        assert_eq!(share(10, 2).wait(&own, None, 0, 100), Some(MINUTE - 100));
+    }
+
+    /// A member of a fleet whose Redis is nowhere (port 1 refuses), on a clock tests move.
+    fn lost_fleet() -> Fleet {
+        let config = FleetConfig {
+            redis_env: "REDIS_URL".into(),
+            redis_url: ApiKey::new("redis://127.0.0.1:1/0"),
+            name: "unit".into(),
+            timeout: Duration::from_millis(50),
+            shared_cache: false,
+            shared_max_entry_size: 0,
+        };
+        Fleet::new(&config, Arc::default(), Clock::real()).expect("a fleet")
+    }
+
+    fn one_a_minute() -> Arc<Slot> {
+        Arc::new(Slot {
+            prefix: "spillway:{unit|k1|m}".into(),
+            requests: Some(1),
+            tokens: None,
+        })
+    }
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn degraded_a_send_counts_from_its_answers_time_as_the_provider_may_have_counted_it() {
+        let (fleet, slot) = (lost_fleet(), one_a_minute());
+        let Verdict::Go(Some(held)) = fleet.reserve(&slot, 10, WINDOW).await else {
+            panic!("the first send goes on the gateway's own share");
+        };
+        assert!(fleet.is_degraded());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        fleet.settle(held, Some(12)).await;
+        tokio::time::advance(Duration::from_secs(57)).await;
+        // A minute after the send went, but not after its answer came.
+        match fleet.reserve(&slot, 10, WINDOW).await {
+            Verdict::Wait(wait) => assert!(wait <= Duration::from_secs(3), "{wait:?}"),
+            Verdict::Go(_) => panic!("the answered send still holds the minute"),
+        }
+        assert!(fleet.degraded_time() >= Duration::from_secs(62));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn degraded_a_send_the_provider_did_not_count_is_given_back() {
+        let (fleet, slot) = (lost_fleet(), one_a_minute());
+        let Verdict::Go(Some(held)) = fleet.reserve(&slot, 10, WINDOW).await else {
+            panic!("the first send goes on the gateway's own share");
+        };
+        fleet.release(held).await;
+        assert!(matches!(
+            fleet.reserve(&slot, 10, WINDOW).await,
+            Verdict::Go(Some(_))
+        ));
     }
 }
