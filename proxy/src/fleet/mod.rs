@@ -181,10 +181,13 @@ struct Seen {
     tokens: u64,
 }
 
-/// Drops the sends that left a window of `window` ending at `now` (ms).
+/// Drops the sends that left a window of `window` ending at `now` (ms). Times are whole
+/// milliseconds, cut short: a send noted at `at` happened before `at + 1`, so it has surely
+/// left only once `now` is past `at + window` (as Redis keeps a reservation scored `now -
+/// window`).
 fn forget_before(own: &mut VecDeque<Sent>, now: u64, window: Duration) {
     let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    while own.front().is_some_and(|(at, _, _)| at + window_ms <= now) {
+    while own.front().is_some_and(|(at, _, _)| at + window_ms < now) {
         own.pop_front();
     }
 }
@@ -242,7 +245,7 @@ impl Share {
         {
             fits = false;
             leave = match usize::try_from(limit).ok().filter(|&l| l > 0) {
-                Some(l) => leave.map(|t| t.max(fresh[fresh.len() - l].0 + self.window_ms)),
+                Some(l) => leave.map(|t| t.max(fresh[fresh.len() - l].0 + self.window_ms + 1)),
                 None => None,
             };
         }
@@ -258,7 +261,7 @@ impl Share {
                 leave = None;
             } else if gone > 0 {
                 fits = false;
-                leave = leave.map(|t| t.max(fresh[gone - 1].0 + self.window_ms));
+                leave = leave.map(|t| t.max(fresh[gone - 1].0 + self.window_ms + 1));
             }
         }
         if fits {
@@ -625,9 +628,18 @@ impl Fleet {
             let now = self.now_ms();
             let span = now.saturating_sub(self.degraded_since.load(Ordering::Relaxed));
             self.degraded_ms.fetch_add(span, Ordering::Relaxed);
+            // Until the members seen before are back, or at most until what a member that
+            // will not come back sent has left the window, and any member still alive has had
+            // two tries at Redis (the first may meet it still starting), with a second to
+            // spare: a member asks Redis again once a wall-clock second, which at a scaled
+            // clock may be a minute or more.
             let window = u64::try_from(self.clock.to_wall(WINDOW).as_millis()).unwrap_or(u64::MAX);
-            self.probation_until
-                .store(now.saturating_add(window), Ordering::Relaxed);
+            let retries = 2 * RETRY_EVERY_MS
+                + u64::try_from(self.clock.to_wall(HEARTBEAT).as_millis()).unwrap_or(0);
+            self.probation_until.store(
+                now.saturating_add(window.max(retries) + RETRY_EVERY_MS),
+                Ordering::Relaxed,
+            );
             self.metrics
                 .fleet_degraded_for(self.clock.from_wall(Duration::from_millis(span)));
             self.metrics.fleet_degraded(false);
@@ -862,7 +874,7 @@ mod tests {
         let own = sends(&[(1_005, "me:1"), (1_500, "me:2")]);
         assert_eq!(
             share(10, 2).wait(&own, Some(&seen(8)), 0, 2_000),
-            Some(1_500 + MINUTE - 2_000),
+            Some(1_500 + MINUTE + 1 - 2_000),
             "its part spent: until its own send leaves the window"
         );
     }
@@ -881,7 +893,7 @@ mod tests {
         let own = sends(&[(30_000, "me:2"), (40_000, "me:3"), (50_000, "me:4")]);
         assert_eq!(
             share(10, 3).wait(&own, Some(&seen(10)), 0, expires),
-            Some(30_000 + MINUTE - expires)
+            Some(30_000 + MINUTE + 1 - expires)
         );
     }
 
@@ -890,7 +902,10 @@ mod tests {
         let own = sends(&[(0, "me:1"), (10, "me:2"), (20, "me:3"), (30, "me:4")]);
         assert_eq!(share(10, 2).wait(&own, None, 0, 100), None);
         let own = sends(&[(0, "a"), (10, "b"), (20, "c"), (30, "d"), (40, "e")]);
-        assert_eq!(share(10, 2).wait(&own, None, 0, 100), Some(MINUTE - 100));
+        assert_eq!(
+            share(10, 2).wait(&own, None, 0, 100),
+            Some(MINUTE + 1 - 100)
+        );
     }
 
     /// A member of a fleet whose Redis is nowhere (port 1 refuses), on a clock tests move.
