@@ -79,7 +79,7 @@ fn count(statuses: &[u16], status: u16) -> usize {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn two_gateways_in_a_fleet_send_a_key_no_more_than_its_limit_together() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let (mock, a, b) = ten_rpm_fleet(&redis, "limit").await;
     let statuses = burst(&[&a, &b], 15, "limit").await;
     assert_eq!(
@@ -126,7 +126,7 @@ async fn without_a_fleet_two_gateways_send_a_key_twice_its_limit() {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_429_met_by_one_gateway_holds_the_key_back_on_the_others() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     // The limit is the provider's alone: neither gateway knows it.
     let mock = MockProvider::builder()
         .key("k1")
@@ -162,7 +162,7 @@ async fn a_429_met_by_one_gateway_holds_the_key_back_on_the_others() {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn with_redis_gone_no_request_fails_and_the_gateway_rejoins_when_it_is_back() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let port = redis.port;
     let mock = MockProvider::builder().key("k1").model(MODEL).start().await;
     let text = config(
@@ -198,7 +198,9 @@ async fn with_redis_gone_no_request_fails_and_the_gateway_rejoins_when_it_is_bac
     let text = scrape().await;
     assert_eq!(metric(&text).as_deref(), Some("1"), "{text}");
     assert!(text.contains("spillway_fleet_redis_lost_total 1"), "{text}");
-    let _back = RedisServer::on(port).await;
+    let _back = RedisServer::on(port)
+        .await
+        .expect("redis-server starts again");
     // Redis is asked again a second after it was lost; give the connection time to come back.
     let mut rejoined = false;
     for i in 0..40 {
@@ -221,7 +223,7 @@ async fn with_redis_gone_no_request_fails_and_the_gateway_rejoins_when_it_is_bac
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn what_a_gateway_sent_before_it_went_away_still_counts_for_the_others() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let (mock, a, b) = ten_rpm_fleet(&redis, "gone").await;
     assert_eq!(count(&burst(&[&a], 6, "before").await, 200), 6);
     drop(a);
@@ -241,7 +243,7 @@ async fn what_a_gateway_sent_before_it_went_away_still_counts_for_the_others() {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn with_redis_gone_each_gateway_keeps_to_its_share_of_the_limit() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let (mock, a, b) = ten_rpm_fleet(&redis, "share").await;
     // Both have said they are alive (a heartbeat a second) and seen each other.
     let seen = |p: &Proxy| p.state.pipeline.router.fleet_members();
@@ -261,4 +263,78 @@ async fn with_redis_gone_each_gateway_keeps_to_its_share_of_the_limit() {
     );
     let stats = mock.stats();
     assert_eq!((stats.requests, stats.responses(429)), (10, 0));
+}
+
+/// Waits (at most 4 s) until both gateways have seen each other through their heartbeats.
+async fn until_both_seen(a: &Proxy, b: &Proxy) {
+    let seen = |p: &Proxy| p.state.pipeline.router.fleet_members();
+    for _ in 0..40 {
+        if seen(a) == Some(2) && seen(b) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!((seen(a), seen(b)), (Some(2), Some(2)));
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn a_gateway_that_loses_redis_counts_what_the_fleet_had_spent_in_the_window() {
+    let redis = RedisServer::start().await.expect("redis-server starts");
+    let (mock, a, b) = ten_rpm_fleet(&redis, "seen").await;
+    until_both_seen(&a, &b).await;
+    // Unevenly spent: seven through a, then one through b, which sees the fleet's eight.
+    assert_eq!(count(&burst(&[&a], 7, "seen a").await, 200), 7);
+    assert_eq!(count(&burst(&[&b], 1, "seen b").await, 200), 1);
+    redis.kill();
+    // Half the limit each, counted against its own sends alone, would let b send four more.
+    let statuses = burst(&[&a, &b], 10, "seen after").await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 429)),
+        "{statuses:?}"
+    );
+    let stats = mock.stats();
+    assert!(
+        stats.requests <= 10,
+        "the fleet's eight, plus each gateway's part of the two left: {}",
+        stats.requests
+    );
+    assert_eq!(stats.responses(429), 0, "{statuses:?}");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(redis_server),
+    ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
+)]
+async fn a_gateway_back_before_the_others_keeps_to_its_share_until_they_are_back() {
+    let redis = RedisServer::start().await.expect("redis-server starts");
+    let port = redis.port;
+    let (mock, a, b) = ten_rpm_fleet(&redis, "probation").await;
+    until_both_seen(&a, &b).await;
+    redis.kill();
+    let during = burst(&[&a, &b], 5, "during").await;
+    assert_eq!(count(&during, 200), 10, "five each: {during:?}");
+    // b has not come back (here: it never will); what it sent, Redis never learns.
+    drop(b);
+    let _back = RedisServer::on(port)
+        .await
+        .expect("redis-server starts again");
+    let fleet = a.state.fleet.clone().expect("a fleet");
+    for _ in 0..40 {
+        if !fleet.is_degraded() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!fleet.is_degraded(), "a rejoined within 4 s");
+    assert!(fleet.degraded_time() > std::time::Duration::ZERO);
+    // Redis holds only a's five: through it alone, a would send five more.
+    let after = burst(&[&a], 5, "after").await;
+    assert!(after.iter().all(|s| matches!(s, 200 | 429)), "{after:?}");
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.responses(429)), (10, 0), "{after:?}");
 }

@@ -103,7 +103,7 @@ async fn key_of(proxy: &Proxy, body: &Value) -> String {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn an_answer_one_gateway_made_is_a_hit_on_another() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = mock(0).await;
     let g = gateways(3, &config(&mock.url(), "hit", ""), &redis).await;
     let body = cached("shared once");
@@ -140,7 +140,7 @@ async fn an_answer_one_gateway_made_is_a_hit_on_another() {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn thirty_identical_requests_over_three_gateways_cost_one_upstream_call() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = mock(400).await;
     let g = gateways(3, &config(&mock.url(), "flight", ""), &redis).await;
     let body = cached("thirty at once");
@@ -167,7 +167,7 @@ async fn thirty_identical_requests_over_three_gateways_cost_one_upstream_call() 
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_shared_answer_that_fails_its_checks_is_a_miss() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = mock(0).await;
     let g = gateways(3, &config(&mock.url(), "checked", ""), &redis).await;
     let (one, two) = (cached("first"), cached("second"));
@@ -226,7 +226,7 @@ async fn a_shared_answer_that_fails_its_checks_is_a_miss() {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn an_answer_too_large_to_share_stays_local_and_its_followers_call_on_their_own() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = mock(300).await;
     let text = config(&mock.url(), "large", "shared_max_entry_size = 64");
     let g = gateways(3, &text, &redis).await;
@@ -250,7 +250,7 @@ async fn an_answer_too_large_to_share_stays_local_and_its_followers_call_on_thei
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_lease_whose_leader_went_away_lapses_and_a_follower_calls() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = mock(0).await;
     let g = gateways(1, &config(&mock.url(), "lapse", ""), &redis).await;
     let body = cached("the leader died");

@@ -107,7 +107,7 @@ async fn redis_dump(redis: &RedisServer) -> String {
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_limit_learned_on_gateway_a_holds_gateway_b_to_it() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     // The provider tells its requests per minute in its headers (OpenAI's dialect); neither
     // gateway is told it in its config.
     let mock = MockProvider::builder()
@@ -167,7 +167,7 @@ max_wait = "1s"
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_key_refused_401_on_a_is_not_tried_by_b_for_any_model() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = MockProvider::builder()
         .keys(["sk-good-5678"])
         .model(MODEL)
@@ -229,7 +229,7 @@ targets = [{{ provider = "p", model = "{OTHER_MODEL}" }}]
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_circuit_opened_on_a_steers_b_to_the_fallback() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let failing = MockProvider::builder()
         .key("a1")
         .model(MODEL)
@@ -296,7 +296,7 @@ targets = [
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_daily_limit_spread_over_three_gateways_is_held() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = MockProvider::builder()
         .key("k1")
         .limits(MODEL, Limits::none().with_rpd(6))
@@ -350,7 +350,7 @@ max_wait = "1s"
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_429_met_on_a_steers_b_to_the_fallback_at_once() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     // One request a minute at the first target, which neither gateway knows.
     let limited = MockProvider::builder()
         .key("a1")
@@ -414,7 +414,7 @@ max_wait = "2s"
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn a_stream_that_stalled_on_a_steers_b_to_the_fallback() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let stalling = MockProvider::builder()
         .key("a1")
         .faults(Faults::none().with_rule(FaultRule {
@@ -485,7 +485,7 @@ targets = [{{ provider = "a", model = "{MODEL}" }}, {{ provider = "b", model = "
     ignore = "needs redis-server on PATH: apt-get install -y redis-server (scripts/test.sh installs it)"
 )]
 async fn with_redis_gone_what_a_gateway_finds_stays_its_own_and_no_request_fails() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start().await.expect("redis-server starts");
     let mock = MockProvider::builder()
         .keys(["good"])
         .model(MODEL)

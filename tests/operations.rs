@@ -110,7 +110,9 @@ async fn readiness_follows_redis_not_there_then_started_then_stopped_then_back()
     let body_text = body.to_string();
     assert!(!body_text.contains(&port.to_string()), "{body_text}");
 
-    let redis = RedisServer::on(port).await;
+    let redis = RedisServer::on(port)
+        .await
+        .expect("redis-server starts again");
     assert_eq!(until_readyz(&proxy, 200).await["status"], "ready");
     // Not ready is not dead: requests are still served meanwhile (on the gateway's own share).
     redis.kill();
@@ -131,7 +133,9 @@ async fn readiness_follows_redis_not_there_then_started_then_stopped_then_back()
         .expect("answers");
     assert_eq!(health.status(), 200, "alive while not ready");
 
-    let _redis = RedisServer::on(port).await;
+    let _redis = RedisServer::on(port)
+        .await
+        .expect("redis-server starts again");
     assert_eq!(until_readyz(&proxy, 200).await["status"], "ready");
     proxy.shutdown().await;
 }

@@ -212,6 +212,9 @@ pub struct Expect {
     pub retry_after_honored: Option<bool>,
     /// First request sent to last response received (simulated time).
     pub makespan: Option<Check>,
+    /// How long each gateway of a fleet went on its own share of the limits, its Redis out
+    /// of reach (simulated time): every gateway's must pass.
+    pub fleet_degraded: Option<Check>,
 }
 
 impl Expect {
@@ -318,6 +321,9 @@ impl Expect {
         if self.fallbacks.is_some() {
             out.push("fallbacks");
         }
+        if self.fleet_degraded.is_some() {
+            out.push("fleet_degraded");
+        }
         out
     }
 
@@ -338,6 +344,7 @@ impl Expect {
             && self.client_retry_after.is_none()
             && self.retry_after_honored.is_none()
             && self.makespan.is_none()
+            && self.fleet_degraded.is_none()
     }
 }
 

@@ -18,7 +18,8 @@
 //! - [`forwarder`]: the bare forwarder, the floor a gateway is measured against;
 //! - [`bench`]: `spillway-harness bench`: subjects in turn, medians, a table;
 //! - [`chaos`]: `spillway-harness chaos`: the fault matrix, crash rounds and memory soak;
-//! - [`plan`]: `spillway-harness plan`: the keys, tier and fallbacks a traffic needs.
+//! - [`plan`]: `spillway-harness plan`: the keys, tier and fallbacks a traffic needs;
+//! - [`redis`]: a `redis-server` of a run's own, for scenarios, benchmarks and tests.
 
 pub mod bench;
 pub mod chaos;
@@ -27,6 +28,7 @@ pub mod forwarder;
 pub mod load;
 pub mod plan;
 pub mod record;
+pub mod redis;
 pub mod report;
 pub mod runner;
 pub mod scenario;

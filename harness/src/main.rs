@@ -377,6 +377,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
                 for line in report::failures(&r) {
                     eprintln!("  {line}");
                 }
+                if let Some(line) = report::degraded(&r) {
+                    eprintln!("  {line}");
+                }
                 reports.push(*r);
             }
             ScenarioOutcome::Invalid(e) => {
@@ -659,6 +662,7 @@ async fn drive_running_proxy(
         fallbacks: 0,
         passes: 1,
         time_scale: 1.0,
+        fleet_degraded: Vec::new(),
     }
 }
 

@@ -65,6 +65,9 @@ pub struct RunResult {
     /// Simulated seconds per wall second: durations read from headers (wall-clock time, as
     /// every duration on the wire is) times this are simulated time.
     pub time_scale: f64,
+    /// In a fleet sharing limits through Redis: how long each gateway went on its own share
+    /// of the limits (simulated seconds), the first gateway first; empty otherwise.
+    pub fleet_degraded: Vec<f64>,
 }
 
 impl ClientRecord {

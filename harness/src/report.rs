@@ -71,6 +71,10 @@ pub struct Report {
     pub sim_seconds: f64,
     /// Wall seconds the run took.
     pub wall_seconds: f64,
+    /// In a fleet sharing limits: how long each gateway went on its own share of the limits,
+    /// its Redis out of reach (simulated seconds), the first gateway first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fleet_degraded: Vec<f64>,
     /// Every expectation, evaluated.
     pub expectations: Vec<Verdict>,
     /// True when no expectation failed (also when there were none: see `verdict`).
@@ -160,6 +164,7 @@ pub fn build(scenario: &Scenario, seed: u64, r: &RunResult, expectations: Vec<Ve
         keys,
         sim_seconds: r.sim_seconds,
         wall_seconds: r.wall_seconds,
+        fleet_degraded: r.fleet_degraded.clone(),
         expectations,
         pass,
         verdict: verdict.to_string(),
@@ -235,6 +240,19 @@ pub fn write(
     )?;
     std::fs::write(&picture, svg)?;
     Ok((json, picture))
+}
+
+/// In a fleet whose gateways lost their Redis: how long each went on its own share of the
+/// limits, as a line for the summary (`None` when none did).
+pub fn degraded(r: &Report) -> Option<String> {
+    if r.fleet_degraded.iter().all(|&s| s == 0.0) {
+        return None;
+    }
+    let each: Vec<String> = r.fleet_degraded.iter().map(|&s| seconds(s)).collect();
+    Some(format!(
+        "fleet: each gateway on its own share of the limits (Redis out of reach) for {}",
+        each.join(", ")
+    ))
 }
 
 /// Simulated seconds, readably (`0.24s`, `66s`, `2m8s`).

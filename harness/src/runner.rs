@@ -13,6 +13,7 @@ use spillway_mock::MockProvider;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::record::{ClientRecord, MockOutcome, RunResult};
+use crate::redis::{INSTALL, RedisServer};
 use crate::scenario::{MockEntry, Scenario};
 use crate::traffic::{self, Planned};
 
@@ -48,7 +49,7 @@ pub struct Started {
     pub proxy: ProxyHandle,
     /// In a fleet, the other proxies.
     pub others: Vec<ProxyHandle>,
-    redis: Option<RedisChild>,
+    redis: Option<RedisServer>,
     _cache_dirs: Vec<tempfile::TempDir>,
 }
 
@@ -66,67 +67,22 @@ impl Started {
             .collect()
     }
 
+    /// How long each proxy of a fleet went on its own share of the limits (simulated
+    /// seconds), the first first; empty without a fleet.
+    fn degraded(&self) -> Vec<f64> {
+        std::iter::once(&self.proxy)
+            .chain(&self.others)
+            .filter_map(|p| p.state.fleet.as_ref())
+            .map(|f| f.degraded_time().as_secs_f64())
+            .collect()
+    }
+
     /// Fallbacks over every proxy.
     fn fallbacks(&self) -> u64 {
         std::iter::once(&self.proxy)
             .chain(&self.others)
             .map(|p| p.state.metrics.fallbacks())
             .sum()
-    }
-}
-
-/// A `redis-server` of the scenario's own on a free loopback port, nothing saved; killed
-/// when dropped.
-struct RedisChild {
-    url: String,
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl RedisChild {
-    async fn start() -> Result<RedisChild, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port for redis-server: {e}"))?
-            .port();
-        RedisChild::on(port).await
-    }
-
-    /// Stops it at once, as a crash would.
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    async fn on(port: u16) -> Result<RedisChild, String> {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "this scenario's [fleet] shares limits through Redis, and redis-server cannot start ({e}): install it (apt-get install -y redis-server)"
-                )
-            })?;
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(RedisChild {
-                    url: format!("redis://127.0.0.1:{port}/0"),
-                    port,
-                    child: Some(child),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(format!(
-            "redis-server did not listen on port {port} within 5 s"
-        ))
     }
 }
 
@@ -220,7 +176,9 @@ pub fn unmet_need(scenario: &Scenario) -> Option<String> {
             .is_ok_and(|o| o.status.success())
     };
     (scenario.fleet.redis && !redis()).then(|| {
-        "its [fleet] shares limits through Redis, and redis-server is not on PATH (apt-get install -y redis-server)".to_string()
+        format!(
+            "its [fleet] shares limits through Redis, and redis-server is not on PATH ({INSTALL})"
+        )
     })
 }
 
@@ -251,7 +209,9 @@ pub async fn start(scenario: &Scenario) -> Result<Started, String> {
         mocks.push((entry.name.clone(), mock));
     }
     let redis = match scenario.fleet.redis {
-        true => Some(RedisChild::start().await?),
+        true => Some(RedisServer::start().await.map_err(|e| {
+            format!("this scenario's [fleet] shares limits through Redis, and {e}")
+        })?),
         false => None,
     };
     let mut proxies = Vec::new();
@@ -265,7 +225,7 @@ pub async fn start(scenario: &Scenario) -> Result<Started, String> {
             text.push_str(
                 "\n[fleet]\nredis = \"env:SPILLWAY_HARNESS_REDIS\"\nname = \"scenario\"\ntimeout = \"2s\"\n",
             );
-            env.insert("SPILLWAY_HARNESS_REDIS".into(), redis.url.clone());
+            env.insert("SPILLWAY_HARNESS_REDIS".into(), redis.url());
         }
         let origin = format!("{} [proxy]", scenario.path.display());
         let config = spillway::config::parse(&text, &origin, &HarnessEnv(&env))
@@ -524,15 +484,16 @@ async fn send_passes(
 /// Stops the fleet's Redis `window.0` after `t0` and brings it back on the same port at
 /// `window.1` (scenario clock).
 async fn redis_outage(
-    mut redis: RedisChild,
+    redis: RedisServer,
     clock: Clock,
     t0: Duration,
     window: (Duration, Duration),
-) -> Option<RedisChild> {
+) -> Option<RedisServer> {
     clock.sleep_until(t0 + window.0).await;
-    redis.kill().await;
+    let port = redis.port;
+    redis.kill();
     clock.sleep_until(t0 + window.1).await;
-    RedisChild::on(redis.port).await.ok()
+    RedisServer::on(port).await.ok()
 }
 
 /// Runs a scenario (with `seed` instead of its own when given).
@@ -612,6 +573,8 @@ pub async fn run_watched(
         lag,
     } = drive_watched(&shape, passes, progress, watch).await;
     let sim_seconds = (started.clock.now() - t0).as_secs_f64();
+    // Read before the outage's task ends: the Redis it holds goes with it.
+    let fleet_degraded = started.degraded();
     if let Some(outage) = outage {
         outage.abort();
     }
@@ -639,6 +602,7 @@ pub async fn run_watched(
         sim_seconds,
         wall_seconds: wall.now().as_secs_f64(),
         time_scale: scenario.time_scale,
+        fleet_degraded,
     };
     Ok((result, RunEnd { stopped, lag }))
 }

@@ -293,34 +293,15 @@ pub fn spawn_redis(exe: &PathBuf) -> Result<Subject, String> {
 /// as `listening on redis://ADDR/0`, until killed (it is in this process's group, so it goes
 /// with it).
 pub async fn serve_redis() -> Result<(), String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut child = tokio::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server (apt-get install -y redis-server): {e}"))?;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            use std::io::Write;
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "listening on redis://127.0.0.1:{port}/0");
-            let _ = out.flush();
-            let status = child.wait().await.map_err(|e| e.to_string())?;
-            return Err(format!("redis-server exited: {status}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let redis = crate::redis::RedisServer::start().await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on {}", redis.url());
+        let _ = out.flush();
     }
-    Err(format!(
-        "redis-server did not listen on port {port} within 5 s"
-    ))
+    let status = redis.wait().await?;
+    Err(format!("redis-server exited: {status}"))
 }
 
 fn print_listening(addr: SocketAddr) {

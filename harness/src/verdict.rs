@@ -88,6 +88,21 @@ pub fn evaluate(expect: &Expect, r: &RunResult) -> Vec<Verdict> {
         let n = r.fallbacks as f64;
         out.push(Verdict::number("fallbacks", check, n, total));
     }
+    if let Some(check) = &expect.fleet_degraded {
+        // The first gateway that fails the check, else the least degraded (none: no fleet,
+        // nothing to show, which fails a check that expects time).
+        let shown = r
+            .fleet_degraded
+            .iter()
+            .copied()
+            .find(|&s| !check.holds(s, s))
+            .or_else(|| r.fleet_degraded.iter().copied().reduce(f64::min));
+        out.push(Verdict::seconds(
+            "fleet_degraded",
+            check,
+            shown.unwrap_or(0.0),
+        ));
+    }
     let (p50, p99, max) = r.latencies();
     for (name, check, v) in [
         ("p50_latency", &expect.p50_latency, p50),
@@ -348,6 +363,7 @@ mod tests {
             sim_seconds: 120.0,
             wall_seconds: 2.0,
             time_scale: 60.0,
+            fleet_degraded: Vec::new(),
         }
     }
 

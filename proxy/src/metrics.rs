@@ -55,6 +55,8 @@ struct Counters {
     wait_sum: f64,
     /// `Some` in a fleet: whether Redis is out of reach now, and how often it was lost.
     fleet: Option<(bool, u64)>,
+    /// In a fleet: the seconds (the gateway's clock) spent degraded, in spans that ended.
+    fleet_degraded_seconds: f64,
     /// Requests by client name, route and status.
     clients: HashMap<(String, String, u16), u64>,
     /// The last minute (clock time) per route.
@@ -222,6 +224,11 @@ impl Metrics {
         });
     }
 
+    /// The gateway rejoined its fleet after `span` (the gateway's clock) on its own limits.
+    pub fn fleet_degraded_for(&self, span: std::time::Duration) {
+        self.with(|c| c.fleet_degraded_seconds += span.as_secs_f64());
+    }
+
     /// The fleet's Redis was lost (`true`) or answers again (`false`).
     pub fn fleet_degraded(&self, degraded: bool) {
         self.with(|c| {
@@ -344,7 +351,7 @@ impl Metrics {
             let _ = writeln!(out, "spillway_queue_wait_seconds_bucket{{le=\"+Inf\"}} {}", c.wait_count);
             let _ = writeln!(out, "spillway_queue_wait_seconds_sum {}", c.wait_sum);
             let _ = writeln!(out, "spillway_queue_wait_seconds_count {}", c.wait_count);
-            fleet_lines(&mut out, c.fleet);
+            fleet_lines(&mut out, c.fleet, c.fleet_degraded_seconds);
             client_lines(&mut out, &c.clients);
         });
         let _ = writeln!(
@@ -404,7 +411,7 @@ fn client_lines(out: &mut String, clients: &HashMap<(String, String, u16), u64>)
 }
 
 /// In a fleet: whether Redis is out of reach now, and how often it was lost.
-fn fleet_lines(out: &mut String, fleet: Option<(bool, u64)>) {
+fn fleet_lines(out: &mut String, fleet: Option<(bool, u64)>, degraded_seconds: f64) {
     let Some((degraded, lost)) = fleet else {
         return;
     };
@@ -420,6 +427,15 @@ fn fleet_lines(out: &mut String, fleet: Option<(bool, u64)>) {
     );
     let _ = writeln!(out, "# TYPE spillway_fleet_redis_lost_total counter");
     let _ = writeln!(out, "spillway_fleet_redis_lost_total {lost}");
+    let _ = writeln!(
+        out,
+        "# HELP spillway_fleet_degraded_seconds_total Seconds this gateway went on its share of the limits, counted when it rejoined."
+    );
+    let _ = writeln!(out, "# TYPE spillway_fleet_degraded_seconds_total counter");
+    let _ = writeln!(
+        out,
+        "spillway_fleet_degraded_seconds_total {degraded_seconds}"
+    );
 }
 
 fn bump(map: &mut HashMap<String, u64>, key: &str) {

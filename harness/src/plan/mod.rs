@@ -340,6 +340,7 @@ mod tests {
             sim_seconds: 1.0,
             wall_seconds: 1.0,
             time_scale: 100.0,
+            fleet_degraded: Vec::new(),
         };
         let broken = (!pass).then(|| "client_429 == 0 broken".to_string());
         let mut r = outcome::assess(&candidate, &chain, &goal, &run, broken, 1);

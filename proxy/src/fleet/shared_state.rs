@@ -30,7 +30,8 @@ use crate::limits::kind::Kind;
 /// windows), 1 waits `ms` (a window's requests are all taken, or a 429 blocks the key: any
 /// request waits), 4 waits `ms` (a window has no room for this request's tokens), 2 the key
 /// is refused for `ms` (`why`: what the provider said), 3 the target's circuit is open for
-/// `ms`; `learned` is the key's learned-limits hash, flat. A window's limit is the smaller of
+/// `ms`; `learned` is the key's learned-limits hash, flat; last, on 0, what the minute window
+/// holds with this request (requests, tokens: the fleet's use a degraded gateway counts on). A window's limit is the smaller of
 /// the configured one (ARGV, 0: none) and the learned one. The minute window keeps every send,
 /// limited or not, so that a limit learned later counts what the fleet sent before; the day
 /// window is kept only while a daily limit is known. How long until a request's tokens fit is
@@ -44,11 +45,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local learned = redis.call('HGETALL', KEYS[4])
 local refused = redis.call('PTTL', KEYS[2])
-if refused > 0 then return {2, refused, redis.call('GET', KEYS[2]) or '', learned} end
+if refused > 0 then return {2, refused, redis.call('GET', KEYS[2]) or '', learned, 0, 0} end
 local open = redis.call('PTTL', KEYS[3])
-if open > 0 then return {3, open, '', learned} end
+if open > 0 then return {3, open, '', learned, 0, 0} end
 local blocked = redis.call('PTTL', KEYS[1])
-if blocked > 0 then return {1, blocked, '', learned} end
+if blocked > 0 then return {1, blocked, '', learned, 0, 0} end
 local known = {}
 for i = 1, #learned, 2 do known[learned[i]] = tonumber(learned[i + 1]) end
 local function limit(given, name)
@@ -97,8 +98,8 @@ for w = 1, 2 do
     kept[#kept + 1] = w
   end
 end
-if wait > 0 then return {1, wait, '', learned} end
-if wait_tokens > 0 then return {4, wait_tokens, '', learned} end
+if wait > 0 then return {1, wait, '', learned, 0, 0} end
+if wait_tokens > 0 then return {4, wait_tokens, '', learned, 0, 0} end
 for _, w in ipairs(kept) do
   local r, tk, s = KEYS[3 * w + 2], KEYS[3 * w + 3], KEYS[3 * w + 4]
   redis.call('ZADD', r, now, ARGV[1])
@@ -106,7 +107,7 @@ for _, w in ipairs(kept) do
   redis.call('INCRBY', s, tokens)
   for _, k in ipairs({r, tk, s}) do redis.call('PEXPIRE', k, 2 * tonumber(ARGV[3 * w])) end
 end
-return {0, #kept, '', learned}
+return {0, #kept, '', learned, redis.call('ZCARD', KEYS[5]), tonumber(redis.call('GET', KEYS[7]) or '0')}
 ";
 
 /// Writes limits learned from the provider into a key's hash, which lasts `ttl` from then.
@@ -216,7 +217,7 @@ impl Fleet {
         id: &str,
         tokens: u64,
         windows: Windows,
-    ) -> Option<(Verdict, Vec<(Kind, u64)>)> {
+    ) -> Option<(Verdict, Vec<(Kind, u64)>, Option<(u64, u64)>)> {
         if self.is_degraded() {
             return None;
         }
@@ -242,12 +243,13 @@ impl Fleet {
                 invocation.arg(a);
             }
             invocation
-                .invoke_async::<(i64, i64, String, Vec<String>)>(&mut conn)
+                .invoke_async::<(i64, i64, String, Vec<String>, i64, i64)>(&mut conn)
                 .await
         };
-        let (verdict, n, why, learned) = self.within_timeout(call).await?;
+        let (verdict, n, why, learned, requests, used) = self.within_timeout(call).await?;
         let news = self.learned.replace(&slot.prefix, pairs(&learned));
         let wait = Duration::from_millis(n.unsigned_abs().max(1));
+        let seen = (verdict == 0).then(|| (requests.unsigned_abs(), used.unsigned_abs()));
         let verdict = match verdict {
             0 if n > 0 => Verdict::Go(Some(Held {
                 slot: slot.clone(),
@@ -259,7 +261,7 @@ impl Fleet {
             4 => Verdict::RequestWaits(wait),
             _ => Verdict::Wait(wait),
         };
-        Some((verdict, news))
+        Some((verdict, news, seen))
     }
 
     /// Of the limits this gateway learned from the provider for `slot`'s key and model, those
