@@ -132,11 +132,24 @@ async fn readiness_follows_redis_not_there_then_started_then_stopped_then_back()
         .await
         .expect("answers");
     assert_eq!(health.status(), 200, "alive while not ready");
+    let health: Value = health.json().await.expect("JSON");
+    assert_eq!(health["fleet"]["redis"], "out of reach", "{health}");
+    assert_eq!(health["fleet"]["name"], "ready", "{health}");
 
     let _redis = RedisServer::on(port)
         .await
         .expect("redis-server starts again");
     assert_eq!(until_readyz(&proxy, 200).await["status"], "ready");
+    let health: Value = client()
+        .get(format!("{}/healthz", proxy.base()))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(health["fleet"]["redis"], "connected", "{health}");
+    assert!(health["fleet"]["members"].as_u64() >= Some(1), "{health}");
     proxy.shutdown().await;
 }
 

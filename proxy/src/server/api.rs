@@ -241,9 +241,18 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `GET /healthz`.
-pub fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+/// `GET /healthz`: alive (always 200); with a fleet, its detail: whether this gateway shares
+/// through Redis or goes on its own share (degraded), and the members it last saw.
+pub fn healthz(state: &AppState) -> Response {
+    let mut body = json!({"status": "ok"});
+    if let Some(fleet) = &state.fleet {
+        body["fleet"] = json!({
+            "name": fleet.name(),
+            "redis": if fleet.is_degraded() { "out of reach" } else { "connected" },
+            "members": fleet.members(),
+        });
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// `GET /readyz`: 200 once the gateway can serve (config loaded, cache open, and with a fleet,

@@ -44,7 +44,7 @@ async fn dispatch(live: Arc<Live>, request: Request<Incoming>) -> Response {
         Endpoint::Embeddings => api::completion(&state, headers, Body::new(body), EMBEDDINGS).await,
         Endpoint::ListModels => api::list_models(&state, headers),
         Endpoint::GetModel(id) => api::get_model(&state, headers, id),
-        Endpoint::Healthz => api::healthz(),
+        Endpoint::Healthz => api::healthz(&state),
         Endpoint::Readyz => api::readyz(&state),
         Endpoint::Metrics => api::metrics(&state, headers),
         Endpoint::Status => api::status(&state, headers),
