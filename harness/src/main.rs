@@ -254,7 +254,8 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Also measure spillway in a fleet (a redis-server on this machine, started on a free
-    /// port) beside the same spillway alone, both with the key's per-minute limits known.
+    /// port) beside the same spillway alone, both with the key's per-minute limits known, and
+    /// the load spread over three members of the fleet.
     #[arg(long)]
     fleet: bool,
 }

@@ -53,7 +53,8 @@ pub struct BenchSpec {
     pub soak: u64,
     /// Concurrency of the soak.
     pub soak_concurrency: usize,
-    /// Measure spillway in a fleet (with a redis-server) beside the same spillway alone.
+    /// Measure spillway in a fleet (with a redis-server) beside the same spillway alone, and
+    /// the load spread over three members.
     pub fleet: bool,
 }
 
