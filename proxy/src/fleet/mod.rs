@@ -763,7 +763,11 @@ impl Fleet {
     fn forget_send(&self, held: &Held) {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(own) = sent.get_mut(&held.slot.prefix) {
-            own.sends.retain(|(_, _, id)| *id != held.id);
+            // A send is taken back soon after it was made: look from the newest end, and stop
+            // at the first match (the window can hold hundreds of thousands of sends).
+            if let Some(i) = own.sends.iter().rposition(|(_, _, id)| *id == held.id) {
+                own.sends.remove(i);
+            }
         }
     }
 
@@ -803,7 +807,8 @@ impl Fleet {
             let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
             let now = self.now_ms();
             if let Some(own) = sent.get_mut(&held.slot.prefix)
-                && let Some(i) = own.sends.iter().position(|(_, _, id)| *id == held.id)
+                // Answered sends are recent: found from the newest end.
+                && let Some(i) = own.sends.iter().rposition(|(_, _, id)| *id == held.id)
                 && let Some((_, estimate, id)) = own.sends.remove(i)
             {
                 own.sends.push_back((now, tokens.unwrap_or(estimate), id));
