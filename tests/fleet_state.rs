@@ -19,6 +19,29 @@ fn fleet_table(name: &str) -> String {
     format!("[fleet]\nredis = \"env:REDIS_URL\"\nname = \"{name}\"\ntimeout = \"200ms\"\n")
 }
 
+/// Provider `p` with two keys, `$REVOKED` then `$GOOD` (no requests in flight held back while
+/// their limits are unknown), the route `chat` to `MODEL`, `routes` after it, and the fleet
+/// `name`.
+fn revoked_then_good(url: &str, routes: &str, name: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "p"
+base_url = "{url}"
+keys = ["env:REVOKED", "env:GOOD"]
+unknown_limits_in_flight = 0
+
+[[routes]]
+model = "chat"
+targets = [{{ provider = "p", model = "{MODEL}" }}]
+
+{routes}
+{}
+"#,
+        fleet_table(name)
+    )
+}
+
 /// `n` gateways with the same config and environment (the Redis URL added).
 async fn gateways(n: usize, config: &str, env: &[(&str, &str)], redis: &str) -> Vec<Proxy> {
     let mut env = env.to_vec();
@@ -174,27 +197,10 @@ async fn a_key_refused_401_on_a_is_not_tried_by_b_for_any_model() {
         .model(OTHER_MODEL)
         .start()
         .await;
-    let config = format!(
-        r#"
-[[providers]]
-name = "p"
-base_url = "{}"
-keys = ["env:REVOKED", "env:GOOD"]
-unknown_limits_in_flight = 0
-
-[[routes]]
-model = "chat"
-targets = [{{ provider = "p", model = "{MODEL}" }}]
-
-[[routes]]
-model = "other"
-targets = [{{ provider = "p", model = "{OTHER_MODEL}" }}]
-
-{}
-"#,
-        mock.url(),
-        fleet_table("refused")
+    let other = format!(
+        "[[routes]]\nmodel = \"other\"\ntargets = [{{ provider = \"p\", model = \"{OTHER_MODEL}\" }}]\n"
     );
+    let config = revoked_then_good(&mock.url(), &other, "refused");
     let env = [("REVOKED", "sk-revoked-1234"), ("GOOD", "sk-good-5678")];
     let g = gateways(2, &config, &env, &redis.url()).await;
     let first = chat(&g[0].url(), &chat_body("chat", "first", 5)).await;
@@ -491,23 +497,7 @@ async fn with_redis_gone_what_a_gateway_finds_stays_its_own_and_no_request_fails
         .model(MODEL)
         .start()
         .await;
-    let config = format!(
-        r#"
-[[providers]]
-name = "p"
-base_url = "{}"
-keys = ["env:REVOKED", "env:GOOD"]
-unknown_limits_in_flight = 0
-
-[[routes]]
-model = "chat"
-targets = [{{ provider = "p", model = "{MODEL}" }}]
-
-{}
-"#,
-        mock.url(),
-        fleet_table("alone")
-    );
+    let config = revoked_then_good(&mock.url(), "", "alone");
     let env = [("REVOKED", "revoked-key"), ("GOOD", "good")];
     let g = gateways(2, &config, &env, &redis.url()).await;
     redis.kill();

@@ -140,14 +140,7 @@ async fn readiness_follows_redis_not_there_then_started_then_stopped_then_back()
         .await
         .expect("redis-server starts again");
     assert_eq!(until_readyz(&proxy, 200).await["status"], "ready");
-    let health: Value = client()
-        .get(format!("{}/healthz", proxy.base()))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("JSON");
+    let health = get_json(format!("{}/healthz", proxy.base())).await;
     assert_eq!(health["fleet"]["redis"], "connected", "{health}");
     assert!(health["fleet"]["members"].as_u64() >= Some(1), "{health}");
     proxy.shutdown().await;
@@ -166,16 +159,21 @@ fn rpm_remaining(proxy: &Proxy, key: &str) -> Option<u64> {
         .map(|h| h.remaining)
 }
 
-/// The route names `GET /v1/models` lists.
-async fn models(proxy: &Proxy) -> Vec<String> {
-    let list: Value = client()
-        .get(format!("{}/models", proxy.url()))
+/// The JSON body of `GET url`.
+async fn get_json(url: String) -> Value {
+    client()
+        .get(url)
         .send()
         .await
         .expect("answers")
         .json()
         .await
-        .expect("JSON");
+        .expect("JSON")
+}
+
+/// The route names `GET /v1/models` lists.
+async fn models(proxy: &Proxy) -> Vec<String> {
+    let list = get_json(format!("{}/models", proxy.url())).await;
     list["data"]
         .as_array()
         .expect("a list")
